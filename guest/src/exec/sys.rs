@@ -1,0 +1,394 @@
+//! The system calls rustix does not wrap (DAX-related ioctls, mappings, swap, fork for accesses
+//! that may raise SIGBUS). Every unsafe block of the agent is here, each with its SAFETY note.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+/// FS_XFLAG_DAX (include/uapi/linux/fs.h)
+pub const FS_XFLAG_DAX: u32 = 0x0000_8000;
+const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801c_581f;
+const FS_IOC_FSSETXATTR: libc::c_ulong = 0x401c_5820;
+const FICLONE: libc::c_ulong = 0x4004_9409;
+const FICLONERANGE: libc::c_ulong = 0x4020_940d;
+const FS_IOC_FIEMAP: libc::c_ulong = 0xc020_660b;
+const FIFREEZE: libc::c_ulong = 0xc004_5877;
+const FITHAW: libc::c_ulong = 0xc004_5878;
+/// mman.h: MAP_SYNC works only with MAP_SHARED_VALIDATE, which rejects unknown flags.
+pub const MAP_SHARED_VALIDATE: libc::c_int = 0x03;
+pub const MAP_SYNC: libc::c_int = 0x80000;
+const FIEMAP_FLAG_SYNC: u32 = 0x1;
+const FIEMAP_EXTENT_LAST: u32 = 0x1;
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct FsXattr {
+    xflags: u32,
+    extsize: u32,
+    nextents: u32,
+    projid: u32,
+    cowextsize: u32,
+    pad: [u8; 8],
+}
+
+#[repr(C)]
+struct FileCloneRange {
+    src_fd: i64,
+    src_offset: u64,
+    src_length: u64,
+    dest_offset: u64,
+}
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+pub fn get_xflags(fd: BorrowedFd) -> io::Result<u32> {
+    let mut x = FsXattr::default();
+    // SAFETY: FS_IOC_FSGETXATTR writes one struct fsxattr (28 bytes, the layout above).
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR, &mut x) })?;
+    Ok(x.xflags)
+}
+
+/// Reads the attributes, sets or clears FS_XFLAG_DAX, writes them back.
+pub fn set_dax_flag(fd: BorrowedFd, on: bool) -> io::Result<()> {
+    let mut x = FsXattr::default();
+    // SAFETY: as in get_xflags.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR, &mut x) })?;
+    if on {
+        x.xflags |= FS_XFLAG_DAX;
+    } else {
+        x.xflags &= !FS_XFLAG_DAX;
+    }
+    // SAFETY: FS_IOC_FSSETXATTR reads one struct fsxattr from a valid pointer.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSSETXATTR, &x) })
+}
+
+pub fn ficlone(dst: BorrowedFd, src: BorrowedFd) -> io::Result<()> {
+    // SAFETY: FICLONE takes the source fd as its integer argument.
+    check(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd() as libc::c_ulong) })
+}
+
+pub fn ficlonerange(
+    dst: BorrowedFd,
+    src: BorrowedFd,
+    src_offset: u64,
+    len: u64,
+    dst_offset: u64,
+) -> io::Result<()> {
+    let arg = FileCloneRange {
+        src_fd: src.as_raw_fd() as i64,
+        src_offset,
+        src_length: len,
+        dest_offset: dst_offset,
+    };
+    // SAFETY: FICLONERANGE reads one struct file_clone_range.
+    check(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONERANGE, &arg) })
+}
+
+/// FS_IOC_FIEMAP over [start, start+len), with FIEMAP_FLAG_SYNC; (logical, physical, length,
+/// flags) per extent.
+pub fn fiemap(fd: BorrowedFd, start: u64, len: u64) -> io::Result<Vec<(u64, u64, u64, u32)>> {
+    const HEADER: usize = 32;
+    const EXTENT: usize = 56;
+    const SLOTS: usize = 256;
+    let mut out = Vec::new();
+    let end = start.saturating_add(len);
+    let mut pos = start;
+    loop {
+        // u64 words keep the buffer aligned for the struct's u64 fields.
+        let mut buf = vec![0u64; (HEADER + SLOTS * EXTENT) / 8];
+        buf[0] = pos;
+        buf[1] = end - pos;
+        let words = buf.as_mut_ptr() as *mut u32;
+        // SAFETY: the buffer holds the header and SLOTS extents; fm_flags is u32 at offset 16,
+        // fm_extent_count u32 at offset 24.
+        unsafe {
+            *words.add(4) = FIEMAP_FLAG_SYNC;
+            *words.add(6) = SLOTS as u32;
+        }
+        // SAFETY: FS_IOC_FIEMAP fills at most fm_extent_count extents after the header.
+        check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FIEMAP, buf.as_mut_ptr()) })?;
+        // SAFETY: fm_mapped_extents is the u32 at offset 20.
+        let mapped = unsafe { *words.add(5) } as usize;
+        let mut last = false;
+        for i in 0..mapped.min(SLOTS) {
+            let w = (HEADER + i * EXTENT) / 8;
+            let flags = (buf[w + 5] & 0xffff_ffff) as u32;
+            out.push((buf[w], buf[w + 1], buf[w + 2], flags));
+            last = flags & FIEMAP_EXTENT_LAST != 0;
+        }
+        match out.last() {
+            Some(&(l, _, n, _)) if mapped == SLOTS && !last && l + n < end => pos = l + n,
+            _ => return Ok(out),
+        }
+    }
+}
+
+pub fn freeze(fd: BorrowedFd, on: bool) -> io::Result<()> {
+    let op = if on { FIFREEZE } else { FITHAW };
+    // SAFETY: FIFREEZE/FITHAW take an unused int argument.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), op, 0) })
+}
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+pub fn swapon(path: &Path) -> io::Result<()> {
+    let p = cpath(path)?;
+    // SAFETY: a valid NUL-terminated path and no flags.
+    check(unsafe { libc::swapon(p.as_ptr(), 0) })
+}
+
+pub fn swapoff(path: &Path) -> io::Result<()> {
+    let p = cpath(path)?;
+    // SAFETY: a valid NUL-terminated path.
+    check(unsafe { libc::swapoff(p.as_ptr()) })
+}
+
+pub fn fallocate(fd: BorrowedFd, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd.
+    check(unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset as i64, len as i64) })
+}
+
+/// A live mapping. Not unmapped on drop: steps decide (munmap, evict, teardown).
+pub struct Mapping {
+    pub addr: usize,
+    pub len: usize,
+    pub private: bool,
+}
+
+pub fn mmap(fd: BorrowedFd, offset: u64, len: u64, flags: libc::c_int) -> io::Result<Mapping> {
+    // SAFETY: a fresh mapping chosen by the kernel (addr NULL) of a valid fd; nothing aliases it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd.as_raw_fd(),
+            offset as i64,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Mapping { addr: p as usize, len: len as usize, private: flags & libc::MAP_PRIVATE != 0 })
+}
+
+pub fn munmap(m: &Mapping) -> io::Result<()> {
+    // SAFETY: the range was returned by mmap and is unmapped once (the caller forgets it).
+    check(unsafe { libc::munmap(m.addr as *mut libc::c_void, m.len) })
+}
+
+pub fn msync(m: &Mapping) -> io::Result<()> {
+    // SAFETY: the range is a live mapping.
+    check(unsafe { libc::msync(m.addr as *mut libc::c_void, m.len, libc::MS_SYNC) })
+}
+
+/// How an access through a mapping ended.
+pub enum Access {
+    Done(Vec<u8>),
+    Signal(i32),
+}
+
+/// Loads `len` bytes at `offset` of the mapping in a child process, so that a SIGBUS kills the
+/// child and is observed instead of killing the agent. MAP_SHARED and MAP_PRIVATE pages read the
+/// same in the child (fork copies the page tables).
+pub fn load(m: &Mapping, offset: usize, len: usize) -> io::Result<Access> {
+    in_child(m, offset, len, None)
+}
+
+/// Stores `len` bytes of `byte`. Through MAP_SHARED the child's store reaches the file; a store
+/// through MAP_PRIVATE must stay in this process (copy-on-write), so it is done here and a SIGBUS
+/// there cannot be observed.
+pub fn store(m: &Mapping, offset: usize, len: usize, byte: u8) -> io::Result<Access> {
+    check_range(m, offset, len)?;
+    if m.private {
+        // SAFETY: the range lies inside the live mapping (checked above).
+        unsafe { std::ptr::write_bytes((m.addr + offset) as *mut u8, byte, len) };
+        return Ok(Access::Done(vec![]));
+    }
+    in_child(m, offset, len, Some(byte))
+}
+
+fn check_range(m: &Mapping, offset: usize, len: usize) -> io::Result<()> {
+    if offset.checked_add(len).is_none_or(|end| end > m.len) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "access outside the mapping"));
+    }
+    Ok(())
+}
+
+fn in_child(m: &Mapping, offset: usize, len: usize, store: Option<u8>) -> io::Result<Access> {
+    check_range(m, offset, len)?;
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 fills two fds.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: the fds are fresh and owned here from now on.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let src = (m.addr + offset) as *mut u8;
+    // Allocated before fork: the child copies into it with CPU loads, which is the access under
+    // test (a SIGBUS kills the child); handing the mapping to write(2) instead would turn the
+    // fault into EFAULT from the kernel's copy.
+    let mut buf = vec![0u8; if store.is_some() { 0 } else { len }];
+    let dst = buf.as_mut_ptr();
+    // SAFETY: the agent is single-threaded here (race threads are joined before), so the child
+    // may run ordinary code; it only touches the mapping, the buffer and the pipe, then _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(rd);
+        // SAFETY: [src, src+len) is inside the mapping (checked) and [dst, dst+len) is the
+        // buffer; a fault kills only this child.
+        unsafe {
+            match store {
+                Some(b) => std::ptr::write_bytes(src, b, len),
+                None => {
+                    std::ptr::copy_nonoverlapping(src, dst, len);
+                    let mut done = 0;
+                    while done < len {
+                        let n = libc::write(
+                            wr.as_raw_fd(),
+                            dst.add(done) as *const libc::c_void,
+                            len - done,
+                        );
+                        if n <= 0 {
+                            // The errno says why, in the exit status.
+                            libc::_exit(*libc::__errno_location() & 0x7f);
+                        }
+                        done += n as usize;
+                    }
+                }
+            }
+            libc::_exit(0);
+        }
+    }
+    drop(wr);
+    drop(buf);
+    let mut data = Vec::with_capacity(len);
+    let mut file = std::fs::File::from(rd);
+    io::Read::read_to_end(&mut file, &mut data)?;
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if libc::WIFSIGNALED(status) {
+        return Ok(Access::Signal(libc::WTERMSIG(status)));
+    }
+    if libc::WEXITSTATUS(status) != 0 {
+        return Err(io::Error::other(format!(
+            "the access child failed: {}",
+            errno_name(libc::WEXITSTATUS(status))
+        )));
+    }
+    Ok(Access::Done(data))
+}
+
+/// An 8-byte atomic store into a shared mapping (race_store_clone's writer).
+pub fn store_u64(m: &Mapping, offset: usize, value: u64) {
+    assert!(offset.is_multiple_of(8) && offset + 8 <= m.len, "slot outside the mapping");
+    // SAFETY: aligned, inside the live mapping; AtomicU64 makes concurrent access defined.
+    let slot = unsafe { &*((m.addr + offset) as *const std::sync::atomic::AtomicU64) };
+    slot.store(value, std::sync::atomic::Ordering::Release);
+}
+
+pub fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGBUS => "SIGBUS".into(),
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGABRT => "SIGABRT".into(),
+        other => format!("SIG{other}"),
+    }
+}
+
+/// The errno's name, as scenario files write it.
+pub fn errno_name(code: i32) -> String {
+    let name = match code {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::ENXIO => "ENXIO",
+        libc::E2BIG => "E2BIG",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::EXDEV => "EXDEV",
+        libc::ENODEV => "ENODEV",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::ENFILE => "ENFILE",
+        libc::EMFILE => "EMFILE",
+        libc::ENOTTY => "ENOTTY",
+        libc::ETXTBSY => "ETXTBSY",
+        libc::EFBIG => "EFBIG",
+        libc::ENOSPC => "ENOSPC",
+        libc::ESPIPE => "ESPIPE",
+        libc::EROFS => "EROFS",
+        libc::EMLINK => "EMLINK",
+        libc::ERANGE => "ERANGE",
+        libc::ENOSYS => "ENOSYS",
+        libc::ENOTEMPTY => "ENOTEMPTY",
+        libc::ENODATA => "ENODATA",
+        libc::EOVERFLOW => "EOVERFLOW",
+        // ENOTSUP is the same number on Linux; scenarios say EOPNOTSUPP.
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EDQUOT => "EDQUOT",
+        libc::EUCLEAN => "EUCLEAN",
+        libc::ENOKEY => "ENOKEY",
+        libc::ESTALE => "ESTALE",
+        other => return format!("E{other}"),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(libc::EOPNOTSUPP), "EOPNOTSUPP");
+        assert_eq!(errno_name(libc::ENOTSUP), "EOPNOTSUPP");
+        assert_eq!(errno_name(libc::ETXTBSY), "ETXTBSY");
+        assert_eq!(errno_name(4000), "E4000");
+    }
+
+    /// Real syscalls on the host's filesystem: a load past EOF after truncate raises SIGBUS in
+    /// the child and the agent lives on; stores through a shared mapping reach the file.
+    #[test]
+    fn sigbus_is_observed_and_shared_stores_land() {
+        use std::os::fd::AsFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![b'a'; 16384]).unwrap();
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let m = mmap(f.as_fd(), 0, 16384, libc::MAP_SHARED).unwrap();
+        assert!(matches!(store(&m, 0, 4096, b'b').unwrap(), Access::Done(_)));
+        assert_eq!(&std::fs::read(&path).unwrap()[..4096], &[b'b'; 4096][..]);
+        f.set_len(4096).unwrap();
+        assert!(matches!(load(&m, 8192, 16).unwrap(), Access::Signal(libc::SIGBUS)));
+        match load(&m, 0, 4096).unwrap() {
+            Access::Done(d) => assert_eq!(d, vec![b'b'; 4096]),
+            Access::Signal(s) => panic!("signal {s}"),
+        }
+        munmap(&m).unwrap();
+    }
+}

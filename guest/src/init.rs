@@ -1,0 +1,309 @@
+//! PID 1 of the test VM: mounts the pseudo filesystems, loads the modules, brings up the network
+//! and sshd, makes sure every NVDIMM is an fsdax device on which DAX really works, writes the
+//! boot report for `daxtest-agent probe`, then reaps orphans forever.
+//!
+//! Ordering is chosen for boot-to-ready time under TCG: sshd starts as soon as the network
+//! module is in, while the NVDIMM and filesystem modules are still loading on other threads.
+
+use crate::{dax_check, modules::Loader};
+use anyhow::{bail, Context};
+use daxtest_proto::{
+    BootConfig, Phase, ReadyReport, BOOT_CONFIG_PATH, CMDLINE_PMEM_COUNT, READY_PATH,
+};
+use rustix::mount::{mount, MountFlags};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn run() -> ! {
+    std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    std::env::set_var("HOME", "/root");
+    let mut report = ReadyReport {
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        kernel_release: String::new(),
+        ok: false,
+        errors: Vec::new(),
+        timeline: vec![phase("init")],
+        modules: Vec::new(),
+        devices: Vec::new(),
+    };
+    println!("daxtest-agent: init at {:.2}s", report.timeline[0].uptime_s);
+    if let Err(e) = boot(&mut report) {
+        report.errors.push(format!("{e:#}"));
+    }
+    report.ok = report.errors.is_empty();
+    report.timeline.push(phase("ready"));
+    if let Err(e) = write_report(&report) {
+        println!("daxtest-agent: cannot write {READY_PATH}: {e:#}");
+    }
+    // One line on the serial console, so a boot log alone says how the boot ended.
+    match report.ok {
+        true => println!("daxtest-agent: ready at {:.2}s", uptime()),
+        false => println!("daxtest-agent: NOT READY: {}", report.summary()),
+    }
+    reap_forever()
+}
+
+fn boot(report: &mut ReadyReport) -> anyhow::Result<()> {
+    mount_pseudo_filesystems()?;
+    let _ = rustix::system::sethostname(b"daxtest");
+    report.kernel_release = rustix::system::uname().release().to_string_lossy().into_owned();
+    report.timeline.push(phase("mounts"));
+
+    let config: BootConfig = serde_json::from_slice(
+        &std::fs::read(BOOT_CONFIG_PATH).with_context(|| format!("reading {BOOT_CONFIG_PATH}"))?,
+    )
+    .with_context(|| format!("parsing {BOOT_CONFIG_PATH}"))?;
+    if config.kernel_release != report.kernel_release {
+        bail!(
+            "image built for kernel {} but booted {}: rebuild the image",
+            config.kernel_release,
+            report.kernel_release
+        );
+    }
+    let pmem_count = pmem_count_from_cmdline(&std::fs::read_to_string("/proc/cmdline")?)?;
+
+    // Every chain on its own thread. The DAX check needs only the NVDIMM drivers and ext4, so it
+    // runs while xfs (the slowest module by far under TCG) is still loading.
+    let loader = Loader::default();
+    let payload_mounted = Event::default();
+    let (net, payload, devices) = std::thread::scope(|s| {
+        for chain in &config.module_chains {
+            let loader = &loader;
+            s.spawn(move || loader.run_chain(chain));
+        }
+        let payload = s.spawn(|| {
+            let r = mount_payload(&config, &loader);
+            payload_mounted.set(r.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+            r
+        });
+        let devices =
+            s.spawn(|| match loader.wait_for(dax_check::NEEDS, &config.module_chains).as_slice() {
+                [] => check_devices(pmem_count, &payload_mounted),
+                errors => Err(anyhow::anyhow!("{}", errors.join("; "))),
+            });
+        let net = start_network_and_sshd(&config);
+        let payload = payload.join().expect("payload thread panicked");
+        (net, payload, devices.join().expect("device thread panicked"))
+    });
+    report.errors.extend(loader.errors());
+    report.modules = loader.into_log();
+    report.timeline.push(phase("modules"));
+    match net {
+        Ok(at) => report.timeline.push(at),
+        Err(e) => report.errors.push(format!("network/sshd: {e:#}")),
+    }
+    match payload {
+        Ok(at) => report.timeline.push(at),
+        Err(e) => report.errors.push(format!("payload disk: {e:#}")),
+    }
+    match devices {
+        Ok((devices, at)) => {
+            report.devices = devices;
+            report.timeline.push(at);
+        }
+        Err(e) => report.errors.push(format!("NVDIMMs: {e:#}")),
+    }
+    for d in &report.devices {
+        if !d.dax_check.ok {
+            report
+                .errors
+                .push(format!("/dev/{}: DAX does not work: {}", d.name, d.dax_check.detail));
+        }
+    }
+    report.timeline.sort_by(|a, b| a.uptime_s.total_cmp(&b.uptime_s));
+    Ok(())
+}
+
+/// Waits for the pmem devices, makes them fsdax, checks DAX on each (in parallel).
+fn check_devices(
+    count: usize,
+    payload: &Event,
+) -> anyhow::Result<(Vec<daxtest_proto::PmemDevice>, Phase)> {
+    let names = dax_check::wait_for_pmem(count, Duration::from_secs(20))?;
+    let devices = std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|n| s.spawn(move || dax_check::prepare_and_check(n, payload)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("device thread panicked"))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    Ok((devices, phase("dax-check")))
+}
+
+/// Mounts the read-only payload disk, where most tools and the on-demand modules live.
+fn mount_payload(config: &BootConfig, loader: &Loader) -> anyhow::Result<Phase> {
+    let p = &config.payload;
+    let needs: Vec<&str> = p.needs.iter().map(String::as_str).collect();
+    if let errors @ [_, ..] = loader.wait_for(&needs, &config.module_chains).as_slice() {
+        bail!("{}", errors.join("; "));
+    }
+    // devtmpfs creates the node while virtio_blk is still probing the disk; until the disk is
+    // live, opening it fails with ENXIO ("Can't open blockdev", seen on 6.1), so retry.
+    let what = format!("mount -t {} -o ro {} {}", p.fstype, p.device, p.mount_point);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = match Path::new(&p.device).exists() {
+            true => mount(
+                p.device.as_str(),
+                p.mount_point.as_str(),
+                p.fstype.as_str(),
+                MountFlags::RDONLY,
+                None,
+            ),
+            false => Err(rustix::io::Errno::NOENT),
+        };
+        match r {
+            Ok(()) => return Ok(phase("payload")),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NXIO)
+                if Instant::now() <= deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e @ (rustix::io::Errno::NOENT | rustix::io::Errno::NXIO)) => {
+                return Err(e).with_context(|| format!("{what} (still failing after 10 s)"))
+            }
+            Err(e) => return Err(e).context(what),
+        }
+    }
+}
+
+/// An outcome that threads can wait for, set once.
+#[derive(Default)]
+pub struct Event {
+    state: std::sync::Mutex<Option<Result<(), String>>>,
+    set: std::sync::Condvar,
+}
+
+impl Event {
+    pub fn set(&self, outcome: Result<(), String>) {
+        *self.state.lock().expect("event poisoned") = Some(outcome);
+        self.set.notify_all();
+    }
+
+    pub fn wait(&self) -> Result<(), String> {
+        let mut state = self.state.lock().expect("event poisoned");
+        loop {
+            match &*state {
+                Some(outcome) => return outcome.clone(),
+                None => state = self.set.wait(state).expect("event poisoned"),
+            }
+        }
+    }
+}
+fn mount_pseudo_filesystems() -> anyhow::Result<()> {
+    let mounts: [(&str, &str, &str, &str); 6] = [
+        ("proc", "/proc", "proc", ""),
+        ("sysfs", "/sys", "sysfs", ""),
+        ("devtmpfs", "/dev", "devtmpfs", ""),
+        ("devpts", "/dev/pts", "devpts", "ptmxmode=0666"),
+        ("tmpfs", "/run", "tmpfs", "mode=0755"),
+        ("tmpfs", "/tmp", "tmpfs", "mode=1777"),
+    ];
+    for (source, target, fstype, data) in mounts {
+        std::fs::create_dir_all(target).with_context(|| format!("mkdir {target}"))?;
+        let data = std::ffi::CString::new(data)?;
+        mount(source, target, fstype, MountFlags::empty(), Some(data.as_c_str()))
+            .with_context(|| format!("mount {fstype} on {target}"))?;
+    }
+    std::fs::create_dir_all(Path::new(READY_PATH).parent().expect("READY_PATH has a parent"))?;
+    Ok(())
+}
+
+/// Waits for eth0 (virtio_net loads on another thread), configures it and starts sshd.
+fn start_network_and_sshd(config: &BootConfig) -> anyhow::Result<Phase> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !Path::new("/sys/class/net/eth0").exists() {
+        if Instant::now() > deadline {
+            bail!("no eth0 after 15 s: is the virtio-net module in the recipe?");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    tool("ip", &["link", "set", "lo", "up"])?;
+    tool("ip", &["addr", "add", &config.address, "dev", "eth0"])?;
+    tool("ip", &["link", "set", "eth0", "up"])?;
+    tool("ip", &["route", "add", "default", "via", &config.gateway])?;
+    let (program, args) = config.sshd.split_first().context("empty sshd command")?;
+    let log = std::fs::File::create("/run/daxtest/sshd.log")?;
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
+    // The host waits for this line before its first connection attempt.
+    println!("daxtest-agent: sshd started at {:.2}s", uptime());
+    Ok(phase("sshd"))
+}
+
+/// `daxtest.pmem=N` on the kernel command line: how many NVDIMMs QEMU was given.
+pub fn pmem_count_from_cmdline(cmdline: &str) -> anyhow::Result<usize> {
+    let key = format!("{CMDLINE_PMEM_COUNT}=");
+    let value = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&key))
+        .with_context(|| format!("no {key}N on the kernel command line"))?;
+    value.parse().with_context(|| format!("{key}{value}: not a count"))
+}
+
+/// Runs a guest tool and returns its stdout; the error carries its stderr.
+pub fn tool(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {}: {}: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn write_report(report: &ReadyReport) -> anyhow::Result<()> {
+    let tmp = format!("{READY_PATH}.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(report)?)?;
+    // Atomic: `probe` never sees half a report.
+    std::fs::rename(&tmp, READY_PATH)?;
+    Ok(())
+}
+
+fn phase(name: &str) -> Phase {
+    Phase { name: name.to_string(), uptime_s: uptime() }
+}
+
+fn uptime() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
+fn reap_forever() -> ! {
+    loop {
+        match rustix::process::wait(rustix::process::WaitOptions::empty()) {
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pmem_count_parsing() {
+        assert_eq!(pmem_count_from_cmdline("quiet daxtest.pmem=2 x").unwrap(), 2);
+        let e = pmem_count_from_cmdline("quiet").unwrap_err().to_string();
+        assert!(e.contains("no daxtest.pmem=N"), "{e}");
+        let e = pmem_count_from_cmdline("daxtest.pmem=two").unwrap_err().to_string();
+        assert!(e.contains("not a count"), "{e}");
+    }
+}

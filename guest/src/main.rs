@@ -1,0 +1,110 @@
+//! daxtest guest agent. As PID 1 it boots the test VM (see `init`); over SSH the host calls its
+//! subcommands: `probe` (readiness and boot report), `stat` (DAX state of a file), `poweroff`.
+#![deny(unsafe_code)]
+
+mod dax_check;
+mod exec;
+mod init;
+mod modules;
+mod stat;
+
+use anyhow::{bail, Context};
+use daxtest_proto::READY_PATH;
+use std::time::{Duration, Instant};
+
+fn main() {
+    if rustix::process::getpid().is_init() {
+        // PID 1 must never return: the kernel panics if init exits.
+        init::run();
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("daxtest-agent: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+const USAGE: &str =
+    "usage: daxtest-agent probe [--wait-ms N] | stat PATH... | case < CASE.json | dump | poweroff | version";
+
+fn dispatch(args: &[String]) -> anyhow::Result<i32> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["version"] => {
+            println!("{}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+        ["probe"] => probe(Duration::ZERO),
+        ["probe", "--wait-ms", ms] => {
+            let ms: u64 =
+                ms.parse().with_context(|| format!("--wait-ms takes milliseconds, not {ms:?}"))?;
+            probe(Duration::from_millis(ms))
+        }
+        ["stat", paths @ ..] if !paths.is_empty() => {
+            let mut code = 0;
+            for p in paths {
+                match stat::describe(p) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("{p}: {e:#}");
+                        code = 1;
+                    }
+                }
+            }
+            Ok(code)
+        }
+        ["case"] => {
+            let mut input = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
+            let spec: daxtest_proto::case::CaseSpec =
+                serde_json::from_str(&input).context("the case on stdin is not a CaseSpec")?;
+            println!("{}", serde_json::to_string(&exec::run(&spec))?);
+            Ok(0)
+        }
+        ["dump"] => dump(),
+        ["poweroff"] => {
+            rustix::fs::sync();
+            rustix::system::reboot(rustix::system::RebootCommand::PowerOff)
+                .context("reboot(POWER_OFF)")?;
+            Ok(0)
+        }
+        _ => bail!("{USAGE}"),
+    }
+}
+
+/// For a case that does not return: asks the kernel for the blocked tasks (sysrq w) and every
+/// CPU's back-trace (sysrq l), then prints the kernel log since the case began.
+fn dump() -> anyhow::Result<i32> {
+    for key in ["w", "l"] {
+        // /proc/sysrq-trigger works for root whatever kernel.sysrq says.
+        std::fs::write("/proc/sysrq-trigger", key).context("writing /proc/sysrq-trigger")?;
+    }
+    // sysrq l goes through NMIs to the other CPUs: let their back-traces land.
+    std::thread::sleep(Duration::from_millis(500));
+    for line in exec::kmsg::since_last_marker().context("reading /dev/kmsg")? {
+        println!("{line}");
+    }
+    Ok(0)
+}
+
+/// Prints the boot report once init has written it; exit 0 when the guest is usable.
+fn probe(wait: Duration) -> anyhow::Result<i32> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match std::fs::read_to_string(READY_PATH) {
+            Ok(text) => {
+                let report: daxtest_proto::ReadyReport =
+                    serde_json::from_str(&text).with_context(|| format!("parsing {READY_PATH}"))?;
+                println!("{text}");
+                return Ok(if report.ok { 0 } else { 1 });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e).with_context(|| format!("boot not finished: {READY_PATH}")),
+        }
+    }
+}

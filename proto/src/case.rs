@@ -1,0 +1,631 @@
+//! A test case as the guest agent runs it, and what the agent reports back.
+//!
+//! The host expands scenario files (matrix, kernel conditions, variables) into [`CaseSpec`]s in
+//! which every expectation is concrete; the agent executes the steps with real system calls and
+//! returns one [`Observed`] per step. [`Expect::check`] is the single judge, used by the agent (to
+//! stop at the first mismatch) and by the host (to report it).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Filesystems under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fs {
+    Xfs,
+    Ext4,
+}
+
+impl Fs {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fs::Xfs => "xfs",
+            Fs::Ext4 => "ext4",
+        }
+    }
+}
+
+impl fmt::Display for Fs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Prefix of the agent's progress lines on stderr (`@daxtest: step 3`), read by the host for
+/// step timeouts.
+pub const PROGRESS: &str = "@daxtest: ";
+
+/// One case, fully resolved for one matrix cell and one kernel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseSpec {
+    /// Stable id: `scenario/case/fs/mount-option`.
+    pub id: String,
+    pub fs: Fs,
+    /// Extra mkfs arguments (the device comes last; `-f`/`-F` and quiet are added by the agent).
+    pub mkfs_options: Vec<String>,
+    /// Mount options, e.g. `dax=always`.
+    pub mount_options: String,
+    /// Block device to format, `/dev/pmem0`.
+    pub device: String,
+    /// Where the filesystem is mounted; step paths are relative to it.
+    pub mount_point: String,
+    /// Seed for every random choice (race jitter, patterns).
+    pub seed: u64,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Line of the step in its scenario file, for messages.
+    pub line: usize,
+    pub op: Op,
+    pub expect: Expect,
+}
+
+/// How an mmap is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MapKind {
+    /// MAP_SHARED
+    Shared,
+    /// MAP_SHARED_VALIDATE | MAP_SYNC (needs DAX: EOPNOTSUPP otherwise)
+    Sync,
+    /// MAP_PRIVATE
+    Private,
+}
+
+/// fallocate(2) modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallocMode {
+    /// 0: allocate (unwritten extents), extend the size.
+    Default,
+    KeepSize,
+    PunchHole,
+    ZeroRange,
+    CollapseRange,
+    InsertRange,
+    UnshareRange,
+}
+
+/// An operation. Paths are relative to the case's mount point; handles and maps are names
+/// that later steps use to refer to an open file descriptor or a mapping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    /// open(O_CREAT|O_WRONLY), close.
+    Create {
+        file: String,
+    },
+    Mkdir {
+        dir: String,
+    },
+    /// pwrite `len` bytes of `pattern` at `offset`, creating the file if needed.
+    Write {
+        file: String,
+        offset: u64,
+        len: u64,
+        pattern: char,
+    },
+    /// pread; observed as byte runs.
+    Read {
+        file: String,
+        offset: u64,
+        len: u64,
+    },
+    Fsync {
+        file: String,
+    },
+    Truncate {
+        file: String,
+        size: u64,
+    },
+    Fallocate {
+        file: String,
+        mode: FallocMode,
+        offset: u64,
+        len: u64,
+    },
+    /// statx: observed STATX_ATTR_DAX.
+    Statx {
+        file: String,
+    },
+    /// FS_IOC_FSGETXATTR: observed FS_XFLAG_DAX.
+    GetFlag {
+        file: String,
+    },
+    /// FS_IOC_FSGETXATTR, change FS_XFLAG_DAX, FS_IOC_FSSETXATTR.
+    SetFlag {
+        file: String,
+        on: bool,
+    },
+    /// FICLONE: `dst` (created or truncated) becomes a clone of `src`.
+    Clone {
+        src: String,
+        dst: String,
+    },
+    /// FICLONERANGE.
+    CloneRange {
+        src: String,
+        dst: String,
+        src_offset: u64,
+        len: u64,
+        dst_offset: u64,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Unlink {
+        file: String,
+    },
+    /// Keep a file descriptor open (O_RDWR) under `handle` until `close` or `evict`.
+    Open {
+        file: String,
+        handle: String,
+    },
+    Close {
+        handle: String,
+    },
+    Mmap {
+        file: String,
+        map: String,
+        offset: u64,
+        len: u64,
+        kind: MapKind,
+    },
+    Munmap {
+        map: String,
+    },
+    /// Store `len` bytes of `pattern` through a mapping, at `offset` into it.
+    Store {
+        map: String,
+        offset: u64,
+        len: u64,
+        pattern: char,
+    },
+    /// Load through a mapping; observed as byte runs.
+    Load {
+        map: String,
+        offset: u64,
+        len: u64,
+    },
+    Msync {
+        map: String,
+    },
+    /// FIEMAP over [offset, offset+len) (len 0: to EOF); `save` keeps the result under a name.
+    Fiemap {
+        file: String,
+        offset: u64,
+        len: u64,
+        save: Option<String>,
+    },
+    /// Close every handle and mapping, syncfs, drop caches: the inode is evicted and reloaded.
+    Evict,
+    /// Close everything, unmount, mount again with the same options.
+    Remount,
+    Mkswap {
+        file: String,
+    },
+    Swapon {
+        file: String,
+    },
+    Swapoff {
+        file: String,
+    },
+    /// FIFREEZE / FITHAW on the mount point.
+    Freeze,
+    Thaw,
+    /// Race: one thread toggles FS_XFLAG_DAX `rounds` times while another writes record i
+    /// (4 KiB) at offset i * 4 KiB; afterwards every record must read back intact.
+    RaceToggleWrite {
+        file: String,
+        rounds: u64,
+    },
+    /// Race: one thread stores sequence numbers through mapping `map` (8-byte slots, one per
+    /// 512 bytes) while another clones the file `rounds` times (`<file>.clone<N>`); afterwards
+    /// the source must hold every last value and every clone a consistent snapshot.
+    RaceStoreClone {
+        map: String,
+        file: String,
+        rounds: u64,
+    },
+    /// Pause (for tests of the framework itself, and for timeouts).
+    Sleep {
+        millis: u64,
+    },
+    /// A shell command in the guest (escape hatch; observed as its exit status).
+    Shell {
+        command: String,
+    },
+}
+
+impl Op {
+    /// The operation's name as written in scenario files.
+    pub fn name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("op").and_then(|o| o.as_str().map(str::to_string)))
+            .unwrap_or_default()
+    }
+}
+
+/// Which extents of a FIEMAP range carry FIEMAP_EXTENT_SHARED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shared {
+    All,
+    None,
+    Some,
+}
+
+/// What a step must produce. Written in scenario files as `{ errno = "EINVAL" }` and so on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expect {
+    /// The call succeeds (whatever it returns).
+    Ok,
+    /// The call fails with this errno name.
+    Errno(String),
+    /// The access is killed by this signal (SIGBUS).
+    Signal(String),
+    /// Success, and every byte read or loaded equals this character.
+    Content(char),
+    /// Success, and STATX_ATTR_DAX is set (true) or clear (false).
+    Dax(bool),
+    /// Success, and FS_XFLAG_DAX is set (true) or clear (false).
+    Flag(bool),
+    /// Success, and the extent map equals (true) or differs from (false) the one saved as `since`.
+    Extents { since: String, same: bool },
+    /// Success, and this is which extents are shared.
+    Shared(Shared),
+    /// Success, and the shell command exits with this status.
+    Exit(i32),
+}
+
+/// A run of equal bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    pub offset: u64,
+    pub len: u64,
+    pub byte: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent {
+    pub logical: u64,
+    pub physical: u64,
+    pub length: u64,
+    pub flags: u32,
+}
+
+/// FIEMAP_EXTENT_SHARED
+pub const FIEMAP_EXTENT_SHARED: u32 = 0x2000;
+
+/// What a step did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Observed {
+    Ok,
+    Errno(String),
+    Signal(String),
+    /// Bytes read or loaded, as runs (at most [`MAX_RUNS`]; `truncated` if there were more).
+    Bytes {
+        runs: Vec<Run>,
+        truncated: bool,
+    },
+    Dax(bool),
+    Flag(bool),
+    /// FIEMAP result, with the saved map named by the expectation when there is one.
+    Extents {
+        extents: Vec<Extent>,
+        saved: Option<Vec<Extent>>,
+    },
+    /// A race step's findings: empty when nothing was lost or torn.
+    Race {
+        rounds: u64,
+        problems: Vec<String>,
+    },
+    Exit {
+        status: i32,
+        output: String,
+    },
+}
+
+pub const MAX_RUNS: usize = 16;
+
+/// Byte runs of `data`, which starts at file or mapping offset `base`.
+pub fn runs(base: u64, data: &[u8]) -> (Vec<Run>, bool) {
+    let mut out: Vec<Run> = Vec::new();
+    for (i, &b) in data.iter().enumerate() {
+        match out.last_mut() {
+            Some(r) if r.byte == b => r.len += 1,
+            _ => {
+                if out.len() == MAX_RUNS {
+                    return (out, true);
+                }
+                out.push(Run { offset: base + i as u64, len: 1, byte: b })
+            }
+        }
+    }
+    (out, false)
+}
+
+fn show_byte(b: u8) -> String {
+    match b {
+        0 => "\\0".into(),
+        0x20..=0x7e => format!("'{}'", b as char),
+        _ => format!("0x{b:02x}"),
+    }
+}
+
+impl fmt::Display for Observed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Observed::Ok => f.write_str("success"),
+            Observed::Errno(e) => write!(f, "error {e}"),
+            Observed::Signal(s) => write!(f, "killed by {s}"),
+            Observed::Bytes { runs, truncated } => {
+                let parts: Vec<String> = runs
+                    .iter()
+                    .map(|r| format!("{} x{} at {}", show_byte(r.byte), r.len, r.offset))
+                    .collect();
+                write!(f, "bytes [{}{}]", parts.join(", "), if *truncated { ", ..." } else { "" })
+            }
+            Observed::Dax(on) => write!(f, "STATX_ATTR_DAX {}", on_off(*on)),
+            Observed::Flag(on) => write!(f, "FS_XFLAG_DAX {}", on_off(*on)),
+            Observed::Extents { extents, .. } => {
+                let parts: Vec<String> = extents
+                    .iter()
+                    .map(|e| {
+                        format!("{}+{}@{} flags 0x{:x}", e.logical, e.length, e.physical, e.flags)
+                    })
+                    .collect();
+                write!(f, "extents [{}]", parts.join(", "))
+            }
+            Observed::Race { rounds, problems } if problems.is_empty() => {
+                write!(f, "{rounds} rounds, nothing lost or torn")
+            }
+            Observed::Race { rounds, problems } => {
+                write!(f, "{rounds} rounds, {} problems: {}", problems.len(), problems.join("; "))
+            }
+            Observed::Exit { status, output } => write!(f, "exit {status}: {}", output.trim()),
+        }
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expect::Ok => f.write_str("success"),
+            Expect::Errno(e) => write!(f, "error {e}"),
+            Expect::Signal(s) => write!(f, "killed by {s}"),
+            Expect::Content(c) => write!(f, "every byte {}", show_byte(*c as u8)),
+            Expect::Dax(on) => write!(f, "STATX_ATTR_DAX {}", on_off(*on)),
+            Expect::Flag(on) => write!(f, "FS_XFLAG_DAX {}", on_off(*on)),
+            Expect::Extents { since, same: true } => write!(f, "extents unchanged since {since:?}"),
+            Expect::Extents { since, same: false } => write!(f, "extents changed since {since:?}"),
+            Expect::Shared(s) => write!(f, "{} extents shared", format!("{s:?}").to_lowercase()),
+            Expect::Exit(s) => write!(f, "exit status {s}"),
+        }
+    }
+}
+
+impl Expect {
+    /// `Ok(())` when `observed` meets the expectation; otherwise why not, in one line.
+    pub fn check(&self, observed: &Observed) -> Result<(), String> {
+        let ok = match (self, observed) {
+            (_, Observed::Race { problems, .. }) if !problems.is_empty() => false,
+            (Expect::Ok, o) => {
+                !matches!(o, Observed::Errno(_) | Observed::Signal(_) | Observed::Exit { .. })
+                    || matches!(o, Observed::Exit { status: 0, .. })
+            }
+            (Expect::Errno(e), Observed::Errno(o)) => e == o,
+            (Expect::Signal(s), Observed::Signal(o)) => s == o,
+            (Expect::Content(c), Observed::Bytes { runs, truncated }) => {
+                !truncated && runs.iter().all(|r| r.byte == *c as u8)
+            }
+            (Expect::Dax(e), Observed::Dax(o)) => e == o,
+            (Expect::Flag(e), Observed::Flag(o)) => e == o,
+            (Expect::Extents { same, .. }, Observed::Extents { extents, saved: Some(saved) }) => {
+                (extents == saved) == *same
+            }
+            (Expect::Shared(s), Observed::Extents { extents, .. }) => {
+                let shared = extents.iter().filter(|e| e.flags & FIEMAP_EXTENT_SHARED != 0).count();
+                match s {
+                    Shared::All => !extents.is_empty() && shared == extents.len(),
+                    Shared::None => shared == 0,
+                    Shared::Some => shared > 0 && shared < extents.len(),
+                }
+            }
+            (Expect::Exit(e), Observed::Exit { status, .. }) => e == status,
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("expected {self}, got {observed}"))
+        }
+    }
+}
+
+/// Outcome of one step, as the agent reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    pub index: usize,
+    pub line: usize,
+    pub op: String,
+    pub observed: Observed,
+    pub millis: u64,
+}
+
+/// Everything the agent reports about one case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseReport {
+    pub id: String,
+    /// Why the case could not be set up (mkfs, mount, DAX not in the state the mount asks for).
+    pub setup_error: Option<String>,
+    /// The mount's options as /proc/mounts shows them.
+    pub mount_options: String,
+    /// Steps run, in order; the agent stops after the first one that does not meet its
+    /// expectation.
+    pub steps: Vec<StepReport>,
+    pub teardown_error: Option<String>,
+    /// Kernel messages logged from the case's start to its end (/dev/kmsg), as `[seconds] text`.
+    pub kernel_log: Vec<String>,
+    pub tainted_before: u64,
+    pub tainted_after: u64,
+    pub millis: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_compress_and_cap() {
+        let (r, t) = runs(100, b"aaabbc");
+        assert_eq!(
+            r,
+            [
+                Run { offset: 100, len: 3, byte: b'a' },
+                Run { offset: 103, len: 2, byte: b'b' },
+                Run { offset: 105, len: 1, byte: b'c' }
+            ]
+        );
+        assert!(!t);
+        let many: Vec<u8> = (0..40u8).collect();
+        let (r, t) = runs(0, &many);
+        assert_eq!(r.len(), MAX_RUNS);
+        assert!(t);
+    }
+
+    fn bytes(data: &[u8]) -> Observed {
+        let (runs, truncated) = runs(0, data);
+        Observed::Bytes { runs, truncated }
+    }
+
+    fn ext(flags: u32) -> Extent {
+        Extent { logical: 0, physical: 4096, length: 4096, flags }
+    }
+
+    /// Every kind of expectation, met and not met, with the message a developer reads.
+    #[test]
+    fn each_expectation_fails_with_what_was_expected_and_seen() {
+        let cases: Vec<(Expect, Observed, Option<&str>)> = vec![
+            (Expect::Ok, Observed::Ok, None),
+            (
+                Expect::Ok,
+                Observed::Errno("EINVAL".into()),
+                Some("expected success, got error EINVAL"),
+            ),
+            (Expect::Errno("EINVAL".into()), Observed::Errno("EINVAL".into()), None),
+            (
+                Expect::Errno("EINVAL".into()),
+                Observed::Ok,
+                Some("expected error EINVAL, got success"),
+            ),
+            (
+                Expect::Errno("EOPNOTSUPP".into()),
+                Observed::Errno("EINVAL".into()),
+                Some("expected error EOPNOTSUPP, got error EINVAL"),
+            ),
+            (Expect::Signal("SIGBUS".into()), Observed::Signal("SIGBUS".into()), None),
+            (
+                Expect::Signal("SIGBUS".into()),
+                bytes(b"\0\0"),
+                Some("expected killed by SIGBUS, got bytes [\\0 x2 at 0]"),
+            ),
+            (Expect::Content('b'), bytes(b"bb"), None),
+            (
+                Expect::Content('b'),
+                bytes(b"bc"),
+                Some("expected every byte 'b', got bytes ['b' x1 at 0, 'c' x1 at 1]"),
+            ),
+            (Expect::Dax(true), Observed::Dax(true), None),
+            (
+                Expect::Dax(true),
+                Observed::Dax(false),
+                Some("expected STATX_ATTR_DAX on, got STATX_ATTR_DAX off"),
+            ),
+            (
+                Expect::Flag(false),
+                Observed::Flag(true),
+                Some("expected FS_XFLAG_DAX off, got FS_XFLAG_DAX on"),
+            ),
+            (
+                Expect::Extents { since: "b".into(), same: true },
+                Observed::Extents { extents: vec![ext(0)], saved: Some(vec![ext(0)]) },
+                None,
+            ),
+            (
+                Expect::Extents { since: "b".into(), same: true },
+                Observed::Extents { extents: vec![ext(0x800)], saved: Some(vec![ext(0)]) },
+                Some(
+                    "expected extents unchanged since \"b\", got extents [0+4096@4096 flags 0x800]",
+                ),
+            ),
+            (
+                Expect::Extents { since: "b".into(), same: false },
+                Observed::Extents { extents: vec![ext(0)], saved: Some(vec![ext(0)]) },
+                Some("expected extents changed since \"b\""),
+            ),
+            (
+                Expect::Shared(Shared::All),
+                Observed::Extents { extents: vec![ext(0x2000)], saved: None },
+                None,
+            ),
+            (
+                Expect::Shared(Shared::None),
+                Observed::Extents { extents: vec![ext(0x2000)], saved: None },
+                Some("expected none extents shared"),
+            ),
+            (
+                Expect::Ok,
+                Observed::Race { rounds: 5, problems: vec!["slot 3 lost".into()] },
+                Some("expected success, got 5 rounds, 1 problems: slot 3 lost"),
+            ),
+            (
+                Expect::Exit(0),
+                Observed::Exit { status: 1, output: "no".into() },
+                Some("expected exit status 0, got exit 1: no"),
+            ),
+        ];
+        for (expect, observed, want) in cases {
+            let got = expect.check(&observed);
+            match want {
+                None => assert_eq!(got, Ok(()), "{expect:?} vs {observed:?}"),
+                Some(msg) => {
+                    let e = got.expect_err(&format!("{expect:?} vs {observed:?} must fail"));
+                    assert!(e.starts_with(msg), "{e}\n  does not start with\n{msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn op_names_are_the_scenario_words() {
+        assert_eq!(Op::Evict.name(), "evict");
+        assert_eq!(
+            Op::CloneRange {
+                src: "a".into(),
+                dst: "b".into(),
+                src_offset: 0,
+                len: 1,
+                dst_offset: 0
+            }
+            .name(),
+            "clone_range"
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! The verbs of `cargo xtask`, one module each, and what they share: the project context and
+//! the step from VM flags to a built image and VM options.
+
+mod bench;
+mod check;
+mod image;
+mod list;
+mod run;
+mod shell;
+mod test;
+
+use crate::accel;
+use crate::flags;
+use crate::image::Image;
+use crate::recipe::{parse_size, Recipe};
+use crate::scenario::{self, Scenario, Selection};
+use crate::vm::VmOptions;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub struct Ctx {
+    pub sh: xshell::Shell,
+    pub root: PathBuf,
+    pub recipe: Recipe,
+}
+
+impl Ctx {
+    pub fn new(sh: xshell::Shell, root: PathBuf) -> anyhow::Result<Ctx> {
+        let recipe = Recipe::load(&root)?;
+        crate::concurrent::sweep_stale(&root);
+        Ok(Ctx { sh, root, recipe })
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.root.join("target/daxtest/cache")
+    }
+
+    pub fn image(&self, kernel: Option<&str>, force: bool) -> anyhow::Result<Image> {
+        let spec = kernel.unwrap_or(&self.recipe.kernels.default);
+        let image = crate::image::ensure(&self.sh, &self.root, &self.recipe, spec, force)?;
+        if image.reused {
+            eprintln!(
+                "daxtest: image {} for {} is up to date (reused {})",
+                image.manifest.key,
+                image.kernel.id,
+                image.dir.display()
+            );
+        } else {
+            eprintln!(
+                "daxtest: built image {} for {} in {:.1} s ({})",
+                image.manifest.key,
+                image.kernel.id,
+                image.manifest.build_seconds,
+                image.dir.display()
+            );
+        }
+        Ok(image)
+    }
+
+    /// Everything a verb needs before it boots: the image and the VM options, all checked.
+    pub fn prepare(&self, f: &flags::Vm) -> anyhow::Result<(Image, VmOptions)> {
+        let d = &self.recipe.vm;
+        let size = f.nvdimm_size.as_deref().unwrap_or(&d.nvdimm_size);
+        let mut opts = VmOptions {
+            accel: crate::qemu::Accel::Tcg,
+            memory_mib: f.memory.unwrap_or(d.memory_mib),
+            cpus: f.cpus.unwrap_or(d.cpus),
+            nvdimms: f.nvdimms.unwrap_or(d.nvdimms),
+            nvdimm_size: parse_size(size)
+                .map_err(|e| crate::exit::input(format!("--nvdimm-size {size}: {e:#}")))?,
+            boot_timeout: Duration::from_secs(f.boot_timeout.unwrap_or(d.boot_timeout_s)),
+            hung_task_secs: d.hung_task_s,
+        };
+        // Bad sizes are refused before the image build and before anything boots.
+        opts.validate()?;
+        let image = self.image(f.kernel.as_deref(), false)?;
+        let (accel, why) = accel::resolve(&self.sh, f.accel, &image, &self.cache())?;
+        eprintln!("daxtest: accelerator: {why}");
+        opts.accel = accel;
+        Ok((image, opts))
+    }
+}
+
+/// Loads the selected scenario files; every error of every file is reported before failing.
+pub fn load_scenarios(sel: &Selection) -> anyhow::Result<Vec<Scenario>> {
+    let (scenarios, diags) = scenario::load_all(&sel.files);
+    check::report_diagnostics(&diags)?;
+    Ok(scenarios)
+}

@@ -1,0 +1,26 @@
+//! `cargo xtask run -- CMD...`: boot, run CMD in the guest, print its output, power off, exit
+//! with CMD's status.
+
+use super::Ctx;
+use crate::flags;
+use crate::vm::Vm;
+
+impl flags::Run {
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
+        let (image, opts) = ctx.prepare(&self.vm)?;
+        let (vm, ready) = Vm::start(&image, &ctx.root, &opts)?;
+        eprintln!(
+            "daxtest: guest {} ready in {:.2} s ({} x {} MiB NVDIMM in fsdax mode)",
+            ready.report.kernel_release,
+            ready.boot_time.as_secs_f64(),
+            ready.report.devices.len(),
+            opts.nvdimm_size >> 20
+        );
+        // As ssh does: the words are joined with spaces and the guest's shell parses them.
+        let command = self.command.join(" ");
+        let status =
+            ready.guest.stream(&command, &mut std::io::stdout(), &mut std::io::stderr())?;
+        vm.shutdown(ready)?;
+        Ok(status)
+    }
+}

@@ -1,0 +1,110 @@
+//! The interface between the runner and the reporters: the runner only emits [`Event`]s; the
+//! console, results.json, junit.xml and the per-case kernel logs are separate consumers.
+
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a case ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Every step met its expectation and the kernel log is clean.
+    Pass,
+    /// A step did not meet its expectation, or the kernel log has a warning, or the taint changed.
+    Fail,
+    /// A requirement of the case (kernel version, feature) is not met; the message says which.
+    Skip,
+    /// Failed as a known kernel bug says it will (the message names the bug).
+    Xfail,
+    /// The guest kernel panicked or oopsed during the case.
+    Crash,
+    /// The case did not finish within its timeout.
+    Hang,
+    /// The case could not be run or judged (set-up failed, the VM or SSH died, bad report).
+    Error,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Skip => "skip",
+            Status::Xfail => "xfail",
+            Status::Crash => "crash",
+            Status::Hang => "hang",
+            Status::Error => "error",
+        }
+    }
+
+    /// Whether the run as a whole fails because of this case.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Status::Fail | Status::Crash | Status::Hang | Status::Error)
+    }
+}
+
+/// The step that decided a failure.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailedStep {
+    /// 1-based position in the case.
+    pub number: usize,
+    /// Line in the scenario file.
+    pub line: usize,
+    pub op: String,
+    pub expected: String,
+    pub observed: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CaseResult {
+    pub id: String,
+    /// The scenario file the case comes from.
+    pub file: PathBuf,
+    /// `uname -r` of the kernel the case ran on.
+    pub kernel: String,
+    pub status: Status,
+    pub duration: Duration,
+    /// One line: why it failed, was skipped, crashed...; empty for a pass.
+    pub message: String,
+    pub failed_step: Option<FailedStep>,
+    /// Kernel messages emitted between the case's start and its end.
+    pub kernel_log: Vec<String>,
+    /// The kernel lines that made the case fail (warnings, oopses...), quoted in the message too.
+    pub bad_kernel_lines: Vec<String>,
+    /// The seed the case ran with.
+    pub seed: u64,
+}
+
+/// What is known about the run when it starts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunInfo {
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    /// Kernel spec and package, e.g. `debian:6.12 (linux-image-...=...)`.
+    pub kernel_id: String,
+    pub kernel_release: String,
+    pub accel: String,
+    pub qemu_version: String,
+    /// Cases to run, skips included.
+    pub cases: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    RunStarted(RunInfo),
+    CaseStarted {
+        id: String,
+    },
+    CaseFinished(CaseResult),
+    /// A fresh VM was booted (after a crash or hang, or for a case that asks for one).
+    VmBooted {
+        boot_time: Duration,
+        reason: String,
+    },
+    /// The run is over; `serial_logs` are the serial consoles of every VM of the run, in order.
+    RunFinished {
+        elapsed: Duration,
+        serial_logs: Vec<PathBuf>,
+    },
+}

@@ -1,0 +1,194 @@
+//! The whole command line of `cargo xtask`, in one place.
+
+use crate::accel::AccelChoice;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "daxtest: Linux DAX filesystem tests in QEMU with emulated NVDIMMs"
+)]
+pub struct Flags {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the guest image (kernel, modules, tools, agent), or say that the cached one is current.
+    Image(Image),
+    /// Boot a VM, run a command in it through /bin/sh, print its output, exit with its status.
+    Run(Run),
+    /// Boot a VM and open an interactive root shell in it.
+    Shell(Shell),
+    /// Measure things; `bench boot` compares boot-to-ready with a bare boot of the same kernel.
+    Bench(Bench),
+    /// Run DAX scenario cases in the guest and report each one.
+    Test(Test),
+    /// List the case ids that `test` with the same arguments would run.
+    List(List),
+    /// Validate scenario files without booting anything.
+    Check(Check),
+}
+
+#[derive(Debug, Args)]
+pub struct Test {
+    #[command(flatten)]
+    pub vm: Vm,
+    /// Case-id filters (substring, or a glob with *), scenario files (.toml) or directories.
+    /// Default: every file under scenarios/.
+    pub select: Vec<String>,
+    /// Only cases on this filesystem.
+    #[arg(long, value_enum)]
+    pub fs: Option<FsArg>,
+    /// Seed for every case (default: each case's own stable seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Seconds a step may take before the case is reported as hung (default: the scenario's,
+    /// else images/recipe.toml's [timeouts]).
+    #[arg(long, value_name = "SECS")]
+    pub step_timeout: Option<u64>,
+    /// Seconds a whole case may take (default as for --step-timeout).
+    #[arg(long, value_name = "SECS")]
+    pub case_timeout: Option<u64>,
+    /// Run the selected cases N times in one boot (a fresh VM after a crash or hang); run k > 1
+    /// of a case uses a seed derived from its own and k, unless --seed fixes it.
+    #[arg(long, value_name = "N")]
+    pub repeat: Option<u32>,
+    /// Stop at the first failing run (with --repeat N: at most N runs, else 1000).
+    #[arg(long)]
+    pub until_fail: bool,
+    /// Exit statuses for `git bisect run`: 0 every case passed, 1 a case failed, crashed or hung,
+    /// 125 the kernel cannot be tested (image, boot), 255 bad input (stops the bisection).
+    #[arg(long)]
+    pub bisect: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct List {
+    /// As for `test`.
+    pub select: Vec<String>,
+    #[arg(long, value_enum)]
+    pub fs: Option<FsArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct Check {
+    /// Scenario files or directories (default: scenarios/).
+    pub paths: Vec<String>,
+}
+
+/// A filesystem under test, as a command-line value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FsArg {
+    Xfs,
+    Ext4,
+}
+
+impl PartialEq<daxtest_proto::case::Fs> for FsArg {
+    fn eq(&self, other: &daxtest_proto::case::Fs) -> bool {
+        matches!(
+            (self, other),
+            (FsArg::Xfs, daxtest_proto::case::Fs::Xfs)
+                | (FsArg::Ext4, daxtest_proto::case::Fs::Ext4)
+        )
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct Image {
+    /// Kernel: debian:6.12, debian:6.1 (pinned in images/recipe.toml). Default: the recipe's.
+    #[arg(long)]
+    pub kernel: Option<String>,
+    /// Rebuild even if a cached image has the same inputs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Vm {
+    /// Kernel: debian:6.12, debian:6.1 (pinned in images/recipe.toml). Default: the recipe's.
+    #[arg(long)]
+    pub kernel: Option<String>,
+    /// auto uses KVM only where a test boot under KVM works, TCG otherwise.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelChoice,
+    /// Number of emulated NVDIMMs (default from images/recipe.toml).
+    #[arg(long)]
+    pub nvdimms: Option<usize>,
+    /// Size of each NVDIMM, like 2G or 512M: a multiple of 16 MiB.
+    #[arg(long)]
+    pub nvdimm_size: Option<String>,
+    /// Guest RAM in MiB.
+    #[arg(long)]
+    pub memory: Option<u64>,
+    /// Guest CPUs.
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Seconds from QEMU's start until the guest must answer.
+    #[arg(long)]
+    pub boot_timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct Run {
+    #[command(flatten)]
+    pub vm: Vm,
+    /// The command, joined with spaces and run by the guest's /bin/sh (as ssh does).
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Shell {
+    #[command(flatten)]
+    pub vm: Vm,
+}
+
+#[derive(Debug, Args)]
+pub struct Bench {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Boot-to-ready (QEMU start to the agent answering over SSH) against a bare boot (an
+    /// initramfs whose init powers off at once) of the same kernel and QEMU configuration.
+    Boot {
+        #[command(flatten)]
+        vm: Vm,
+        /// Repetitions of each kind of boot; the medians are compared.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_takes_the_command_after_the_double_dash() {
+        let f = Flags::try_parse_from(["xtask", "run", "--nvdimms", "2", "--", "ls", "-l", "/"])
+            .unwrap();
+        let Command::Run(r) = f.command else { panic!() };
+        assert_eq!(r.command, ["ls", "-l", "/"]);
+        assert_eq!(r.vm.nvdimms, Some(2));
+        assert_eq!(r.vm.accel, AccelChoice::Auto);
+    }
+
+    #[test]
+    fn run_without_a_command_is_a_usage_error() {
+        assert!(Flags::try_parse_from(["xtask", "run"]).is_err());
+    }
+
+    #[test]
+    fn bench_boot_defaults_to_five_repetitions() {
+        let f = Flags::try_parse_from(["xtask", "bench", "boot", "--accel", "tcg"]).unwrap();
+        let Command::Bench(Bench { what: BenchWhat::Boot { reps, vm } }) = f.command else {
+            panic!()
+        };
+        assert_eq!((reps, vm.accel), (5, AccelChoice::Tcg));
+    }
+}

@@ -1,0 +1,184 @@
+//! `--kernel PATH`: a kernel the developer built. PATH is either the build tree (with
+//! `arch/x86/boot/bzImage`, `.config` and `include/config/kernel.release`; its modules are
+//! installed into the cache with `make modules_install`) or an install root
+//! (`boot/vmlinuz-REL`, `boot/config-REL`, `lib/modules/REL/`, as `make install
+//! modules_install` with INSTALL_PATH/INSTALL_MOD_PATH writes them). Its configuration is
+//! checked against images/kernel.config before anything is built or booted.
+
+use crate::exit;
+use crate::kernel::Kernel;
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use xshell::{cmd, Shell};
+
+/// True when a `--kernel` spec names a path rather than a pinned kernel.
+pub fn is_path(spec: &str) -> bool {
+    spec.contains('/') || spec.starts_with('.')
+}
+
+pub fn prepare(sh: &Shell, cache: &Path, spec: &str, fragment: &str) -> anyhow::Result<Kernel> {
+    let path = Path::new(spec);
+    if !path.exists() {
+        return Err(exit::input(format!(
+            "--kernel {spec}: no such file or directory (give a kernel build tree, an install \
+             root with boot/ and lib/modules/, or debian:6.12 / debian:6.1)"
+        )));
+    }
+    let path = path.canonicalize()?;
+    if path.is_file() {
+        return Err(exit::input(format!(
+            "--kernel {spec}: a bare kernel image; give its build tree (the directory with \
+             arch/x86/boot/bzImage) or the root it was installed into, so that daxtest finds \
+             its modules and its .config"
+        )));
+    }
+    let (vmlinuz, release, config, modules_root) = if path.join("arch/x86/boot/bzImage").exists() {
+        let release = read_trimmed(&path.join("include/config/kernel.release"))?;
+        (path.join("arch/x86/boot/bzImage"), release, path.join(".config"), None)
+    } else {
+        let releases: Vec<String> = std::fs::read_dir(path.join("lib/modules"))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let [release] = releases.as_slice() else {
+            return Err(exit::input(format!(
+                "--kernel {spec}: neither a build tree (no arch/x86/boot/bzImage) nor an install \
+                 root with exactly one lib/modules/RELEASE (found {releases:?})"
+            )));
+        };
+        let boot = path.join("boot");
+        (
+            boot.join(format!("vmlinuz-{release}")),
+            release.clone(),
+            boot.join(format!("config-{release}")),
+            Some(path.clone()),
+        )
+    };
+    if !vmlinuz.exists() {
+        return Err(exit::input(format!("--kernel {spec}: {} is missing", vmlinuz.display())));
+    }
+    match std::fs::read_to_string(&config) {
+        Ok(text) => {
+            let missing = missing_options(&text, fragment);
+            if !missing.is_empty() {
+                return Err(exit::input(format!(
+                    "kernel {spec} lacks options daxtest needs (images/kernel.config): {}. \
+                     Merge the fragment (scripts/kconfig/merge_config.sh -m .config \
+                     images/kernel.config && make olddefconfig) and rebuild, or use \
+                     `cargo xtask kernel --src DIR`",
+                    missing.join(", ")
+                )));
+            }
+        }
+        Err(_) => eprintln!(
+            "daxtest: warning: no {} next to the kernel: its options cannot be checked",
+            config.display()
+        ),
+    }
+    let digest: String = Sha256::digest(std::fs::read(&vmlinuz)?)
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let root = match modules_root {
+        Some(r) => r,
+        None => install_modules(sh, cache, &path, &release, &digest)?,
+    };
+    if !root.join(format!("lib/modules/{release}/modules.dep")).exists() {
+        cmd!(sh, "depmod -b {root} {release}").run()?;
+    }
+    Ok(Kernel {
+        id: format!("{} ({release}, bzImage {digest})", path.display()),
+        root,
+        version: upstream_version(&release),
+        release,
+        vmlinuz,
+    })
+}
+
+fn read_trimmed(p: &Path) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(p)
+        .with_context(|| format!("reading {} (is the tree built?)", p.display()))?
+        .trim()
+        .to_string())
+}
+
+/// `make modules_install` from a build tree into the cache, once per kernel image.
+fn install_modules(
+    sh: &Shell,
+    cache: &Path,
+    tree: &Path,
+    release: &str,
+    digest: &str,
+) -> anyhow::Result<PathBuf> {
+    let dest = cache.join("kernels").join(format!("local-{release}-{digest}"));
+    if dest.join("lib/modules").join(release).join("modules.dep").exists() {
+        return Ok(dest);
+    }
+    let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let config = std::fs::read_to_string(tree.join(".config")).unwrap_or_default();
+    if config.lines().any(|l| l == "CONFIG_MODULES=y") {
+        cmd!(sh, "make -s -C {tree} INSTALL_MOD_PATH={tmp} INSTALL_MOD_STRIP=1 modules_install")
+            .run()
+            .context("installing the tree's modules")?;
+    } else {
+        std::fs::create_dir_all(tmp.join("lib/modules").join(release))?;
+    }
+    cmd!(sh, "depmod -b {tmp} {release}").run()?;
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::rename(&tmp, &dest)?;
+    Ok(dest)
+}
+
+/// `6.13.0-rc3-00012-gabc+` -> `6.13.0`: what scenario kernel conditions compare.
+pub fn upstream_version(release: &str) -> String {
+    let end = release.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(release.len());
+    release[..end].trim_end_matches('.').to_string()
+}
+
+/// The fragment's `CONFIG_X=y|m` options that `config` has neither built in nor as a module.
+pub fn missing_options(config: &str, fragment: &str) -> Vec<String> {
+    let set: std::collections::HashSet<&str> = config
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(_, v)| *v == "y" || *v == "m")
+        .map(|(k, _)| k)
+        .collect();
+    fragment
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .filter(|(_, v)| *v == "y" || *v == "m")
+        .map(|(k, _)| k)
+        .filter(|k| !set.contains(k))
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_options_are_named_and_modules_count() {
+        let fragment = "# c\nCONFIG_A=y\nCONFIG_B=y\nCONFIG_C=m\n\nCONFIG_D=y\n";
+        let config = "CONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\nCONFIG_E=y\n";
+        assert_eq!(missing_options(config, fragment), ["CONFIG_C", "CONFIG_D"]);
+    }
+
+    #[test]
+    fn upstream_versions() {
+        assert_eq!(upstream_version("6.13.0-rc3-00012-gabc+"), "6.13.0");
+        assert_eq!(upstream_version("6.12.117+deb12-amd64"), "6.12.117");
+        assert_eq!(upstream_version("6.1.0-55-amd64"), "6.1.0");
+    }
+
+    #[test]
+    fn paths_and_names() {
+        assert!(is_path("./linux") && is_path("/src/linux") && is_path("linux/"));
+        assert!(!is_path("debian:6.1") && !is_path("6.12"));
+    }
+}

@@ -1,0 +1,101 @@
+//! The console: a line per case as it finishes, then a summary table and the totals.
+
+use super::Reporter;
+use crate::events::{CaseResult, Event, Status};
+use std::io::Write;
+
+pub struct Console {
+    out: Box<dyn Write>,
+    results: Vec<CaseResult>,
+    run_dir: String,
+    total: usize,
+}
+
+impl Console {
+    pub fn new(out: Box<dyn Write>) -> Console {
+        Console { out, results: Vec::new(), run_dir: String::new(), total: 0 }
+    }
+}
+
+fn secs(d: std::time::Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+impl Reporter for Console {
+    fn event(&mut self, e: &Event) -> anyhow::Result<()> {
+        match e {
+            Event::RunStarted(info) => {
+                self.run_dir = info.run_dir.display().to_string();
+                self.total = info.cases;
+                writeln!(
+                    self.out,
+                    "daxtest: {} cases on {} ({}), {}",
+                    info.cases, info.kernel_release, info.kernel_id, info.accel
+                )?;
+            }
+            // The finished line says everything; a start line would double the output.
+            Event::CaseStarted { .. } => {}
+            Event::CaseFinished(r) => {
+                writeln!(
+                    self.out,
+                    "[{:>3}/{}] {:<5} {:>6}  {}",
+                    self.results.len() + 1,
+                    self.total,
+                    r.status.name().to_uppercase(),
+                    secs(r.duration),
+                    r.id
+                )?;
+                if r.status != Status::Pass {
+                    writeln!(self.out, "              {}", r.message)?;
+                }
+                self.results.push(r.clone());
+            }
+            Event::VmBooted { boot_time, reason } => {
+                writeln!(self.out, "daxtest: VM ready in {} ({reason})", secs(*boot_time))?;
+            }
+            Event::RunFinished { elapsed, .. } => {
+                writeln!(self.out)?;
+                let width = self.results.iter().map(|r| r.id.len()).max().unwrap_or(4).max(4);
+                writeln!(self.out, "{:<width$}  {:<6} {:>7}  details", "case", "status", "time")?;
+                for r in &self.results {
+                    let details = match &r.failed_step {
+                        Some(s) if r.status == Status::Fail || r.status == Status::Xfail => {
+                            format!(
+                                "step {} (line {}, {}): expected {}, got {}",
+                                s.number, s.line, s.op, s.expected, s.observed
+                            )
+                        }
+                        _ => r.message.clone(),
+                    };
+                    writeln!(
+                        self.out,
+                        "{:<width$}  {:<6} {:>7}  {}",
+                        r.id,
+                        r.status.name(),
+                        secs(r.duration),
+                        details
+                    )?;
+                    for line in &r.bad_kernel_lines {
+                        writeln!(self.out, "{:<width$}  {:<6} {:>7}    | {line}", "", "", "")?;
+                    }
+                }
+                let count = |s: Status| self.results.iter().filter(|r| r.status == s).count();
+                writeln!(
+                    self.out,
+                    "\n{} passed, {} failed, {} skipped, {} xfail, {} crashed, {} hung, {} errors in {}",
+                    count(Status::Pass),
+                    count(Status::Fail),
+                    count(Status::Skip),
+                    count(Status::Xfail),
+                    count(Status::Crash),
+                    count(Status::Hang),
+                    count(Status::Error),
+                    secs(*elapsed)
+                )?;
+                writeln!(self.out, "results: {}", self.run_dir)?;
+            }
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,123 @@
+//! The run directory's files: one kernel log per case (written as each case finishes, so a run
+//! cut short keeps what it had), results.json and serial.log at the end.
+
+use super::Reporter;
+use crate::events::{CaseResult, Event, RunInfo, Status};
+use anyhow::Context;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// `kernel-logs/<id>.log`, relative to the run directory; `/` in the id becomes `__`.
+pub fn kernel_log_path(id: &str) -> PathBuf {
+    let name: String = id
+        .replace('/', "__")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_=.,".contains(c) { c } else { '_' })
+        .collect();
+    Path::new("kernel-logs").join(format!("{name}.log"))
+}
+
+pub struct Files {
+    dir: PathBuf,
+    info: Option<RunInfo>,
+    results: Vec<CaseResult>,
+}
+
+impl Files {
+    pub fn new(dir: &Path) -> Files {
+        Files { dir: dir.to_path_buf(), info: None, results: Vec::new() }
+    }
+}
+
+#[derive(Serialize)]
+struct Results<'a> {
+    run_id: &'a str,
+    kernel_id: &'a str,
+    kernel_release: &'a str,
+    accel: &'a str,
+    qemu_version: &'a str,
+    elapsed_s: f64,
+    counts: std::collections::BTreeMap<&'static str, usize>,
+    cases: Vec<CaseEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct CaseEntry<'a> {
+    id: &'a str,
+    file: &'a Path,
+    kernel: &'a str,
+    status: Status,
+    duration_s: f64,
+    message: &'a str,
+    failed_step: &'a Option<crate::events::FailedStep>,
+    seed: u64,
+    kernel_log_path: PathBuf,
+    bad_kernel_lines: &'a [String],
+}
+
+impl Reporter for Files {
+    fn event(&mut self, e: &Event) -> anyhow::Result<()> {
+        match e {
+            Event::RunStarted(info) => self.info = Some(info.clone()),
+            // Nothing to write until a case has a result.
+            Event::CaseStarted { .. } | Event::VmBooted { .. } => {}
+            Event::CaseFinished(r) => {
+                let path = self.dir.join(kernel_log_path(&r.id));
+                std::fs::create_dir_all(path.parent().expect("kernel-logs/"))?;
+                let mut text = r.kernel_log.join("\n");
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                self.results.push(r.clone());
+            }
+            Event::RunFinished { elapsed, serial_logs } => {
+                let info = self.info.as_ref().context("RunFinished before RunStarted")?;
+                let mut counts = std::collections::BTreeMap::new();
+                for r in &self.results {
+                    *counts.entry(r.status.name()).or_insert(0) += 1;
+                }
+                let results = Results {
+                    run_id: &info.run_id,
+                    kernel_id: &info.kernel_id,
+                    kernel_release: &info.kernel_release,
+                    accel: &info.accel,
+                    qemu_version: &info.qemu_version,
+                    elapsed_s: elapsed.as_secs_f64(),
+                    counts,
+                    cases: self
+                        .results
+                        .iter()
+                        .map(|r| CaseEntry {
+                            id: &r.id,
+                            file: &r.file,
+                            kernel: &r.kernel,
+                            status: r.status,
+                            duration_s: r.duration.as_secs_f64(),
+                            message: &r.message,
+                            failed_step: &r.failed_step,
+                            seed: r.seed,
+                            kernel_log_path: kernel_log_path(&r.id),
+                            bad_kernel_lines: &r.bad_kernel_lines,
+                        })
+                        .collect(),
+                };
+                let path = self.dir.join("results.json");
+                std::fs::write(&path, serde_json::to_vec_pretty(&results)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                let mut serial = String::new();
+                for (i, log) in serial_logs.iter().enumerate() {
+                    if serial_logs.len() > 1 {
+                        serial.push_str(&format!("=== VM {} ===\n", i + 1));
+                    }
+                    serial.push_str(&String::from_utf8_lossy(
+                        &std::fs::read(log).unwrap_or_default(),
+                    ));
+                }
+                std::fs::write(self.dir.join("serial.log"), serial)?;
+            }
+        }
+        Ok(())
+    }
+}

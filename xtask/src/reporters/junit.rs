@@ -1,0 +1,68 @@
+//! junit.xml for CI: one testcase per case, the kernel log in system-out.
+//!
+//! xfail is reported as a skip with "xfail:" in its message: CI dashboards show skips as neither
+//! green nor red, which is what a known kernel bug is; a failure would break the build, a success
+//! would hide the bug.
+
+use super::Reporter;
+use crate::events::{Event, Status};
+use anyhow::Context;
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use std::path::{Path, PathBuf};
+
+pub struct Junit {
+    dir: PathBuf,
+    suite: Option<TestSuite>,
+}
+
+impl Junit {
+    pub fn new(dir: &Path) -> Junit {
+        Junit { dir: dir.to_path_buf(), suite: None }
+    }
+}
+
+impl Reporter for Junit {
+    fn event(&mut self, e: &Event) -> anyhow::Result<()> {
+        match e {
+            Event::RunStarted(info) => {
+                self.suite = Some(TestSuite::new(format!("daxtest {}", info.kernel_release)));
+            }
+            // JUnit has no notion of a case in progress or of VMs.
+            Event::CaseStarted { .. } | Event::VmBooted { .. } => {}
+            Event::CaseFinished(r) => {
+                let mut status = match r.status {
+                    Status::Pass => TestCaseStatus::success(),
+                    Status::Skip | Status::Xfail => TestCaseStatus::skipped(),
+                    Status::Fail => TestCaseStatus::non_success(NonSuccessKind::Failure),
+                    Status::Crash | Status::Hang | Status::Error => {
+                        TestCaseStatus::non_success(NonSuccessKind::Error)
+                    }
+                };
+                let message = match r.status {
+                    Status::Xfail => format!("xfail: {}", r.message),
+                    _ => r.message.clone(),
+                };
+                status.set_message(message).set_type(r.status.name());
+                if !r.bad_kernel_lines.is_empty() {
+                    status.set_description(r.bad_kernel_lines.join("\n"));
+                }
+                let (classname, name) = r.id.split_once('/').unwrap_or(("daxtest", &r.id));
+                let mut case = TestCase::new(name, status);
+                case.set_classname(classname).set_time(r.duration);
+                case.set_system_out(r.kernel_log.join("\n"));
+                self.suite.as_mut().context("CaseFinished before RunStarted")?.add_test_case(case);
+            }
+            Event::RunFinished { elapsed, .. } => {
+                let mut suite = self.suite.take().context("RunFinished before RunStarted")?;
+                suite.set_time(*elapsed);
+                let mut report = Report::new("daxtest");
+                report.set_time(*elapsed).add_test_suite(suite);
+                let path = self.dir.join("junit.xml");
+                let file = std::fs::File::create(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                report.serialize(file).with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,79 @@
+//! Reporters: consumers of runner events. The console shows progress and a summary; the files
+//! of the run directory (results.json, junit.xml, kernel-logs/, serial.log) are written by their
+//! own reporters. None of them decides anything about a case.
+
+mod console;
+mod files;
+mod junit;
+
+use crate::events::Event;
+use anyhow::Context;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub trait Reporter {
+    fn event(&mut self, e: &Event) -> anyhow::Result<()>;
+}
+
+/// Fans each event out to every reporter; one failing reporter does not silence the others.
+pub struct Reporters(Vec<Box<dyn Reporter>>);
+
+impl Reporters {
+    /// Console on `out`, and the files of `run_dir`.
+    pub fn standard(run_dir: &Path, out: Box<dyn Write>) -> Reporters {
+        Reporters(vec![
+            Box::new(console::Console::new(out)),
+            Box::new(files::Files::new(run_dir)),
+            Box::new(junit::Junit::new(run_dir)),
+        ])
+    }
+
+    pub fn event(&mut self, e: &Event) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for r in &mut self.0 {
+            if let Err(err) = r.event(e) {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Creates `target/daxtest/runs/<run-id>/` and points `runs/latest` at it. The id is the UTC
+/// time plus the process id, so two runs at once never share a directory.
+pub fn prepare_run_dir(root: &Path) -> anyhow::Result<(String, PathBuf)> {
+    let runs = root.join("target/daxtest/runs");
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let id = format!("{}-{}", utc_stamp(secs), std::process::id());
+    let dir = runs.join(&id);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Atomic: a new link under a private name, renamed over the old one.
+    let tmp = runs.join(format!(".latest-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&id, &tmp)?;
+    std::fs::rename(&tmp, runs.join("latest"))?;
+    Ok((id, dir))
+}
+
+/// `20261124-153012` from seconds since the epoch (UTC, proleptic Gregorian).
+pub fn utc_stamp(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+//! Golden tests: a fixed list of events, one of each kind of case, through every reporter.
+//! `UPDATE_GOLDEN=1 cargo test -p xtask reporters` rewrites the files; read them before you
+//! commit them.
+
+use super::*;
+use crate::events::{CaseResult, Event, FailedStep, RunInfo, Status};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn case(id: &str, status: Status, message: &str) -> CaseResult {
+    CaseResult {
+        id: id.into(),
+        file: "scenarios/demo.toml".into(),
+        kernel: "6.12.117+deb12-amd64".into(),
+        status,
+        duration: Duration::from_millis(1250),
+        message: message.into(),
+        failed_step: None,
+        kernel_log: vec!["[   3.100000] XFS (pmem0): Mounting V5 Filesystem".into()],
+        bad_kernel_lines: vec![],
+        seed: 42,
+    }
+}
+
+fn events(run_dir: &Path, serial: &Path) -> Vec<Event> {
+    let mut fail = case(
+        "demo/clone/xfs/dax=always",
+        Status::Fail,
+        "step 3 (line 20, read): expected every byte 'b', got bytes ['c' x4096 at 0]; kernel log: [   3.2] WARNING: CPU: 0 PID: 1 at fs/dax.c:1 x",
+    );
+    fail.failed_step = Some(FailedStep {
+        number: 3,
+        line: 20,
+        op: "read".into(),
+        expected: "every byte 'b'".into(),
+        observed: "bytes ['c' x4096 at 0]".into(),
+    });
+    fail.bad_kernel_lines = vec!["[   3.2] WARNING: CPU: 0 PID: 1 at fs/dax.c:1 x".into()];
+    let mut skip =
+        case("demo/new/xfs/dax=always", Status::Skip, "needs kernel >=6.2, this is 6.1.192");
+    skip.duration = Duration::ZERO;
+    skip.kernel_log.clear();
+    vec![
+        Event::RunStarted(RunInfo {
+            run_id: "20261124-150000-1".into(),
+            run_dir: run_dir.into(),
+            kernel_id: "debian:6.12 (linux-image-6.12.117+deb12-amd64=6.12.117-1~deb12u1)".into(),
+            kernel_release: "6.12.117+deb12-amd64".into(),
+            accel: "tcg".into(),
+            qemu_version: "QEMU emulator version 7.2.22".into(),
+            cases: 7,
+        }),
+        Event::VmBooted { boot_time: Duration::from_millis(2840), reason: "first case".into() },
+        Event::CaseStarted { id: "demo/flag/xfs/dax=inode".into() },
+        Event::CaseFinished(case("demo/flag/xfs/dax=inode", Status::Pass, "")),
+        Event::CaseFinished(fail),
+        Event::CaseFinished(skip),
+        Event::CaseFinished(case(
+            "demo/old-bug/xfs/dax=always",
+            Status::Xfail,
+            "known bug: WARN in dax_insert_entry (https://example.org): step 2 ...",
+        )),
+        Event::CaseFinished(case(
+            "demo/panic/xfs/dax=always",
+            Status::Crash,
+            "kernel crash: Kernel panic - not syncing: sysrq triggered crash",
+        )),
+        Event::CaseFinished(case(
+            "demo/stuck/xfs/dax=always",
+            Status::Hang,
+            "no result within 300s; the VM was killed",
+        )),
+        Event::CaseFinished(case(
+            "demo/setup/ext4/dax=always",
+            Status::Error,
+            "set-up: DAX is off on a dax=always mount",
+        )),
+        Event::RunFinished { elapsed: Duration::from_secs(61), serial_logs: vec![serial.into()] },
+    ]
+}
+
+/// A writer the test can read back.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/reporters/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(actual, want, "{name} differs from its golden file (UPDATE_GOLDEN=1 to rewrite)");
+}
+
+#[test]
+fn every_reporter_matches_its_golden_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = Path::new("/run-dir");
+    let serial = dir.path().join("serial-1.log");
+    std::fs::write(&serial, "daxtest-agent: ready at 2.23s\n").unwrap();
+    let console_out = Shared::default();
+    let mut reporters = Reporters(vec![
+        Box::new(console::Console::new(Box::new(console_out.clone()))),
+        Box::new(files::Files::new(dir.path())),
+        Box::new(junit::Junit::new(dir.path())),
+    ]);
+    for e in events(run_dir, &serial) {
+        reporters.event(&e).unwrap();
+    }
+    golden("console.txt", &String::from_utf8(console_out.0.lock().unwrap().clone()).unwrap());
+    golden("results.json", &std::fs::read_to_string(dir.path().join("results.json")).unwrap());
+    golden("junit.xml", &std::fs::read_to_string(dir.path().join("junit.xml")).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("kernel-logs/demo__flag__xfs__dax=inode.log"))
+            .unwrap(),
+        "[   3.100000] XFS (pmem0): Mounting V5 Filesystem\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("kernel-logs/demo__new__xfs__dax=always.log"))
+            .unwrap(),
+        ""
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("serial.log")).unwrap(),
+        "daxtest-agent: ready at 2.23s\n"
+    );
+}
+
+#[test]
+fn run_ids_are_utc_timestamps() {
+    assert_eq!(utc_stamp(0), "19700101-000000");
+    assert_eq!(utc_stamp(1_795_534_212), "20261124-153012");
+    assert_eq!(utc_stamp(951_782_400), "20000229-000000");
+}
+
+#[test]
+fn run_dirs_are_distinct_and_latest_follows() {
+    let root = tempfile::tempdir().unwrap();
+    let (id, dir) = prepare_run_dir(root.path()).unwrap();
+    assert!(dir.is_dir());
+    let latest = root.path().join("target/daxtest/runs/latest");
+    assert_eq!(std::fs::read_link(&latest).unwrap(), Path::new(&id));
+}

@@ -1,0 +1,165 @@
+use super::*;
+use crate::scenario::{parse, KernelVersion, Resolved};
+use daxtest_proto::case::{Observed, StepReport};
+use std::path::Path;
+
+const SCENARIO: &str = r#"
+format = 1
+name = "j"
+summary = "judge tests"
+
+[[case]]
+id = "c"
+summary = "two steps"
+xfail = [{ when = { kernel = "6.1" }, reason = "bug X", link = "https://example.org/bug" }]
+kernel_log = { benign = ["WARNING: harmless thing"] }
+steps = [
+  { op = "write", file = "f", offset = 0, len = 4096, pattern = "a" },
+  { op = "read", file = "f", offset = 0, len = 4096, expect = { content = "a" } },
+]
+"#;
+
+fn setup(kernel: KernelVersion) -> (Case, CaseSpec, Option<Xfail>) {
+    let s = parse(SCENARIO, Path::new("j.toml")).unwrap();
+    let case = s.cases[0].clone();
+    let Resolved::Run { spec, xfail } = case.resolve(kernel, None).unwrap() else { panic!() };
+    (case, *spec, xfail)
+}
+
+fn report(read: Observed) -> CaseReport {
+    CaseReport {
+        id: "j/c".into(),
+        setup_error: None,
+        mount_options: "rw,dax=always".into(),
+        steps: vec![
+            StepReport {
+                index: 0,
+                line: 13,
+                op: "write".into(),
+                observed: Observed::Ok,
+                millis: 1,
+            },
+            StepReport { index: 1, line: 14, op: "read".into(), observed: read, millis: 1 },
+        ],
+        teardown_error: None,
+        kernel_log: vec!["[    5.000000] XFS (pmem0): Mounting V5 Filesystem".into()],
+        tainted_before: 0,
+        tainted_after: 0,
+        millis: 5,
+    }
+}
+
+fn bytes(data: &[u8]) -> Observed {
+    let (runs, truncated) = daxtest_proto::case::runs(0, data);
+    Observed::Bytes { runs, truncated }
+}
+
+fn base() -> CaseResult {
+    CaseResult {
+        id: "j/c".into(),
+        file: "j.toml".into(),
+        kernel: "6.12.117+deb12-amd64".into(),
+        status: Status::Pass,
+        duration: Duration::from_millis(5),
+        message: String::new(),
+        failed_step: None,
+        kernel_log: vec![],
+        bad_kernel_lines: vec![],
+        seed: 1,
+    }
+}
+
+const NEW: KernelVersion = KernelVersion(6, 12, 117);
+const OLD: KernelVersion = KernelVersion(6, 1, 192);
+
+fn judged(kernel: KernelVersion, r: &CaseReport) -> CaseResult {
+    let (case, spec, xfail) = setup(kernel);
+    judge(&case, &spec, xfail.as_ref(), r, base())
+}
+
+#[test]
+fn all_met_and_a_clean_log_pass() {
+    let r = judged(NEW, &report(bytes(&[b'a'; 4096])));
+    assert_eq!((r.status, r.message.as_str()), (Status::Pass, ""));
+    assert_eq!(r.kernel_log.len(), 1);
+}
+
+#[test]
+fn a_wrong_value_fails_naming_step_line_expectation_and_observation() {
+    let mut data = vec![b'a'; 4096];
+    data[100] = b'z';
+    let r = judged(NEW, &report(bytes(&data)));
+    assert_eq!(r.status, Status::Fail);
+    assert_eq!(
+        r.message,
+        "step 2 (line 13, read): expected every byte 'a', got bytes ['a' x100 at 0, 'z' x1 at 100, 'a' x3995 at 101]"
+    );
+    let step = r.failed_step.unwrap();
+    assert_eq!((step.number, step.line, step.op.as_str()), (2, 13, "read"));
+}
+
+#[test]
+fn an_errno_instead_of_success_fails() {
+    let mut rep = report(bytes(&[b'a'; 4096]));
+    rep.steps[0].observed = Observed::Errno("ENOSPC".into());
+    rep.steps.truncate(1);
+    let r = judged(NEW, &rep);
+    assert_eq!(r.status, Status::Fail);
+    assert_eq!(r.message, "step 1 (line 12, write): expected success, got error ENOSPC");
+}
+
+#[test]
+fn a_kernel_warning_fails_a_passing_case_and_is_quoted() {
+    let mut rep = report(bytes(&[b'a'; 4096]));
+    let line = "[    6.100000] WARNING: CPU: 1 PID: 77 at fs/dax.c:1234 dax_insert_entry+0x1/0x2";
+    rep.kernel_log.push(line.into());
+    rep.kernel_log.push("[    6.200000] WARNING: harmless thing happened".into());
+    let r = judged(NEW, &rep);
+    assert_eq!(r.status, Status::Fail);
+    assert_eq!(r.bad_kernel_lines, [line]);
+    assert!(r.message.contains("dax_insert_entry"), "{}", r.message);
+}
+
+#[test]
+fn a_taint_change_fails() {
+    let mut rep = report(bytes(&[b'a'; 4096]));
+    rep.tainted_after = 512;
+    let r = judged(NEW, &rep);
+    assert_eq!(r.status, Status::Fail);
+    assert!(r.message.contains("the kernel taint changed from 0"), "{}", r.message);
+}
+
+#[test]
+fn a_set_up_error_is_an_error_not_a_failure() {
+    let mut rep = report(bytes(&[b'a'; 4096]));
+    rep.setup_error = Some("DAX is off on a dax=always mount".into());
+    rep.steps.clear();
+    let r = judged(NEW, &rep);
+    assert_eq!(r.status, Status::Error);
+    assert_eq!(r.message, "set-up: DAX is off on a dax=always mount");
+}
+
+#[test]
+fn steps_missing_without_a_failure_is_an_error() {
+    let mut rep = report(bytes(&[b'a'; 4096]));
+    rep.steps.truncate(1);
+    let r = judged(NEW, &rep);
+    assert_eq!(r.status, Status::Error);
+    assert_eq!(r.message, "the agent ran 1 of 2 steps and reported no failure");
+}
+
+#[test]
+fn a_known_bug_turns_a_failure_into_xfail_and_a_pass_into_a_failure() {
+    let r = judged(OLD, &report(bytes(&[b'b'; 4096])));
+    assert_eq!(r.status, Status::Xfail);
+    assert!(
+        r.message.starts_with("known bug: bug X (https://example.org/bug): step 2"),
+        "{}",
+        r.message
+    );
+    let r = judged(OLD, &report(bytes(&[b'a'; 4096])));
+    assert_eq!(r.status, Status::Fail);
+    assert!(r.message.starts_with("passed, but the scenario expects it to fail"), "{}", r.message);
+    // The xfail names 6.1 only: on 6.12 a failure is a failure.
+    assert_eq!(judged(NEW, &report(bytes(&[b'b'; 4096]))).status, Status::Fail);
+}

@@ -1,0 +1,369 @@
+use super::*;
+
+const GOOD: &str = r#"
+format = 1
+name = "demo"
+summary = "A demo"
+references = ["Documentation/filesystems/dax.rst"]
+
+[matrix]
+fs = ["xfs", "ext4"]
+mount = ["dax=always", "dax=never"]
+
+[vars.mount."dax=always"]
+new = "on"
+[vars.mount."dax=never"]
+new = "off"
+
+[mkfs]
+xfs = ["-m", "reflink=1"]
+
+[[case]]
+id = "new-file"
+summary = "a new file follows the mount option"
+steps = [
+  { op = "write", file = "f", offset = 0, len = 4096, pattern = "a" },
+  { op = "statx", file = "f", expect = { dax = "${new}" } },
+  { op = "clone", src = "f", dst = "g", expect = [
+      { when = { fs = "ext4" }, errno = "EOPNOTSUPP" },
+      { when = { kernel = "<6.2", mount = "dax=always" }, errno = "EINVAL" },
+      { ok = true },
+  ] },
+]
+
+[[case]]
+id = "new-kernels-only"
+summary = "skipped before 6.2"
+requires = { kernel = ">=6.2" }
+matrix = { fs = ["xfs"], mount = ["dax=always"] }
+steps = [{ op = "create", file = "f" }]
+"#;
+
+fn parse_ok(text: &str) -> Scenario {
+    parse(text, Path::new("demo.toml")).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
+fn errors(text: &str) -> Vec<String> {
+    parse(text, Path::new("bad.toml")).unwrap_err().iter().map(|d| d.to_string()).collect()
+}
+
+#[test]
+fn matrix_expands_to_stable_ids() {
+    let s = parse_ok(GOOD);
+    let ids: Vec<&str> = s.cases.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "demo/new-file/xfs/dax=always",
+            "demo/new-file/xfs/dax=never",
+            "demo/new-file/ext4/dax=always",
+            "demo/new-file/ext4/dax=never",
+            "demo/new-kernels-only/xfs/dax=always",
+        ]
+    );
+    assert_eq!(s.cases[0].mkfs, ["-m", "reflink=1"]);
+    assert!(s.cases[2].mkfs.is_empty());
+    assert_eq!(s.cases[0].line, 19);
+    assert_eq!(s.cases[0].steps[1].line, 24);
+    // Seeds are stable and differ between cases.
+    assert_eq!(s.cases[0].seed, parse_ok(GOOD).cases[0].seed);
+    assert_ne!(s.cases[0].seed, s.cases[1].seed);
+}
+
+fn expectations(c: &Case, kernel: KernelVersion) -> Vec<Expect> {
+    match c.resolve(kernel, None).unwrap() {
+        Resolved::Run { spec, .. } => spec.steps.into_iter().map(|s| s.expect).collect(),
+        Resolved::Skip(r) => panic!("skipped: {r}"),
+    }
+}
+
+#[test]
+fn variables_and_kernel_conditions_pick_the_expectation() {
+    let s = parse_ok(GOOD);
+    let old = KernelVersion(6, 1, 192);
+    let new = KernelVersion(6, 12, 117);
+    assert_eq!(
+        expectations(&s.cases[0], old)[1..],
+        [Expect::Dax(true), Expect::Errno("EINVAL".into())]
+    );
+    assert_eq!(expectations(&s.cases[0], new)[1..], [Expect::Dax(true), Expect::Ok]);
+    assert_eq!(expectations(&s.cases[1], old)[1..], [Expect::Dax(false), Expect::Ok]);
+    assert_eq!(expectations(&s.cases[2], new)[2], Expect::Errno("EOPNOTSUPP".into()));
+}
+
+#[test]
+fn an_unmet_requirement_skips_with_the_reason() {
+    let s = parse_ok(GOOD);
+    assert_eq!(
+        s.cases[4].resolve(KernelVersion(6, 1, 192), None).unwrap(),
+        Resolved::Skip("needs kernel >=6.2, this is 6.1.192".into())
+    );
+    assert!(matches!(
+        s.cases[4].resolve(KernelVersion(6, 12, 0), None).unwrap(),
+        Resolved::Run { .. }
+    ));
+}
+
+#[test]
+fn a_seed_given_on_the_command_line_wins() {
+    let s = parse_ok(GOOD);
+    let Resolved::Run { spec, .. } = s.cases[0].resolve(KernelVersion(6, 12, 0), Some(42)).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(spec.seed, 42);
+}
+
+#[test]
+fn versions_and_constraints() {
+    assert_eq!(KernelVersion::parse("6.12.117-1~deb12u1"), Some(KernelVersion(6, 12, 117)));
+    assert_eq!(KernelVersion::parse("6.1.0-55-amd64"), Some(KernelVersion(6, 1, 0)));
+    assert_eq!(KernelVersion::parse("6.2"), Some(KernelVersion(6, 2, 0)));
+    let v61 = KernelVersion(6, 1, 192);
+    let v612 = KernelVersion(6, 12, 117);
+    assert!(Constraint::parse("<6.2").unwrap().holds(v61));
+    assert!(!Constraint::parse("<6.2").unwrap().holds(v612));
+    assert!(Constraint::parse(">=6.2").unwrap().holds(v612));
+    assert!(Constraint::parse("6.1").unwrap().holds(v61));
+    assert!(!Constraint::parse("6.1").unwrap().holds(v612));
+    assert!(Constraint::parse("=6.1.192").unwrap().holds(v61));
+    assert!(Constraint::parse("6").unwrap().holds(v612));
+    assert!(Constraint::parse("> six").unwrap_err().contains("not a kernel version condition"));
+}
+
+/// Each bad input gives file:line:column and says what is allowed.
+#[test]
+fn errors_name_the_place_and_the_fix() {
+    let table: &[(&str, &str, &str)] = &[
+        ("name = \"demo\"", "name = \"demo\"\nextra = 1", "bad.toml:4:1: unknown field `extra`"),
+        // GOOD starts with an empty line: `format` is on line 2, its value at column 10.
+        ("format = 1", "format = 2", "bad.toml:2:10: format = 2: this daxtest reads format 1"),
+        ("name = \"demo\"", "name = \"Demo!\"", "name = \"Demo!\": use lower-case letters"),
+        (
+            "op = \"statx\"",
+            "op = \"stax\"",
+            ":24:3: step op = \"stax\": unknown variant `stax`, expected one of",
+        ),
+        (
+            "len = 4096, pattern",
+            "lenght = 4096, pattern",
+            ":23:3: step op = \"write\": unknown field `lenght`",
+        ),
+        (
+            "errno = \"EOPNOTSUPP\"",
+            "errno = \"ENOTREAL\"",
+            ":25:3: expect: errno = \"ENOTREAL\": not an errno name",
+        ),
+        (
+            "dax = \"${new}\"",
+            "dax = \"${old}\"",
+            "variable ${old} is not defined for this matrix cell (defined: new)",
+        ),
+        ("dax = \"${new}\"", "dax = \"yes\"", "dax = \"yes\": write \"on\" or \"off\""),
+        ("dax = \"${new}\"", "content = \"a\"", "op statx cannot observe \"every byte 'a'\""),
+        (
+            "{ ok = true },",
+            "",
+            ":25:3: no expectation of this step applies here: add one without `when`",
+        ),
+        (
+            "kernel = \">=6.2\"",
+            "kernel = \"new\"",
+            ":35:12: \"new\" is not a kernel version condition",
+        ),
+        (
+            "id = \"new-kernels-only\"",
+            "id = \"new-file\"",
+            ":32:1: case id \"new-file\" appears twice in this file",
+        ),
+        (
+            "mount = [\"dax=always\"] }",
+            "mount = [\"noatime\"] }",
+            "mount option \"noatime\" has no dax=...: say dax=always",
+        ),
+        (
+            "[vars.mount.\"dax=never\"]",
+            "[vars.mount.\"dax=sometimes\"]",
+            "[vars.mount.\"dax=sometimes\"]: \"dax=sometimes\" is not in matrix.mount",
+        ),
+    ];
+    for (from, to, want) in table {
+        assert!(GOOD.contains(from), "test table: {from:?} not in GOOD");
+        let bad = GOOD.replacen(from, to, 1);
+        let errs = errors(&bad);
+        assert!(errs.iter().any(|e| e.contains(want)), "want {want:?} in {errs:#?}");
+    }
+}
+
+#[test]
+fn names_must_exist_while_they_are_used() {
+    let steps = |s: &str| {
+        format!(
+            "format = 1\nname = \"u\"\nsummary = \"s\"\n[[case]]\nid = \"c\"\nsummary = \"s\"\nsteps = [\n{s}\n]\n"
+        )
+    };
+    let e = errors(&steps(
+        "{ op = \"mmap\", file = \"f\", map = \"m\", offset = 0, len = 4096, kind = \"shared\" },\n\
+         { op = \"munmap\", map = \"m\" },\n\
+         { op = \"store\", map = \"m\", offset = 0, len = 1, pattern = \"x\" },",
+    ));
+    assert!(
+        e[0].starts_with("bad.toml:10:1: store uses mapping \"m\", which no earlier step opened"),
+        "{e:?}"
+    );
+    let e = errors(&steps(
+        "{ op = \"fiemap\", file = \"f\", offset = 0, len = 0, expect = { extents = \"unchanged\", since = \"before\" } },",
+    ));
+    assert!(
+        e[0].contains("uses saved extent map \"before\", which no earlier step opened"),
+        "{e:?}"
+    );
+    let e = errors(&steps("{ op = \"close\", handle = \"h\" },"));
+    assert!(e[0].contains("close uses handle \"h\""), "{e:?}");
+}
+
+#[test]
+fn duplicate_ids_across_files_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a.toml", "b.toml"] {
+        std::fs::write(dir.path().join(name), GOOD).unwrap();
+    }
+    let files = find_files(&[dir.path().to_path_buf()]).unwrap();
+    let (_, diags) = load_all(&files);
+    let text: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+    assert!(text.iter().any(|d| d.contains("scenario name \"demo\" is also used by")), "{text:?}");
+    assert!(text
+        .iter()
+        .any(|d| d.contains("case id demo/new-file/xfs/dax=always is also made by")));
+}
+
+#[test]
+fn filters_are_substrings_or_globs() {
+    let sel = Selection { files: vec![], filters: vec!["reflink/*/xfs".into()] };
+    assert!(sel.matches("reflink/clone/xfs/dax=always"));
+    assert!(!sel.matches("dax-flag/clone/xfs"));
+    let sel = Selection { files: vec![], filters: vec!["dax=inode".into()] };
+    assert!(sel.matches("dax-flag/x/xfs/dax=inode"));
+    assert!(Selection { files: vec![], filters: vec![] }.matches("anything"));
+}
+
+#[test]
+fn the_project_scenarios_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let files = find_files(&[root.join(SCENARIO_DIR)]).unwrap();
+    let (_, diags) = load_all(&files);
+    assert!(
+        diags.is_empty(),
+        "{}",
+        diags.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// A success the kernel cannot give is refused only in the matrix cells where the alternative
+/// that applies there says ok (some kernel reaching it is enough).
+#[test]
+fn impossible_successes_are_refused_only_where_they_apply() {
+    let case = |matrix: &str, step: &str| {
+        format!(
+            "format = 1\nname = \"i\"\nsummary = \"s\"\n[matrix]\n{matrix}\n[[case]]\nid = \"c\"\n\
+             summary = \"s\"\nsteps = [\n  {{ op = \"create\", file = \"f\" }},\n  {step},\n]\n"
+        )
+    };
+    let both = "fs = [\"xfs\", \"ext4\"]";
+    let mounts = "mount = [\"dax=always\", \"dax=inode\", \"dax=never\"]";
+    let clone = |expect: &str| {
+        case(both, &format!("{{ op = \"clone\", src = \"f\", dst = \"g\"{expect} }}"))
+    };
+    let sync = |expect: &str| {
+        case(
+            mounts,
+            &format!(
+                "{{ op = \"mmap\", file = \"f\", map = \"m\", offset = 0, len = 4096, \
+                 kind = \"sync\"{expect} }}"
+            ),
+        )
+    };
+    // Accepted: the alternative for ext4 / dax=never names the errno.
+    parse_ok(&clone(
+        ", expect = [{ when = { fs = \"ext4\" }, errno = \"EOPNOTSUPP\" }, { ok = true }]",
+    ));
+    parse_ok(&sync(
+        ", expect = [{ when = { mount = \"dax=never\" }, errno = \"EOPNOTSUPP\" }, { ok = true }]",
+    ));
+    // Accepted: ok on ext4 is unreachable behind an alternative without kernel conditions.
+    parse_ok(&clone(", expect = [{ errno = \"EOPNOTSUPP\" }, { ok = true }]"));
+    let refused = [
+        (clone(""), "bad.toml:11:3: clone cannot succeed on ext4"),
+        // Only old kernels get the errno: a new one reaches { ok = true } on ext4.
+        (
+            clone(
+                ", expect = [{ when = { fs = \"ext4\", kernel = \"<6.2\" }, \
+                 errno = \"EOPNOTSUPP\" }, \
+                 { ok = true }]",
+            ),
+            "bad.toml:11:3: clone cannot succeed on ext4",
+        ),
+        // The errno is for xfs; ext4 falls through to ok.
+        (
+            clone(", expect = [{ when = { fs = \"xfs\" }, errno = \"EINVAL\" }, { ok = true }]"),
+            "clone cannot succeed on ext4",
+        ),
+        (sync(""), "bad.toml:11:3: mmap kind = \"sync\" (MAP_SYNC) cannot succeed under dax=never"),
+        (
+            sync(
+                ", expect = [{ when = { mount = \"dax=inode\" }, errno = \"EOPNOTSUPP\" }, \
+                 { ok = true }]",
+            ),
+            "cannot succeed under dax=never",
+        ),
+        (
+            case(
+                both,
+                "{ op = \"mmap\", file = \"f\", map = \"m\", offset = 0, len = 4096, \
+                 kind = \"shared\" },\n  \
+                 { op = \"race_store_clone\", map = \"m\", file = \"f\", rounds = 2 }",
+            ),
+            "bad.toml:12:3: race_store_clone cannot succeed on ext4",
+        ),
+    ];
+    for (text, want) in &refused {
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1, "one cell is impossible: {errs:#?}");
+        assert!(errs[0].contains(want), "want {want:?} in {errs:#?}");
+    }
+}
+
+#[test]
+fn patterns_and_timeouts_are_placed_where_they_are_written() {
+    let text =
+        "format = 1\nname = \"p\"\nsummary = \"s\"\n[kernel_log]\nbenign = [\"ok\", \"a(b\"]\n\
+                [timeout]\nstep_s = 0\n[[case]]\nid = \"c\"\nsummary = \"s\"\n\
+                timeout = { case_s = 0 }\nkernel_log = { expected = [\"x[\"] }\nsteps = []\n";
+    assert_eq!(
+        errors(text)
+            .iter()
+            .map(|e| e.split(" is not").next().unwrap().split(": give").next().unwrap())
+            .collect::<Vec<_>>(),
+        [
+            "bad.toml:5:17: kernel_log.benign pattern \"a(b\"",
+            "bad.toml:7:10: timeout step_s = 0",
+            "bad.toml:11:22: timeout case_s = 0",
+            "bad.toml:12:28: kernel_log.expected pattern \"x[\"",
+        ]
+    );
+}
+
+#[test]
+fn paths_are_checked_and_loaded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("a.toml");
+    std::fs::write(&f, GOOD).unwrap();
+    let files = find_files(&[dir.path().to_path_buf(), f.clone()]).unwrap();
+    assert_eq!(files, std::slice::from_ref(&f));
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for bad in [empty, dir.path().join("missing.toml")] {
+        let e = find_files(&[bad]).unwrap_err();
+        assert!(e.downcast_ref::<crate::exit::InputError>().is_some(), "exit status 2: {e}");
+    }
+}

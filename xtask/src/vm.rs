@@ -1,0 +1,463 @@
+//! One test VM: a private directory with the NVDIMM backing files and logs, QEMU, and the wait
+//! until the agent answers over SSH. The directory and QEMU go away when the `Vm` is dropped.
+//!
+//! Backing files start with an fsdax info block captured from an earlier boot (see
+//! `FsdaxTemplate`), so the kernel finds fsdax namespaces at once instead of paying for
+//! `ndctl create-namespace` (about 6 s under TCG) at every boot.
+
+use crate::cleanup;
+use crate::exit;
+use crate::image::Image;
+use crate::qemu::{self, Accel, Nvdimm, Qemu, QemuConfig};
+use crate::ssh::{self, Guest};
+use anyhow::{bail, Context};
+use daxtest_proto::{ReadyReport, AGENT_PATH, CMDLINE_PMEM_COUNT};
+use std::io::{Read, Seek, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct VmOptions {
+    pub accel: Accel,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    pub nvdimms: usize,
+    pub nvdimm_size: u64,
+    pub boot_timeout: Duration,
+    /// The guest kernel's hung-task timeout: a task blocked this long is reported by the kernel.
+    pub hung_task_secs: u64,
+}
+
+impl VmOptions {
+    /// Sizes QEMU and the kernel can use, checked before anything boots.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        const ALIGN: u64 = 16 << 20;
+        if self.nvdimms == 0 {
+            return Err(exit::input("--nvdimms 0: the guest needs at least one NVDIMM"));
+        }
+        if self.nvdimm_size < 64 << 20 || !self.nvdimm_size.is_multiple_of(ALIGN) {
+            return Err(exit::input(format!(
+                "NVDIMM size {} bytes: use a multiple of 16 MiB of at least 64 MiB (e.g. 2G), \
+                 which an fsdax namespace needs",
+                self.nvdimm_size
+            )));
+        }
+        if self.memory_mib < 256 {
+            return Err(exit::input(format!(
+                "--memory {}: the guest needs at least 256 MiB (default 1024)",
+                self.memory_mib
+            )));
+        }
+        if self.boot_timeout.is_zero() {
+            return Err(exit::input("--boot-timeout 0: give a number of seconds above 0"));
+        }
+        if self.cpus == 0 || self.cpus > 64 {
+            return Err(exit::input(format!("--cpus {}: use 1 to 64 (default 2)", self.cpus)));
+        }
+        Ok(())
+    }
+
+    /// The kernel command line. quiet: the console only gets warnings and worse, which is what
+    /// the host watches for; a case's full log is read from the ring buffer. panic=-1 with
+    /// QEMU's -no-reboot: a panic ends QEMU at once. oops=panic: an oops leaves locks held and
+    /// a half-dead kernel, so it ends the VM too and the next case gets a fresh one. The
+    /// hung-task detector reports a task blocked for `hung_task_secs` (the default is 120 s).
+    /// sysrq_always_enabled: Debian's kernel.sysrq (438) refuses w and l from the keyboard.
+    pub fn kernel_command_line(&self) -> String {
+        format!(
+            "console=ttyS0 quiet panic=-1 oops=panic sysrq_always_enabled \
+             sysctl.kernel.hung_task_timeout_secs={} sysctl.kernel.hung_task_warnings=-1 \
+             {CMDLINE_PMEM_COUNT}={}",
+            self.hung_task_secs, self.nvdimms
+        )
+    }
+}
+
+pub struct Vm {
+    // Field order matters: QEMU must die before its directory is removed.
+    qemu: Qemu,
+    dir: tempfile::TempDir,
+    pub serial_log: PathBuf,
+    pub port: u16,
+    pub command_line: String,
+    started: Instant,
+    nvdimms: Vec<Nvdimm>,
+    templates: PathBuf,
+    kernel_release: String,
+    options: VmOptions,
+}
+
+/// A guest that answered: its connection, its boot report, and how long it took.
+pub struct Ready {
+    pub guest: Guest,
+    pub report: ReadyReport,
+    pub boot_time: Duration,
+}
+
+/// Where the first bytes of an fsdax-formatted backing file are kept, per kernel and size.
+struct FsdaxTemplate;
+
+impl FsdaxTemplate {
+    /// The info block lives at 4 KiB; 64 KiB holds it with room to spare.
+    const LEN: usize = 64 << 10;
+    const SIGNATURE: &'static [u8] = b"NVDIMM_PFN_INFO\0";
+
+    fn path(dir: &Path, release: &str, size: u64) -> PathBuf {
+        dir.join(format!("{release}-{}M.head", size >> 20))
+    }
+
+    fn is_valid(head: &[u8]) -> bool {
+        head.len() == Self::LEN && head[4096..4096 + Self::SIGNATURE.len()] == *Self::SIGNATURE
+    }
+}
+
+impl Vm {
+    /// Boots the image and waits until the agent reports a usable guest.
+    pub fn start(image: &Image, root: &Path, opts: &VmOptions) -> anyhow::Result<(Vm, Ready)> {
+        opts.validate()?;
+        let mut attempts = 0;
+        loop {
+            let mut vm = Vm::spawn(image, root, opts, &image.initramfs(), true)?;
+            match vm.wait_ready(image) {
+                Ok(ready) => return Ok((vm, ready)),
+                // Another process took the port between our check and QEMU's bind: pick again.
+                Err(e) if attempts < 5 && vm.qemu.stderr().contains("host forwarding rule") => {
+                    attempts += 1;
+                    eprintln!("daxtest: port {} was taken, retrying: {e:#}", vm.port);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Starts QEMU with `initrd`; `network` adds the forwarded SSH port.
+    pub fn spawn(
+        image: &Image,
+        root: &Path,
+        opts: &VmOptions,
+        initrd: &Path,
+        network: bool,
+    ) -> anyhow::Result<Vm> {
+        let tmp_root = root.join("target/daxtest/tmp");
+        std::fs::create_dir_all(&tmp_root)?;
+        check_free_space(&tmp_root, opts)?;
+        let dir = tempfile::Builder::new()
+            .prefix("vm-")
+            .tempdir_in(&tmp_root)
+            .with_context(|| format!("creating a VM directory in {}", tmp_root.display()))?;
+        cleanup::register_dir(dir.path());
+        // Whose directory this is, for the sweep after a run killed with SIGKILL.
+        std::fs::write(dir.path().join("pid"), std::process::id().to_string())?;
+        let templates = root.join("target/daxtest/cache/fsdax");
+        let release = image.kernel.release.clone();
+        let mut nvdimms = Vec::new();
+        for i in 0..opts.nvdimms {
+            let path = dir.path().join(format!("nvdimm{i}.img"));
+            create_backing_file(
+                &path,
+                opts.nvdimm_size,
+                &FsdaxTemplate::path(&templates, &release, opts.nvdimm_size),
+            )?;
+            nvdimms.push(Nvdimm { path, size: opts.nvdimm_size });
+        }
+        let port = if network { free_port()? } else { 0 };
+        let serial_log = dir.path().join("serial.log");
+        let config = QemuConfig {
+            accel: opts.accel,
+            memory_mib: opts.memory_mib,
+            cpus: opts.cpus,
+            nvdimms: nvdimms.clone(),
+            kernel: image.kernel.vmlinuz.clone(),
+            initrd: initrd.to_path_buf(),
+            payload: Some(image.payload()),
+            append: opts.kernel_command_line(),
+            serial_log: serial_log.clone(),
+            monitor: Some(dir.path().join("monitor.sock")),
+            ssh_port: network.then_some(port),
+        };
+        let started = Instant::now();
+        let qemu = Qemu::spawn(&config, &dir.path().join("qemu-stderr.log"))?;
+        Ok(Vm {
+            qemu,
+            dir,
+            serial_log,
+            port,
+            command_line: qemu::command_line(&config),
+            started,
+            nvdimms,
+            templates,
+            kernel_release: release,
+            options: opts.clone(),
+        })
+    }
+
+    fn wait_ready(&mut self, image: &Image) -> anyhow::Result<Ready> {
+        let deadline = self.started + self.options.boot_timeout;
+        let host_key = image.host_key_blob()?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let guest = loop {
+            self.check_alive("before the guest was ready")?;
+            if Instant::now() > deadline {
+                bail!(self.failure(&format!(
+                    "the guest did not answer over SSH within {:?}",
+                    self.options.boot_timeout
+                )));
+            }
+            let serial = self.serial();
+            if let Some(line) = serial.lines().find(|l| l.contains("daxtest-agent: NOT READY")) {
+                bail!(self.failure(&format!("the guest could not get ready: {}", line.trim())));
+            }
+            // Connect only once sshd runs: a SYN sent earlier is retransmitted by QEMU's slirp
+            // with a backoff of seconds, which would dominate boot-to-ready time.
+            if !serial.contains("daxtest-agent: sshd started") {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            match Guest::connect(addr, &image.client_key(), &host_key, Duration::from_secs(10)) {
+                Ok(g) => break g,
+                Err(e) if ssh::is_fatal(&e) => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let wait_ms = deadline.saturating_duration_since(Instant::now()).as_millis();
+        let out = guest.capture(&format!("{AGENT_PATH} probe --wait-ms {wait_ms}"))?;
+        let boot_time = self.started.elapsed();
+        let report: ReadyReport = serde_json::from_slice(&out.stdout).with_context(|| {
+            self.failure(&format!(
+                "the agent's probe answered no report (exit {}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        })?;
+        if !report.ok {
+            bail!(
+                self.failure(&format!("the guest booted but is not usable: {}", report.summary()))
+            );
+        }
+        Ok(Ready { guest, report, boot_time })
+    }
+
+    /// [`Vm::shutdown`], then copies the serial log (complete, QEMU having exited) to `dest`.
+    pub fn shutdown_keeping_serial(mut self, ready: Ready, dest: &Path) -> anyhow::Result<()> {
+        let result = self.shutdown_in_place(ready);
+        std::fs::copy(&self.serial_log, dest)
+            .with_context(|| format!("keeping the serial log as {}", dest.display()))?;
+        result
+    }
+
+    /// Kills QEMU (a crashed or hung guest) and copies the serial log to `dest`.
+    pub fn kill_keeping_serial(mut self, dest: &Path) {
+        self.qemu.kill();
+        if let Err(e) = std::fs::copy(&self.serial_log, dest) {
+            eprintln!("daxtest: keeping the serial log as {}: {e}", dest.display());
+        }
+    }
+
+    /// One line on QEMU: running, or how it exited and the end of its stderr.
+    pub fn status_line(&mut self) -> String {
+        match self.qemu.try_wait() {
+            Ok(None) => "still running".into(),
+            Ok(Some(s)) => match self.qemu.stderr().trim() {
+                "" => format!("exited ({s}), nothing on its stderr"),
+                e => format!("exited ({s}): {e}"),
+            },
+            Err(e) => format!("unknown: {e}"),
+        }
+    }
+
+    /// Powers the guest off, waits for QEMU to exit, and keeps fsdax info blocks for next time.
+    pub fn shutdown(mut self, ready: Ready) -> anyhow::Result<()> {
+        self.shutdown_in_place(ready)
+    }
+
+    fn shutdown_in_place(&mut self, ready: Ready) -> anyhow::Result<()> {
+        // The connection drops as the guest powers off: an error here is expected.
+        let _ = ready.guest.capture(&format!("{AGENT_PATH} poweroff"));
+        drop(ready.guest);
+        match self.qemu.wait_timeout(Duration::from_secs(30))? {
+            Some(_) => {}
+            None => bail!(self.failure("the guest did not power off within 30 s")),
+        }
+        for (device, nv) in ready.report.devices.iter().zip(&self.nvdimms) {
+            if device.formatted_now {
+                self.save_template(nv)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn save_template(&self, nv: &Nvdimm) -> anyhow::Result<()> {
+        let mut head = vec![0u8; FsdaxTemplate::LEN];
+        std::fs::File::open(&nv.path)?.read_exact(&mut head)?;
+        if !FsdaxTemplate::is_valid(&head) {
+            eprintln!("daxtest: {} holds no fsdax info block; not keeping it", nv.path.display());
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.templates)?;
+        let path = FsdaxTemplate::path(&self.templates, &self.kernel_release, nv.size);
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::write(&tmp, &head)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    /// Waits for QEMU to exit on its own (a bare boot powering off).
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<Duration> {
+        match self.qemu.wait_timeout(timeout)? {
+            Some(s) if s.success() => Ok(self.started.elapsed()),
+            Some(s) => bail!(self.failure(&format!("QEMU exited with {s}"))),
+            None => bail!(self.failure(&format!("QEMU still running after {timeout:?}"))),
+        }
+    }
+
+    /// Gives QEMU up to `timeout` to exit (a panicking guest); true when it has.
+    pub fn wait_exit_quietly(&mut self, timeout: Duration) -> bool {
+        matches!(self.qemu.wait_timeout(timeout), Ok(Some(_)))
+    }
+
+    fn check_alive(&mut self, when: &str) -> anyhow::Result<()> {
+        if let Some(status) = self.qemu.try_wait()? {
+            bail!(self.failure(&format!("QEMU exited ({status}) {when}")));
+        }
+        Ok(())
+    }
+
+    /// Presses Alt+SysRq+`key` on the guest's PS/2 keyboard through QEMU's monitor: works when
+    /// nothing in the guest answers any more, as long as the kernel takes interrupts.
+    pub fn sysrq_key(&self, key: char) -> anyhow::Result<()> {
+        use std::os::unix::net::UnixStream;
+        let path = self.dir.path().join("monitor.sock");
+        let mut s = UnixStream::connect(&path)
+            .with_context(|| format!("connecting to QEMU's monitor {}", path.display()))?;
+        s.set_read_timeout(Some(Duration::from_millis(200)))?;
+        writeln!(s, "sendkey alt-sysrq-{key}")?;
+        // A command is lost if the socket closes before QEMU ran it: wait for the prompt that
+        // follows it (the greeting ends with the first one).
+        let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.windows(7).filter(|w| w == b"(qemu) ").count() < 2 {
+            if Instant::now() > deadline {
+                bail!("QEMU's monitor did not take `sendkey alt-sysrq-{key}` within 5 s");
+            }
+            match s.read(&mut buf) {
+                Ok(0) => bail!("QEMU's monitor closed the connection"),
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e).context("reading QEMU's monitor"),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn serial(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial_log).unwrap_or_default()).into_owned()
+    }
+
+    /// An error message with what a developer needs: QEMU's stderr and the serial log's tail.
+    pub fn failure(&self, what: &str) -> String {
+        let serial = self.serial();
+        let lines: Vec<&str> = serial.lines().collect();
+        let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+        format!(
+            "{what}\n--- QEMU stderr ---\n{}\n--- last serial lines ---\n{tail}\n--- QEMU command ---\n{}",
+            self.qemu.stderr().trim(),
+            self.command_line
+        )
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        cleanup::unregister_dir(self.dir.path());
+    }
+}
+
+/// The backing files are sparse, but what the guest writes to its NVDIMMs lands in them: a full
+/// disk would show up in the guest as a SIGBUS from QEMU. Refuse to start below a floor instead.
+fn check_free_space(dir: &Path, opts: &VmOptions) -> anyhow::Result<()> {
+    const FLOOR: u64 = 512 << 20;
+    let st = rustix::fs::statvfs(dir).with_context(|| format!("statvfs {}", dir.display()))?;
+    let free = st.f_bavail * st.f_frsize;
+    if free < FLOOR {
+        bail!(
+            "only {} MiB free for the VM's backing files in {} (at least {} MiB needed; a VM may \
+             write up to {} x {} MiB there): free some space, e.g. `rm -r target/daxtest/runs`",
+            free >> 20,
+            dir.display(),
+            FLOOR >> 20,
+            opts.nvdimms,
+            opts.nvdimm_size >> 20
+        );
+    }
+    Ok(())
+}
+
+/// A sparse file of `size` bytes, starting with the fsdax template when there is one.
+fn create_backing_file(path: &Path, size: u64, template: &Path) -> anyhow::Result<()> {
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    f.set_len(size).with_context(|| {
+        format!("sizing {} to {size} bytes (is the disk full?)", path.display())
+    })?;
+    if let Ok(head) = std::fs::read(template) {
+        if FsdaxTemplate::is_valid(&head) {
+            f.rewind()?;
+            f.write_all(&head)
+                .with_context(|| format!("writing {} (is the disk full?)", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> anyhow::Result<u16> {
+    let l =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port on 127.0.0.1")?;
+    Ok(l.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(count: usize, size: u64) -> VmOptions {
+        VmOptions {
+            accel: Accel::Tcg,
+            memory_mib: 1024,
+            cpus: 2,
+            nvdimms: count,
+            nvdimm_size: size,
+            boot_timeout: Duration::from_secs(1),
+            hung_task_secs: 10,
+        }
+    }
+
+    #[test]
+    fn nvdimm_sizes_are_checked() {
+        assert!(opts(1, 2 << 30).validate().is_ok());
+        let e = opts(1, (2 << 30) + 4096).validate().unwrap_err().to_string();
+        assert!(e.contains("multiple of 16 MiB"), "{e}");
+        assert!(opts(1, 32 << 20).validate().is_err());
+        assert!(opts(0, 2 << 30).validate().unwrap_err().to_string().contains("--nvdimms 0"));
+    }
+
+    #[test]
+    fn templates_are_checked_before_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut head = vec![0u8; FsdaxTemplate::LEN];
+        assert!(!FsdaxTemplate::is_valid(&head));
+        head[4096..4112].copy_from_slice(FsdaxTemplate::SIGNATURE);
+        assert!(FsdaxTemplate::is_valid(&head));
+        let template = dir.path().join("t.head");
+        std::fs::write(&template, &head).unwrap();
+        let backing = dir.path().join("nv.img");
+        create_backing_file(&backing, 64 << 20, &template).unwrap();
+        let written = std::fs::read(&backing).unwrap();
+        assert_eq!(written.len(), 64 << 20);
+        assert_eq!(&written[..FsdaxTemplate::LEN], &head[..]);
+        // A missing template gives a blank (raw) device, which the guest formats itself.
+        create_backing_file(&backing, 64 << 20, &dir.path().join("none")).unwrap();
+        assert!(std::fs::read(&backing).unwrap().iter().all(|b| *b == 0));
+    }
+}

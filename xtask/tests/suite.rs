@@ -1,0 +1,107 @@
+//! End-to-end tests of `cargo xtask test`: the real guest runs the scenarios. A deliberately wrong
+//! expectation of every kind must fail with a message naming the step, the expectation and what
+//! happened; bad scenario files must be refused before anything boots.
+
+mod common;
+
+use common::{results, run};
+use std::time::{Duration, Instant};
+
+#[test]
+fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() {
+    let out = run(&["test", "xtask/tests/fixtures/wrong-expectations.toml"]);
+    assert_eq!(out.status.code(), Some(1), "a failed case exits 1");
+    let results = results(&out);
+    let want: &[(&str, &str, &str)] = &[
+        ("wrong/control/xfs/dax=always", "pass", ""),
+        (
+            "wrong/ok-but-errno/xfs/dax=always",
+            "fail",
+            "step 1 (line 25, write): expected success, got error ENOENT",
+        ),
+        (
+            "wrong/errno-but-ok/xfs/dax=always",
+            "fail",
+            "step 1 (line 30, mkdir): expected error EEXIST, got success",
+        ),
+        (
+            "wrong/wrong-errno/xfs/dax=always",
+            "fail",
+            "step 1 (line 35, unlink): expected error EINVAL, got error ENOENT",
+        ),
+        (
+            "wrong/signal-but-bytes/xfs/dax=always",
+            "fail",
+            "step 3 (line 43, load): expected killed by SIGBUS, got bytes ['a' x4096 at 0]",
+        ),
+        (
+            "wrong/content/xfs/dax=always",
+            "fail",
+            "step 2 (line 51, read): expected every byte 'b', got bytes ['a' x4096 at 0]",
+        ),
+        (
+            "wrong/dax/xfs/dax=always",
+            "fail",
+            "step 2 (line 59, statx): expected STATX_ATTR_DAX off, got STATX_ATTR_DAX on",
+        ),
+        (
+            "wrong/flag/xfs/dax=always",
+            "fail",
+            "step 2 (line 67, get_flag): expected FS_XFLAG_DAX on, got FS_XFLAG_DAX off",
+        ),
+        (
+            "wrong/extents/xfs/dax=always",
+            "fail",
+            "step 5 (line 78, fiemap): expected extents unchanged since \"before\", got extents [",
+        ),
+        (
+            "wrong/shared/xfs/dax=always",
+            "fail",
+            "step 2 (line 86, fiemap): expected all extents shared, got extents [",
+        ),
+        (
+            "wrong/exit/xfs/dax=always",
+            "fail",
+            "step 1 (line 92, shell): expected exit status 0, got exit 3: out",
+        ),
+        (
+            "wrong/kernel-log/xfs/dax=always",
+            "fail",
+            "kernel log: nothing matched the expected pattern \"this line is never logged\"",
+        ),
+    ];
+    let cases = results["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), want.len());
+    for (id, status, message) in want {
+        let c = cases.iter().find(|c| c["id"] == *id).unwrap_or_else(|| panic!("no {id}"));
+        assert_eq!(c["status"], *status, "{id}: {c}");
+        let got = c["message"].as_str().unwrap();
+        assert!(got.starts_with(message), "{id}:\n  got  {got}\n  want {message}...");
+    }
+}
+
+#[test]
+fn a_bad_scenario_is_refused_before_anything_boots() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "format = 1\nname = \"bad\"\nsummary = \"s\"\n[[case]]\nid = \"c\"\nsummary = \"s\"\n\
+         steps = [\n  { op = \"wirte\", file = \"f\" },\n]\n",
+    )
+    .unwrap();
+    let start = Instant::now();
+    let out = run(&["test", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:8:3: step op = \"wirte\": unknown variant `wirte`",
+            bad.display()
+        )),
+        "{stderr}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(20), "nothing may boot");
+    let check = run(&["check", bad.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(2));
+}

@@ -1,0 +1,227 @@
+//! End-to-end tests: the real xtask binary builds the real image and boots real VMs (TCG here,
+//! KVM where it works). Nothing is mocked. The tests share caches and CPU, so they run one at a
+//! time.
+
+mod common;
+
+use common::{root, run, run_dir, text, xtask};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The README's first command: XFS with dax=always on /dev/pmem0, and a file on it with DAX on.
+#[test]
+fn xfs_on_pmem0_really_has_dax() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = run(&[
+        "run",
+        "--",
+        "mkfs.xfs -q -f -m reflink=1 /dev/pmem0 && mount -t xfs -o dax=always /dev/pmem0 /mnt \
+         && grep pmem0 /proc/mounts && echo hello > /mnt/f && daxtest-agent stat /mnt/f",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    let mount = stdout.lines().find(|l| l.starts_with("/dev/pmem0 /mnt xfs ")).expect("mount line");
+    assert!(mount.split(' ').nth(3).unwrap().split(',').any(|o| o == "dax=always"), "{mount}");
+    assert!(stdout.contains("/mnt/f: STATX_ATTR_DAX=on"), "{stdout}");
+    assert!(text(&out.stderr).contains("NVDIMM in fsdax mode"));
+}
+
+/// Without dax=always on a dax=never mount, the same check must say off: the check can fail.
+#[test]
+fn dax_never_mount_reports_dax_off() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = run(&[
+        "run",
+        "--",
+        "mkfs.xfs -q -f /dev/pmem0 && mount -t xfs -o dax=never /dev/pmem0 /mnt \
+         && echo hello > /mnt/f && daxtest-agent stat /mnt/f",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("/mnt/f: STATX_ATTR_DAX=off"));
+}
+
+#[test]
+fn run_passes_output_and_exit_status_through() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = run(&["run", "--", "echo to-stdout; echo to-stderr >&2; exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(text(&out.stdout), "to-stdout\n");
+    assert!(text(&out.stderr).contains("to-stderr\n"));
+}
+
+#[test]
+fn two_nvdimms_of_a_chosen_size_are_both_fsdax() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = run(&[
+        "run",
+        "--nvdimms",
+        "2",
+        "--nvdimm-size",
+        "256M",
+        "--",
+        "cat /sys/block/pmem0/queue/dax /sys/block/pmem1/queue/dax; daxtest-agent probe",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("1\n1\n"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout[4..]).unwrap();
+    let devices = report["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 2);
+    for d in devices {
+        assert_eq!(d["dax_check"]["ok"], true, "{d}");
+        // 256 MiB minus the fsdax info block and struct page reserve.
+        let size = d["size_bytes"].as_u64().unwrap();
+        assert!(size > 200 << 20 && size < 256 << 20, "{size}");
+    }
+}
+
+#[test]
+fn shell_runs_what_stdin_says() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = xtask(&["shell"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"echo hi-from-$((40+2)); exit 3\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stdout).contains("hi-from-42"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn an_unusable_nvdimm_size_is_refused_before_anything_boots() {
+    let start = Instant::now();
+    let out = run(&["run", "--nvdimm-size", "100M", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2), "an input error");
+    assert!(text(&out.stderr).contains("multiple of 16 MiB"));
+    assert!(start.elapsed() < Duration::from_secs(30), "it must not boot first");
+}
+
+#[test]
+fn a_second_image_call_reuses_the_cache() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(run(&["image"]).status.success());
+    let out = run(&["image"]);
+    assert!(out.status.success());
+    assert!(text(&out.stderr).contains("is up to date (reused"), "{}", text(&out.stderr));
+}
+
+/// --accel kvm works where KVM works, and says why not elsewhere; auto never fails for it.
+#[test]
+fn kvm_is_used_only_where_it_works() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let auto = run(&["run", "--", "true"]);
+    assert!(auto.status.success());
+    let stderr = text(&auto.stderr);
+    let line = stderr.lines().find(|l| l.contains("accelerator:")).unwrap().to_string();
+    let kvm = run(&["run", "--accel", "kvm", "--", "true"]);
+    if line.ends_with("accelerator: kvm") {
+        assert!(kvm.status.success());
+    } else {
+        assert!(line.contains("tcg (KVM unusable: "), "{line}");
+        assert_eq!(kvm.status.code(), Some(255));
+        assert!(text(&kvm.stderr).contains("--accel kvm: KVM does not work here"));
+    }
+}
+
+/// Ctrl-C while a command runs: QEMU is gone and the VM directory with its backing file too.
+#[test]
+fn ctrl_c_leaves_no_qemu_and_no_files() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut child, vm_dir) = start_a_sleeping_guest();
+    let pid = child.id();
+    assert!(vm_dir.exists());
+    Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(qemu_vm_dirs().is_empty(), "QEMU still runs");
+    assert!(!vm_dir.exists(), "{} left behind", vm_dir.display());
+}
+
+/// `xtask run` of a command that says it started and sleeps; returns once the guest runs it,
+/// with the VM directory of the one QEMU of ours.
+fn start_a_sleeping_guest() -> (Child, PathBuf) {
+    let mut child = xtask(&["run", "--", "echo started; sleep 600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    let qemu_dirs = qemu_vm_dirs();
+    assert_eq!(qemu_dirs.len(), 1, "one VM of ours runs: {qemu_dirs:?}");
+    (child, qemu_dirs[0].clone())
+}
+
+/// SIGKILL leaves no handler to run: QEMU dies with its parent (PR_SET_PDEATHSIG), and the next
+/// run removes the VM directory the killed one left.
+#[test]
+fn sigkill_leaves_no_qemu_and_the_next_run_sweeps_the_files() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut child, vm_dir) = start_a_sleeping_guest();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !qemu_vm_dirs().is_empty() {
+        assert!(Instant::now() < deadline, "QEMU outlived a killed xtask");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(vm_dir.exists(), "nothing could remove it yet");
+    let out = run(&["list", "no-such-case-at-all"]);
+    assert!(
+        text(&out.stderr).contains(&format!("removed {}", vm_dir.display())),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!vm_dir.exists(), "{} left behind", vm_dir.display());
+}
+
+/// Two runs at once: their own ports, VM directories and run directories, both pass.
+#[test]
+fn two_test_runs_at_once_do_not_interfere() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let case = "dax-flag/set-and-clear-on-a-closed-file/xfs/dax=always";
+    let spawn = || {
+        xtask(&["test", case])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    for o in [&a, &b] {
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    }
+    assert_ne!(run_dir(&a), run_dir(&b));
+    assert!(qemu_vm_dirs().is_empty());
+}
+
+/// VM directories of running QEMU processes started from this checkout.
+fn qemu_vm_dirs() -> Vec<PathBuf> {
+    let tmp = root().join("target/daxtest/tmp");
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(text).collect();
+        if !args.first().is_some_and(|a| a.ends_with("qemu-system-x86_64")) {
+            continue;
+        }
+        for a in &args {
+            if let Some(rest) = a.strip_prefix("file,id=serial0,path=") {
+                let dir = Path::new(rest).parent().unwrap().to_path_buf();
+                if dir.starts_with(&tmp) {
+                    dirs.push(dir);
+                }
+            }
+        }
+    }
+    dirs
+}
