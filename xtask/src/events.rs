@@ -102,9 +102,18 @@ pub enum Event {
         boot_time: Duration,
         reason: String,
     },
-    /// The run is over; `serial_logs` are the serial consoles of every VM of the run, in order.
+    /// A VM did not get ready: `message` says why, with QEMU's stderr and the end of its serial
+    /// console, and is kept as `log` in the run directory. `retrying`: the runner boots once more before giving up.
+    BootFailed {
+        message: String,
+        log: PathBuf,
+        retrying: bool,
+    },
+    /// The run is over; `serial_logs` are the serial consoles of every VM of the run, in order,
+    /// and `boot_failures` the logs of the boots that failed.
     RunFinished {
         elapsed: Duration,
         serial_logs: Vec<PathBuf>,
+        boot_failures: Vec<PathBuf>,
     },
 }

@@ -165,6 +165,7 @@ impl Runner<'_> {
         let started = Instant::now();
         let mut machine: Option<Machine> = None;
         let mut serial_logs = Vec::new();
+        let mut boot_failures = Vec::new();
         let mut outcome = Outcome { any_failure: false, infrastructure_failed: false };
         for p in planned {
             emit(&Event::CaseStarted { id: p.case.id.clone() });
@@ -186,7 +187,7 @@ impl Runner<'_> {
                             (false, true) => "the case asks for a fresh VM",
                             (false, false) => "the previous VM crashed, hung or was lost",
                         };
-                        match self.boot(emit, reason) {
+                        match self.boot(emit, reason, &mut boot_failures) {
                             Ok(m) => machine = Some(m),
                             Err(_) => outcome.infrastructure_failed = true,
                         }
@@ -195,7 +196,12 @@ impl Runner<'_> {
                         None => self.result(
                             p,
                             Status::Error,
-                            "no VM: it did not boot (see above)".into(),
+                            format!(
+                                "no VM: it did not boot, twice (see {})",
+                                boot_failures
+                                    .last()
+                                    .map_or(String::new(), |p: &PathBuf| p.display().to_string())
+                            ),
                             t.elapsed(),
                         ),
                         Some(m) => {
@@ -219,19 +225,41 @@ impl Runner<'_> {
         if let Some(m) = machine.take() {
             serial_logs.push(self.end_vm(m, serial_logs.len(), true));
         }
-        emit(&Event::RunFinished { elapsed: started.elapsed(), serial_logs });
+        emit(&Event::RunFinished { elapsed: started.elapsed(), serial_logs, boot_failures });
         outcome
     }
 
-    fn boot(&self, emit: &mut dyn FnMut(&Event), reason: &str) -> anyhow::Result<Machine> {
-        match Vm::start(self.image, self.root, self.vm_options) {
-            Ok((vm, ready)) => {
-                emit(&Event::VmBooted { boot_time: ready.boot_time, reason: reason.into() });
-                Ok(Machine { vm, ready })
-            }
-            Err(e) => {
-                eprintln!("daxtest: the VM did not boot: {e:#}");
-                Err(e)
+    /// Boots a VM, once more if the first attempt fails: a boot that fails once is reported
+    /// (event, log file, summary) but does not cost a case its result; two in a row do.
+    fn boot(
+        &self,
+        emit: &mut dyn FnMut(&Event),
+        reason: &str,
+        failures: &mut Vec<PathBuf>,
+    ) -> anyhow::Result<Machine> {
+        let mut attempt = 1;
+        loop {
+            match Vm::start(self.image, self.root, self.vm_options) {
+                Ok((vm, ready)) => {
+                    emit(&Event::VmBooted { boot_time: ready.boot_time, reason: reason.into() });
+                    return Ok(Machine { vm, ready });
+                }
+                Err(e) => {
+                    let log = self.run_dir.join(format!("boot-failure-{}.log", failures.len() + 1));
+                    if let Err(w) = std::fs::write(&log, format!("{e:#}\n")) {
+                        eprintln!("daxtest: writing {}: {w}", log.display());
+                    }
+                    failures.push(log.clone());
+                    emit(&Event::BootFailed {
+                        message: format!("{e:#}"),
+                        log,
+                        retrying: attempt == 1,
+                    });
+                    if attempt == 2 {
+                        return Err(e);
+                    }
+                    attempt += 1;
+                }
             }
         }
     }

@@ -53,7 +53,18 @@ impl Reporter for Console {
             Event::VmBooted { boot_time, reason } => {
                 writeln!(self.out, "daxtest: VM ready in {} ({reason})", secs(*boot_time))?;
             }
-            Event::RunFinished { elapsed, .. } => {
+            Event::BootFailed { message, log, retrying } => {
+                let then = if *retrying { "booting again" } else { "giving up on this case" };
+                writeln!(
+                    self.out,
+                    "daxtest: a VM did not boot ({then}); kept as {}",
+                    log.display()
+                )?;
+                for line in message.lines() {
+                    writeln!(self.out, "    | {line}")?;
+                }
+            }
+            Event::RunFinished { elapsed, boot_failures, .. } => {
                 writeln!(self.out)?;
                 let width = self.results.iter().map(|r| r.id.len()).max().unwrap_or(4).max(4);
                 writeln!(self.out, "{:<width$}  {:<6} {:>7}  details", "case", "status", "time")?;
@@ -92,6 +103,18 @@ impl Reporter for Console {
                     count(Status::Error),
                     secs(*elapsed)
                 )?;
+                if !boot_failures.is_empty() {
+                    writeln!(
+                        self.out,
+                        "{} VM boot(s) failed: {}",
+                        boot_failures.len(),
+                        boot_failures
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )?;
+                }
                 writeln!(self.out, "results: {}", self.run_dir)?;
             }
         }

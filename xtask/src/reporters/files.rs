@@ -38,6 +38,8 @@ struct Results<'a> {
     qemu_version: &'a str,
     elapsed_s: f64,
     counts: std::collections::BTreeMap<&'static str, usize>,
+    /// Logs of VM boots that failed (each retried once), in the run directory.
+    boot_failures: Vec<PathBuf>,
     cases: Vec<CaseEntry<'a>>,
 }
 
@@ -60,7 +62,7 @@ impl Reporter for Files {
         match e {
             Event::RunStarted(info) => self.info = Some(info.clone()),
             // Nothing to write until a case has a result.
-            Event::CaseStarted { .. } | Event::VmBooted { .. } => {}
+            Event::CaseStarted { .. } | Event::VmBooted { .. } | Event::BootFailed { .. } => {}
             Event::CaseFinished(r) => {
                 let path = self.dir.join(kernel_log_path(&r.id));
                 std::fs::create_dir_all(path.parent().expect("kernel-logs/"))?;
@@ -72,7 +74,7 @@ impl Reporter for Files {
                     .with_context(|| format!("writing {}", path.display()))?;
                 self.results.push(r.clone());
             }
-            Event::RunFinished { elapsed, serial_logs } => {
+            Event::RunFinished { elapsed, serial_logs, boot_failures } => {
                 let info = self.info.as_ref().context("RunFinished before RunStarted")?;
                 let mut counts = std::collections::BTreeMap::new();
                 for r in &self.results {
@@ -86,6 +88,10 @@ impl Reporter for Files {
                     qemu_version: &info.qemu_version,
                     elapsed_s: elapsed.as_secs_f64(),
                     counts,
+                    boot_failures: boot_failures
+                        .iter()
+                        .map(|p| p.file_name().map_or(p.clone(), PathBuf::from))
+                        .collect(),
                     cases: self
                         .results
                         .iter()

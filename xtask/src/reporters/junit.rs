@@ -28,7 +28,7 @@ impl Reporter for Junit {
                 self.suite = Some(TestSuite::new(format!("daxtest {}", info.kernel_release)));
             }
             // JUnit has no notion of a case in progress or of VMs.
-            Event::CaseStarted { .. } | Event::VmBooted { .. } => {}
+            Event::CaseStarted { .. } | Event::VmBooted { .. } | Event::BootFailed { .. } => {}
             Event::CaseFinished(r) => {
                 let mut status = match r.status {
                     Status::Pass => TestCaseStatus::success(),

@@ -50,6 +50,11 @@ fn events(run_dir: &Path, serial: &Path) -> Vec<Event> {
             qemu_version: "QEMU emulator version 7.2.22".into(),
             cases: 7,
         }),
+        Event::BootFailed {
+            message: "QEMU exited (exit status: 1) before the guest was ready\n--- QEMU stderr ---\nqemu: oops".into(),
+            log: run_dir.join("boot-failure-1.log"),
+            retrying: true,
+        },
         Event::VmBooted { boot_time: Duration::from_millis(2840), reason: "first case".into() },
         Event::CaseStarted { id: "demo/flag/xfs/dax=inode".into() },
         Event::CaseFinished(case("demo/flag/xfs/dax=inode", Status::Pass, "")),
@@ -75,7 +80,11 @@ fn events(run_dir: &Path, serial: &Path) -> Vec<Event> {
             Status::Error,
             "set-up: DAX is off on a dax=always mount",
         )),
-        Event::RunFinished { elapsed: Duration::from_secs(61), serial_logs: vec![serial.into()] },
+        Event::RunFinished {
+            elapsed: Duration::from_secs(61),
+            serial_logs: vec![serial.into()],
+            boot_failures: vec![run_dir.join("boot-failure-1.log")],
+        },
     ]
 }
 
