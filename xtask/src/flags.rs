@@ -107,9 +107,11 @@ pub struct Image {
 
 #[derive(Debug, Args, Clone)]
 pub struct Vm {
-    /// Kernel: debian:6.12, debian:6.1 (pinned in images/recipe.toml). Default: the recipe's.
+    /// Kernel: debian:6.12, debian:6.1 (pinned in images/recipe.toml), or the path of a kernel
+    /// build tree or install root. Default: the recipe's. `test` takes it more than once and runs
+    /// the same cases on each kernel.
     #[arg(long)]
-    pub kernel: Option<String>,
+    pub kernel: Vec<String>,
     /// auto uses KVM only where a test boot under KVM works, TCG otherwise.
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelChoice,
@@ -164,9 +166,45 @@ pub enum BenchWhat {
     },
 }
 
+impl Vm {
+    /// The one kernel of a verb that boots one VM.
+    pub fn single_kernel(&self) -> anyhow::Result<Option<&str>> {
+        match self.kernel.as_slice() {
+            [] => Ok(None),
+            [k] => Ok(Some(k)),
+            _ => Err(crate::exit::input(format!(
+                "--kernel given {} times: only `cargo xtask test` runs several kernels",
+                self.kernel.len()
+            ))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_takes_several_kernels_and_run_only_one() {
+        let f = Flags::try_parse_from([
+            "xtask",
+            "test",
+            "--kernel",
+            "debian:6.1",
+            "--kernel",
+            "debian:6.12",
+            "reflink",
+        ])
+        .unwrap();
+        let Command::Test(t) = f.command else { panic!() };
+        assert_eq!(t.vm.kernel, ["debian:6.1", "debian:6.12"]);
+        let f =
+            Flags::try_parse_from(["xtask", "run", "--kernel", "a", "--kernel", "b", "--", "x"])
+                .unwrap();
+        let Command::Run(r) = f.command else { panic!() };
+        let e = r.vm.single_kernel().unwrap_err();
+        assert!(e.to_string().contains("only `cargo xtask test`"), "{e}");
+    }
 
     #[test]
     fn run_takes_the_command_after_the_double_dash() {

@@ -427,6 +427,21 @@ const COMMAND_LINES: &[(&[&str], i32, &[&str])] = &[
         INPUT,
         &["error: --case-timeout 0: give a number of seconds above 0"],
     ),
+    (
+        &["test", "--kernel", "debian:6.1", "--kernel", "debian:6.1", "SEL"],
+        INPUT,
+        &["error: --kernel debian:6.1 given twice"],
+    ),
+    (
+        &["test", "--bisect", "--kernel", "debian:6.1", "--kernel", "debian:6.12", "SEL"],
+        255,
+        &["error: --bisect tests one kernel per revision: give --kernel once"],
+    ),
+    (
+        &["run", "--kernel", "debian:6.1", "--kernel", "debian:6.12", "--", "true"],
+        INPUT,
+        &["error: --kernel given 2 times: only `cargo xtask test` runs several kernels"],
+    ),
 ];
 
 /// A valid scenario file (one case, no steps) and an empty directory, for `SEL` and `EMPTY`.

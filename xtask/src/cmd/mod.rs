@@ -59,6 +59,15 @@ impl Ctx {
 
     /// Everything a verb needs before it boots: the image and the VM options, all checked.
     pub fn prepare(&self, f: &flags::Vm) -> anyhow::Result<(Image, VmOptions)> {
+        self.prepare_kernel(f, f.single_kernel()?)
+    }
+
+    /// [`Ctx::prepare`] for one of several kernels.
+    pub fn prepare_kernel(
+        &self,
+        f: &flags::Vm,
+        kernel: Option<&str>,
+    ) -> anyhow::Result<(Image, VmOptions)> {
         let d = &self.recipe.vm;
         let size = f.nvdimm_size.as_deref().unwrap_or(&d.nvdimm_size);
         let mut opts = VmOptions {
@@ -73,7 +82,7 @@ impl Ctx {
         };
         // Bad sizes are refused before the image build and before anything boots.
         opts.validate()?;
-        let image = self.image(f.kernel.as_deref(), false)?;
+        let image = self.image(kernel, false)?;
         let (accel, why) = accel::resolve(&self.sh, f.accel, &image, &self.cache())?;
         eprintln!("daxtest: accelerator: {why}");
         opts.accel = accel;

@@ -3,12 +3,16 @@
 //! `--until-fail` run cases many times; `--bisect` maps the outcome to `git bisect run`'s codes.
 
 use super::Ctx;
-use crate::events::{Event, RunInfo, Status};
+use crate::events::{CaseResult, Event, RunInfo};
 use crate::exit;
 use crate::flags;
-use crate::reporters;
-use crate::runner::{Planned, Runner};
+use crate::image::Image;
+use crate::reporters::{self, matrix};
+use crate::runner::{Outcome, Planned, Runner};
 use crate::scenario::{Case, KernelVersion, Selection, TimeoutDef};
+use crate::vm::VmOptions;
+use std::path::Path;
+use std::time::Instant;
 
 /// `git bisect run`: 0 good, 1 bad, 125 this revision cannot be tested, > 127 stop bisecting.
 pub mod bisect {
@@ -69,6 +73,15 @@ impl flags::Test {
         if self.repeat == Some(0) {
             return Err(exit::input("--repeat 0: give how many times to run, 1 or more"));
         }
+        let kernels = &self.vm.kernel;
+        if kernels.len() > 1 && self.bisect {
+            return Err(exit::input("--bisect tests one kernel per revision: give --kernel once"));
+        }
+        if let Some(k) =
+            kernels.iter().enumerate().find_map(|(i, k)| kernels[..i].contains(k).then_some(k))
+        {
+            return Err(exit::input(format!("--kernel {k} given twice")));
+        }
         Ok(cases)
     }
 
@@ -82,14 +95,45 @@ impl flags::Test {
     }
 
     fn run_cases(&self, ctx: &Ctx, cases: Vec<Case>) -> anyhow::Result<i32> {
-        let (image, opts) = ctx.prepare(&self.vm)?;
+        let specs: Vec<Option<&str>> = match self.vm.kernel.as_slice() {
+            [] => vec![None],
+            ks => ks.iter().map(|k| Some(k.as_str())).collect(),
+        };
+        // Every image first: a kernel that cannot be had fails the run before anything boots.
+        let mut prepared = Vec::new();
+        for spec in &specs {
+            prepared.push(ctx.prepare_kernel(&self.vm, *spec)?);
+        }
+        let (run_id, run_dir) = reporters::prepare_run_dir(&ctx.root)?;
+        if let [(image, opts)] = prepared.as_slice() {
+            let run = self.run_on(ctx, &cases, image, opts, run_id, &run_dir)?;
+            return Ok(run.exit_status());
+        }
+        let mut runs = Vec::new();
+        let mut dirs = Vec::new();
+        for (image, opts) in &prepared {
+            let dir = matrix::dir_name(&image.kernel.release, &dirs);
+            dirs.push(dir.clone());
+            let sub_id = format!("{run_id}/{dir}");
+            runs.push(self.run_on(ctx, &cases, image, opts, sub_id, &run_dir.join(&dir))?);
+        }
+        let kernel_runs: Vec<matrix::KernelRun> =
+            runs.iter().map(|r| r.kernel_run.clone()).collect();
+        eprint!("\n{}", matrix::table(&kernel_runs));
+        matrix::write(&run_dir, &run_id, &kernel_runs)?;
+        eprintln!("results: {}", run_dir.display());
+        Ok(runs.iter().map(KernelOutcome::exit_status).max().unwrap_or(exit::SUCCESS))
+    }
+
+    /// The planned runs of every case on one kernel: `--repeat` copies, seeds, resolution.
+    fn plan(&self, cases: &[Case], image: &Image) -> anyhow::Result<Vec<Planned>> {
         let version = KernelVersion::parse(&image.kernel.version).ok_or_else(|| {
             anyhow::anyhow!("cannot read a version in {:?}", image.kernel.version)
         })?;
         let runs = self.runs();
         let mut planned = Vec::new();
         for k in 1..=runs {
-            for case in &cases {
+            for case in cases {
                 let mut case = case.clone();
                 let seed = self.seed.or((k > 1).then(|| repeat_seed(case.seed, k)));
                 if runs > 1 {
@@ -98,26 +142,36 @@ impl flags::Test {
                 planned.push(Planned { resolved: case.resolve(version, seed), case });
             }
         }
+        Ok(planned)
+    }
 
-        let (run_id, run_dir) = reporters::prepare_run_dir(&ctx.root)?;
+    /// Runs the cases on one kernel, reporting into `run_dir`.
+    fn run_on(
+        &self,
+        ctx: &Ctx,
+        cases: &[Case],
+        image: &Image,
+        opts: &VmOptions,
+        run_id: String,
+        run_dir: &Path,
+    ) -> anyhow::Result<KernelOutcome> {
+        let planned = self.plan(cases, image)?;
+        std::fs::create_dir_all(run_dir)?;
         let info = RunInfo {
             run_id,
-            run_dir: run_dir.clone(),
+            run_dir: run_dir.to_path_buf(),
             kernel_id: image.kernel.id.clone(),
             kernel_release: image.kernel.release.clone(),
             accel: opts.accel.to_string(),
             qemu_version: crate::qemu::version(&ctx.sh)?,
             cases: planned.len(),
         };
-        let mut reporters = reporters::Reporters::standard(&run_dir, Box::new(std::io::stderr()));
-        let mut failures: Vec<(String, Status, u64)> = Vec::new();
-        let mut finished = 0;
+        let mut reporters = reporters::Reporters::standard(run_dir, Box::new(std::io::stderr()));
+        let mut results: Vec<CaseResult> = Vec::new();
+        let started = Instant::now();
         let mut emit = |e: &Event| {
             if let Event::CaseFinished(r) = e {
-                finished += 1;
-                if r.status.is_failure() {
-                    failures.push((r.id.clone(), r.status, r.seed));
-                }
+                results.push(r.clone());
             }
             if let Err(err) = reporters.event(e) {
                 eprintln!("daxtest: reporting: {err:#}");
@@ -125,37 +179,67 @@ impl flags::Test {
         };
         emit(&Event::RunStarted(info));
         let runner = Runner {
-            image: &image,
+            image,
             root: &ctx.root,
-            vm_options: &opts,
-            run_dir: &run_dir,
+            vm_options: opts,
+            run_dir,
             timeouts: ctx.recipe.timeouts,
             overrides: TimeoutDef { step_s: self.step_timeout, case_s: self.case_timeout },
             stop_at_failure: self.until_fail,
         };
         let outcome = runner.run(&planned, &mut emit);
+        let runs = self.runs();
         if runs > 1 {
+            let failures: Vec<&CaseResult> =
+                results.iter().filter(|r| r.status.is_failure()).collect();
             eprintln!(
-                "daxtest: {} of {finished} runs failed ({} cases x up to {runs} runs{})",
+                "daxtest: {} of {} runs failed ({} cases x up to {runs} runs{})",
                 failures.len(),
+                results.len(),
                 cases.len(),
                 if self.until_fail { ", stopping at the first failure" } else { "" }
             );
-            for (id, status, seed) in &failures {
-                let (case, _) = id.rsplit_once('#').unwrap_or((id, ""));
+            for r in failures {
+                let (case, _) = r.id.rsplit_once('#').unwrap_or((&r.id, ""));
                 eprintln!(
-                    "daxtest:   {id}: {}; again with: cargo xtask test '{case}' --seed {seed}",
-                    status.name()
+                    "daxtest:   {}: {}; again with: cargo xtask test '{case}' --seed {}",
+                    r.id,
+                    r.status.name(),
+                    r.seed
                 );
             }
         }
-        Ok(if outcome.infrastructure_failed {
+        Ok(KernelOutcome {
+            outcome,
+            kernel_run: matrix::KernelRun {
+                spec: image.kernel.id.clone(),
+                release: image.kernel.release.clone(),
+                dir: run_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                elapsed: started.elapsed(),
+                results,
+            },
+        })
+    }
+}
+
+/// One kernel's run: how it went, and its results for the matrix.
+struct KernelOutcome {
+    outcome: Outcome,
+    kernel_run: matrix::KernelRun,
+}
+
+impl KernelOutcome {
+    fn exit_status(&self) -> i32 {
+        if self.outcome.infrastructure_failed {
             exit::INFRASTRUCTURE
-        } else if outcome.any_failure {
+        } else if self.outcome.any_failure {
             exit::CASES_FAILED
         } else {
             exit::SUCCESS
-        })
+        }
     }
 }
 

@@ -5,9 +5,9 @@
 //! would hide the bug.
 
 use super::Reporter;
-use crate::events::{Event, Status};
+use crate::events::{CaseResult, Event, Status};
 use anyhow::Context;
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 use std::path::{Path, PathBuf};
 
 pub struct Junit {
@@ -30,26 +30,7 @@ impl Reporter for Junit {
             // JUnit has no notion of a case in progress or of VMs.
             Event::CaseStarted { .. } | Event::VmBooted { .. } | Event::BootFailed { .. } => {}
             Event::CaseFinished(r) => {
-                let mut status = match r.status {
-                    Status::Pass => TestCaseStatus::success(),
-                    Status::Skip | Status::Xfail => TestCaseStatus::skipped(),
-                    Status::Fail => TestCaseStatus::non_success(NonSuccessKind::Failure),
-                    Status::Crash | Status::Hang | Status::Error => {
-                        TestCaseStatus::non_success(NonSuccessKind::Error)
-                    }
-                };
-                let message = match r.status {
-                    Status::Xfail => format!("xfail: {}", r.message),
-                    _ => r.message.clone(),
-                };
-                status.set_message(message).set_type(r.status.name());
-                if !r.bad_kernel_lines.is_empty() {
-                    status.set_description(r.bad_kernel_lines.join("\n"));
-                }
-                let (classname, name) = r.id.split_once('/').unwrap_or(("daxtest", &r.id));
-                let mut case = TestCase::new(name, status);
-                case.set_classname(classname).set_time(r.duration);
-                case.set_system_out(r.kernel_log.join("\n"));
+                let case = test_case(r);
                 self.suite.as_mut().context("CaseFinished before RunStarted")?.add_test_case(case);
             }
             Event::RunFinished { elapsed, .. } => {
@@ -65,4 +46,30 @@ impl Reporter for Junit {
         }
         Ok(())
     }
+}
+
+/// A case's testcase element: its status, message, bad kernel lines and kernel log.
+pub(super) fn test_case(r: &CaseResult) -> TestCase {
+    let mut status = match r.status {
+        Status::Pass => TestCaseStatus::success(),
+        Status::Skip | Status::Xfail => TestCaseStatus::skipped(),
+        Status::Fail => TestCaseStatus::non_success(NonSuccessKind::Failure),
+        Status::Crash | Status::Hang | Status::Error => {
+            TestCaseStatus::non_success(NonSuccessKind::Error)
+        }
+    };
+    let message = match r.status {
+        Status::Xfail => format!("xfail: {}", r.message),
+        _ => r.message.clone(),
+    };
+    status.set_message(message).set_type(r.status.name());
+    if !r.bad_kernel_lines.is_empty() {
+        status.set_description(r.bad_kernel_lines.join("\n"));
+    }
+    let (classname, name) = r.id.split_once('/').unwrap_or(("daxtest", &r.id));
+    let mut case = TestCase::new(name, status);
+    case.set_classname(classname).set_time(r.duration);
+    case.set_system_out(r.kernel_log.join("\n"));
+    case.add_property(Property::new("kernel", r.kernel.as_str()));
+    case
 }

@@ -5,6 +5,7 @@
 mod console;
 mod files;
 mod junit;
+pub mod matrix;
 
 use crate::events::Event;
 use anyhow::Context;
