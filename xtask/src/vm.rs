@@ -29,20 +29,24 @@ pub struct VmOptions {
     pub hung_task_secs: u64,
 }
 
+/// An fsdax namespace needs a size that is a multiple of 16 MiB, and room for its info block.
+pub fn check_nvdimm_size(bytes: u64) -> Result<(), String> {
+    if bytes < 64 << 20 || !bytes.is_multiple_of(16 << 20) {
+        return Err("use a multiple of 16 MiB of at least 64 MiB (e.g. 2G), which an fsdax \
+                    namespace needs"
+            .into());
+    }
+    Ok(())
+}
+
 impl VmOptions {
     /// Sizes QEMU and the kernel can use, checked before anything boots.
     pub fn validate(&self) -> anyhow::Result<()> {
-        const ALIGN: u64 = 16 << 20;
         if self.nvdimms == 0 {
             return Err(exit::input("--nvdimms 0: the guest needs at least one NVDIMM"));
         }
-        if self.nvdimm_size < 64 << 20 || !self.nvdimm_size.is_multiple_of(ALIGN) {
-            return Err(exit::input(format!(
-                "NVDIMM size {} bytes: use a multiple of 16 MiB of at least 64 MiB (e.g. 2G), \
-                 which an fsdax namespace needs",
-                self.nvdimm_size
-            )));
-        }
+        check_nvdimm_size(self.nvdimm_size)
+            .map_err(|e| exit::input(format!("NVDIMM size {} bytes: {e}", self.nvdimm_size)))?;
         if self.memory_mib < 256 {
             return Err(exit::input(format!(
                 "--memory {}: the guest needs at least 256 MiB (default 1024)",

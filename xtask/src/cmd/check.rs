@@ -7,6 +7,18 @@ use crate::scenario::{self, Selection};
 
 impl flags::Check {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
+        // `check` takes paths only: a word that names none is a mistake, not a case filter.
+        for p in &self.paths {
+            let path = std::path::Path::new(p);
+            if !path.exists() {
+                return Err(exit::input(format!("{p}: no such file or directory")));
+            }
+            if !path.is_dir() && !p.ends_with(".toml") {
+                return Err(exit::input(format!(
+                    "{p}: not a scenario file (scenario files end in .toml; see scenarios/README.md)"
+                )));
+            }
+        }
         let sel = Selection::new(&ctx.root, &self.paths)?;
         let scenarios = super::load_scenarios(&sel)?;
         let cases: usize = scenarios.iter().map(|s| s.cases.len()).sum();

@@ -76,7 +76,17 @@ impl Ctx {
             cpus: f.cpus.unwrap_or(d.cpus),
             nvdimms: f.nvdimms.unwrap_or(d.nvdimms),
             nvdimm_size: parse_size(size)
-                .map_err(|e| crate::exit::input(format!("--nvdimm-size {size}: {e:#}")))?,
+                .and_then(|b| {
+                    crate::vm::check_nvdimm_size(b).map(|()| b).map_err(anyhow::Error::msg)
+                })
+                .map_err(|e| {
+                    // Name where the size came from: the flag, or the recipe's default.
+                    let source = match &f.nvdimm_size {
+                        Some(s) => format!("--nvdimm-size {s}"),
+                        None => format!("images/recipe.toml [vm] nvdimm_size = {size:?}"),
+                    };
+                    crate::exit::input(format!("{source}: {e:#}"))
+                })?,
             boot_timeout: Duration::from_secs(f.boot_timeout.unwrap_or(d.boot_timeout_s)),
             hung_task_secs: d.hung_task_s,
         };
