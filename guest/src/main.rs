@@ -65,6 +65,17 @@ fn dispatch(args: &[String]) -> anyhow::Result<i32> {
             Ok(0)
         }
         ["dump"] => dump(),
+        // The toggling side of race_toggle_write, run as a process of its own by the case.
+        ["toggle-dax-flag", path, rounds, seed] => {
+            let rounds: u64 = rounds.parse().context("toggle-dax-flag: rounds")?;
+            let seed: u64 = seed.parse().context("toggle-dax-flag: seed")?;
+            // The writer starts when it reads this line: both sides run at once.
+            println!("{}", exec::race::TOGGLER_READY);
+            for e in exec::race::toggle(std::path::Path::new(path), rounds, seed) {
+                println!("{e}");
+            }
+            Ok(0)
+        }
         ["poweroff"] => {
             rustix::fs::sync();
             rustix::system::reboot(rustix::system::RebootCommand::PowerOff)

@@ -218,7 +218,7 @@ pub enum Op {
     /// FIFREEZE / FITHAW on the mount point.
     Freeze,
     Thaw,
-    /// Race: one thread toggles FS_XFLAG_DAX `rounds` times while another writes record i
+    /// Race: one process toggles FS_XFLAG_DAX `rounds` times while another writes record i
     /// (4 KiB) at offset i * 4 KiB; afterwards every record must read back intact.
     RaceToggleWrite {
         file: String,

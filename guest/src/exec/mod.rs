@@ -3,7 +3,7 @@
 //! teardown always runs; the kernel messages of the case's window come from /dev/kmsg.
 
 pub mod kmsg;
-mod race;
+pub mod race;
 pub mod sys;
 
 use daxtest_proto::case::{

@@ -1,4 +1,4 @@
-//! The race steps: two threads, jitter from the case's seed, and a check afterwards of what a
+//! The race steps: two processes or threads, jitter from the case's seed, and a check afterwards of what a
 //! correct kernel guarantees.
 
 use super::sys;
@@ -38,44 +38,72 @@ fn record(i: u64) -> Vec<u8> {
     (i + 1).to_le_bytes().repeat((RECORD / 8) as usize)
 }
 
-/// One thread toggles FS_XFLAG_DAX `rounds` times while another writes record i at i * 4 KiB;
-/// then every record must read back. A toggle refused by the kernel is a problem too: the
-/// scenarios use this only where the flag may change.
+/// What the toggler prints once it runs.
+pub const TOGGLER_READY: &str = "toggler ready";
+
+/// Toggles FS_XFLAG_DAX on `path` `rounds` times, opening the file anew each time (the mode
+/// may only change while nothing holds the inode); returns the refusals.
+pub fn toggle(path: &Path, rounds: u64, seed: u64) -> Vec<String> {
+    let mut rng = Rng::new(seed);
+    let mut errors = Vec::new();
+    for i in 0..rounds {
+        let r = File::open(path).and_then(|f| sys::set_dax_flag(f.as_fd(), i % 2 == 0));
+        if let Err(e) = r {
+            errors.push(format!("toggle {i}: {}", sys::errno_name(e.raw_os_error().unwrap_or(0))));
+        }
+        rng.jitter();
+    }
+    errors
+}
+
+/// Two processes, as the catalogue asks: a child (this agent again, `toggle-dax-flag`) toggles
+/// FS_XFLAG_DAX `rounds` times while this process writes record i at i * 4 KiB; then every
+/// record must read back. A toggle refused by the kernel is a problem too: the scenarios use
+/// this only where the flag may change.
 pub fn toggle_write(path: &Path, rounds: u64, seed: u64) -> Observed {
     let mut problems = Vec::new();
-    let (toggles, writes) = std::thread::scope(|s| {
-        let toggler = s.spawn(|| {
-            let mut rng = Rng::new(seed);
-            let mut errors = Vec::new();
-            for i in 0..rounds {
-                let r = File::open(path).and_then(|f| sys::set_dax_flag(f.as_fd(), i % 2 == 0));
-                if let Err(e) = r {
-                    errors.push(format!(
-                        "toggle {i}: {}",
-                        sys::errno_name(e.raw_os_error().unwrap_or(0))
-                    ));
-                }
-                rng.jitter();
-            }
-            errors
-        });
-        let writer = s.spawn(|| {
-            let mut rng = Rng::new(seed.rotate_left(17));
-            let mut errors = Vec::new();
-            for i in 0..rounds {
-                let r = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .and_then(|f| f.write_all_at(&record(i), i * RECORD));
-                if let Err(e) = r {
-                    errors.push(format!("write {i}: {e}"));
-                }
-                rng.jitter();
-            }
-            errors
-        });
-        (toggler.join().expect("toggler panicked"), writer.join().expect("writer panicked"))
-    });
+    let toggler = std::process::Command::new("/proc/self/exe")
+        .arg("toggle-dax-flag")
+        .arg(path)
+        .arg(rounds.to_string())
+        .arg(seed.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    let mut toggler = match toggler {
+        Ok(child) => child,
+        Err(e) => return Observed::Race { rounds, problems: vec![format!("toggler: {e}")] },
+    };
+    // Exec takes longer than the writes: wait for the toggler to begin.
+    let mut out = std::io::BufReader::new(toggler.stdout.take().expect("piped stdout"));
+    let mut first = String::new();
+    if std::io::BufRead::read_line(&mut out, &mut first).is_err() || first.trim() != TOGGLER_READY {
+        let _ = toggler.kill();
+        let _ = toggler.wait();
+        return Observed::Race {
+            rounds,
+            problems: vec![format!("toggler did not start: {first:?}")],
+        };
+    }
+    let mut rng = Rng::new(seed.rotate_left(17));
+    let mut writes = Vec::new();
+    for i in 0..rounds {
+        let r = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.write_all_at(&record(i), i * RECORD));
+        if let Err(e) = r {
+            writes.push(format!("write {i}: {e}"));
+        }
+        rng.jitter();
+    }
+    let mut rest = String::new();
+    let read = std::io::Read::read_to_string(&mut out, &mut rest);
+    let toggles = match (toggler.wait(), read) {
+        (Ok(status), Ok(_)) if status.success() => rest.lines().map(str::to_string).collect(),
+        (Ok(status), _) => vec![format!("toggler exited with {status}: {}", rest.trim())],
+        (Err(e), _) => vec![format!("toggler: {e}")],
+    };
     problems.extend(toggles);
     problems.extend(writes);
     match File::open(path) {
