@@ -356,7 +356,12 @@ impl Runner<'_> {
                 r.kernel_log.extend(serial_tail(&watch.serial_since_start(), 40));
                 r
             }
-            Ok(Stop::Crash) | Err(_) => {
+            stop => {
+                // What the connection said, when it was not the watcher that stopped the case.
+                let connection = match stop {
+                    Err(e) => format!(" ({e:#})"),
+                    _ => String::new(),
+                };
                 // A panicking kernel is still printing, and QEMU exits after it: let both end.
                 let _ = m.vm.wait_exit_quietly(Duration::from_secs(3));
                 let serial = watch.serial_since_start();
@@ -375,7 +380,11 @@ impl Runner<'_> {
                     None => self.result(
                         p,
                         Status::Error,
-                        format!("lost the guest: {}; QEMU: {}", watch.step(), m.vm.status_line()),
+                        format!(
+                            "lost the guest: {}{connection}; QEMU: {}",
+                            watch.step(),
+                            m.vm.status_line()
+                        ),
                         t.elapsed(),
                     ),
                 };
