@@ -348,7 +348,9 @@ impl Runner<'_> {
             Ok(Stop::Hang(why)) => {
                 let (dump, how) = self.hang_dump(m, watch);
                 let mut r = self.result(p, Status::Hang, why, t.elapsed());
-                r.bad_kernel_lines = kernel_log::Classifier::new(&[], &[], &[])
+                // The case's benign and forbidden patterns apply to its dump as to its log.
+                let log = &p.case.kernel_log;
+                r.bad_kernel_lines = kernel_log::Classifier::new(&[], &log.benign, &log.forbidden)
                     .map(|c| c.classify(&dump).bad)
                     .unwrap_or_default();
                 r.kernel_log = dump;
