@@ -15,6 +15,7 @@ mod local_kernel;
 mod qemu;
 mod recipe;
 mod reporters;
+mod repro_script;
 mod runner;
 mod scenario;
 mod ssh;
