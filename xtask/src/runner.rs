@@ -226,7 +226,11 @@ impl Runner<'_> {
     fn boot(&self, emit: &mut dyn FnMut(&Event), reason: &str) -> anyhow::Result<Machine> {
         match Vm::start(self.image, self.root, self.vm_options) {
             Ok((vm, ready)) => {
-                emit(&Event::VmBooted { boot_time: ready.boot_time, reason: reason.into() });
+                emit(&Event::VmBooted {
+                    boot_time: ready.boot_time,
+                    reason: reason.into(),
+                    command_line: vm.command_line.clone(),
+                });
                 Ok(Machine { vm, ready })
             }
             Err(e) => {

@@ -3,12 +3,14 @@
 //! `--until-fail` run cases many times; `--bisect` maps the outcome to `git bisect run`'s codes.
 
 use super::Ctx;
-use crate::events::{Event, RunInfo, Status};
+use crate::events::{CaseResult, Event, RerunInfo, RunInfo, Status};
 use crate::exit;
 use crate::flags;
+use crate::image::Image;
 use crate::reporters;
-use crate::runner::{Planned, Runner};
+use crate::runner::{Outcome, Planned, Runner};
 use crate::scenario::{Case, KernelVersion, Selection, TimeoutDef};
+use crate::vm::VmOptions;
 
 /// `git bisect run`: 0 good, 1 bad, 125 this revision cannot be tested, > 127 stop bisecting.
 pub mod bisect {
@@ -99,41 +101,19 @@ impl flags::Test {
             }
         }
 
-        let (run_id, run_dir) = reporters::prepare_run_dir(&ctx.root)?;
-        let info = RunInfo {
-            run_id,
-            run_dir: run_dir.clone(),
-            kernel_id: image.kernel.id.clone(),
-            kernel_release: image.kernel.release.clone(),
-            accel: opts.accel.to_string(),
-            qemu_version: crate::qemu::version(&ctx.sh)?,
-            cases: planned.len(),
-        };
-        let mut reporters = reporters::Reporters::standard(&run_dir, Box::new(std::io::stderr()));
         let mut failures: Vec<(String, Status, u64)> = Vec::new();
         let mut finished = 0;
-        let mut emit = |e: &Event| {
-            if let Event::CaseFinished(r) = e {
-                finished += 1;
-                if r.status.is_failure() {
-                    failures.push((r.id.clone(), r.status, r.seed));
-                }
-            }
-            if let Err(err) = reporters.event(e) {
-                eprintln!("daxtest: reporting: {err:#}");
-            }
-        };
-        emit(&Event::RunStarted(info));
-        let runner = Runner {
-            image: &image,
-            root: &ctx.root,
-            vm_options: &opts,
-            run_dir: &run_dir,
-            timeouts: ctx.recipe.timeouts,
+        let setup = RunSetup {
+            kernel_spec: kernel_spec(ctx, &self.vm),
             overrides: TimeoutDef { step_s: self.step_timeout, case_s: self.case_timeout },
             stop_at_failure: self.until_fail,
         };
-        let outcome = runner.run(&planned, &mut emit);
+        let (outcome, _) = execute(ctx, &image, &opts, &setup, &planned, &mut |r| {
+            finished += 1;
+            if r.status.is_failure() {
+                failures.push((r.id.clone(), r.status, r.seed));
+            }
+        })?;
         if runs > 1 {
             eprintln!(
                 "daxtest: {} of {finished} runs failed ({} cases x up to {runs} runs{})",
@@ -157,6 +137,80 @@ impl flags::Test {
             exit::SUCCESS
         })
     }
+}
+
+/// How a run goes, beyond its cases and VM.
+pub(super) struct RunSetup {
+    /// As given to `--kernel` (or the recipe's default), a path made absolute.
+    pub kernel_spec: String,
+    pub overrides: TimeoutDef,
+    pub stop_at_failure: bool,
+}
+
+/// The kernel spec a run was asked for, in the form `--kernel` takes it back.
+pub(super) fn kernel_spec(ctx: &Ctx, vm: &flags::Vm) -> String {
+    let spec = vm.kernel.clone().unwrap_or_else(|| ctx.recipe.kernels.default.clone());
+    if crate::local_kernel::is_path(&spec) {
+        if let Ok(abs) = std::fs::canonicalize(&spec) {
+            return abs.to_string_lossy().into_owned();
+        }
+    }
+    spec
+}
+
+/// Runs planned cases in a new run directory with the standard reporters; `on_result` sees
+/// each case's result. Returns the outcome and the run directory.
+pub(super) fn execute(
+    ctx: &Ctx,
+    image: &Image,
+    opts: &VmOptions,
+    setup: &RunSetup,
+    planned: &[Planned],
+    on_result: &mut dyn FnMut(&CaseResult),
+) -> anyhow::Result<(Outcome, std::path::PathBuf)> {
+    let (run_id, run_dir) = reporters::prepare_run_dir(&ctx.root)?;
+    let info = RunInfo {
+        run_id,
+        run_dir: run_dir.clone(),
+        kernel_id: image.kernel.id.clone(),
+        kernel_release: image.kernel.release.clone(),
+        accel: opts.accel.to_string(),
+        qemu_version: crate::qemu::version(&ctx.sh)?,
+        cases: planned.len(),
+        rerun: RerunInfo {
+            kernel_spec: setup.kernel_spec.clone(),
+            image_key: image.manifest.key.clone(),
+            image_dir: image.dir.clone(),
+            memory_mib: opts.memory_mib,
+            cpus: opts.cpus,
+            nvdimms: opts.nvdimms,
+            nvdimm_size: opts.nvdimm_size,
+            boot_timeout_s: opts.boot_timeout.as_secs(),
+            step_timeout_s: setup.overrides.step_s,
+            case_timeout_s: setup.overrides.case_s,
+        },
+    };
+    let mut reporters = reporters::Reporters::standard(&run_dir, Box::new(std::io::stderr()));
+    let mut emit = |e: &Event| {
+        if let Event::CaseFinished(r) = e {
+            on_result(r);
+        }
+        if let Err(err) = reporters.event(e) {
+            eprintln!("daxtest: reporting: {err:#}");
+        }
+    };
+    emit(&Event::RunStarted(info));
+    let runner = Runner {
+        image,
+        root: &ctx.root,
+        vm_options: opts,
+        run_dir: &run_dir,
+        timeouts: ctx.recipe.timeouts,
+        overrides: setup.overrides,
+        stop_at_failure: setup.stop_at_failure,
+    };
+    let outcome = runner.run(planned, &mut emit);
+    Ok((outcome, run_dir))
 }
 
 /// Run k of a repeated case gets its own seed, derived from the case's and k (SplitMix64).
