@@ -222,18 +222,17 @@ statx_dax() {
 	fi
 }
 
-# get_flag PATH: GOT "FS_XFLAG_DAX on|off" (FS_XFLAG_DAX = 0x8000 in fsxattr.xflags).
+# get_flag PATH: GOT "FS_XFLAG_DAX on|off", from xfs_io's `lsattr -v` ("[dax, ...] PATH"; its
+# `stat` shows fsxattr.xflags on XFS only).
 get_flag() {
-	run xfs_io -r -c stat "$1"
+	run xfs_io -r -c "lsattr -v" "$1"
 	[ "$GOT" = success ] || return
-	x=$(awk '$1 == "fsxattr.xflags" { print $3 }' "$W/o")
-	if [ -z "$x" ]; then
-		GOT="exit 255: xfs_io stat printed no fsxattr.xflags"
-	elif [ $((x & 0x8000)) -ne 0 ]; then
-		GOT="FS_XFLAG_DAX on"
-	else
-		GOT="FS_XFLAG_DAX off"
-	fi
+	flags=$(sed -n 's/^\[\(.*\)\] .*/,\1,/p' "$W/o" | tr -d ' ')
+	case $flags in
+	"") GOT="exit 255: xfs_io lsattr -v printed no flag list: $(head -c 200 "$W/o")" ;;
+	*,dax,*) GOT="FS_XFLAG_DAX on" ;;
+	*) GOT="FS_XFLAG_DAX off" ;;
+	esac
 }
 
 # read_data OFFSET LEN PATH: read(2) with od; GOT the byte runs.
