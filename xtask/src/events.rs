@@ -88,6 +88,29 @@ pub struct RunInfo {
     pub qemu_version: String,
     /// Cases to run, skips included.
     pub cases: usize,
+    /// What `cargo xtask repro` needs to run a case again as this run did.
+    pub rerun: RerunInfo,
+}
+
+/// The inputs of a run beyond the cases: the kernel spec as `--kernel` takes it, the image, the
+/// VM's options and the command line's timeouts. The QEMU command lines come with
+/// [`Event::VmBooted`].
+#[derive(Debug, Clone, PartialEq, Default, Serialize, serde::Deserialize)]
+pub struct RerunInfo {
+    /// `debian:6.12`, or the absolute path of a self-built kernel.
+    pub kernel_spec: String,
+    /// The image's content hash (its directory name under `cache/images/`).
+    pub image_key: String,
+    pub image_dir: PathBuf,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    pub nvdimms: usize,
+    /// Bytes.
+    pub nvdimm_size: u64,
+    pub boot_timeout_s: u64,
+    /// `--step-timeout` and `--case-timeout`, when given.
+    pub step_timeout_s: Option<u64>,
+    pub case_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +124,8 @@ pub enum Event {
     VmBooted {
         boot_time: Duration,
         reason: String,
+        /// QEMU's command line, shell-quoted.
+        command_line: String,
     },
     /// A VM did not get ready: `message` says why, with QEMU's stderr and the end of its serial
     /// console, and is kept as `log` in the run directory. `retrying`: the runner boots once more before giving up.

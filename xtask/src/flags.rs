@@ -29,6 +29,17 @@ pub enum Command {
     List(List),
     /// Validate scenario files without booting anything.
     Check(Check),
+    /// Run one case of an earlier run again (same kernel, seed, scenario, VM options) and write
+    /// a bug-report bundle: README, scenario, case spec, kernel log, qemu.sh, reproduce.sh.
+    Repro(Repro),
+}
+
+#[derive(Debug, Args)]
+pub struct Repro {
+    /// RUN/CASE: RUN is a run directory, a run id under target/daxtest/runs/ or `latest`; CASE a
+    /// case id of that run (a `#k` repeat suffix allowed).
+    #[arg(value_name = "RUN/CASE")]
+    pub target: String,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ mod local_kernel;
 mod qemu;
 mod recipe;
 mod reporters;
+mod repro_script;
 mod runner;
 mod scenario;
 mod ssh;
@@ -50,6 +51,7 @@ fn run(flags: flags::Flags) -> anyhow::Result<i32> {
         flags::Command::Test(f) => f.run(&ctx),
         flags::Command::List(f) => f.run(&ctx),
         flags::Command::Check(f) => f.run(&ctx),
+        flags::Command::Repro(f) => f.run(&ctx),
     }
 }
 

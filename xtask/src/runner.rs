@@ -241,7 +241,11 @@ impl Runner<'_> {
         loop {
             match Vm::start(self.image, self.root, self.vm_options) {
                 Ok((vm, ready)) => {
-                    emit(&Event::VmBooted { boot_time: ready.boot_time, reason: reason.into() });
+                    emit(&Event::VmBooted {
+                        boot_time: ready.boot_time,
+                        reason: reason.into(),
+                        command_line: vm.command_line.clone(),
+                    });
                     return Ok(Machine { vm, ready });
                 }
                 Err(e) => {

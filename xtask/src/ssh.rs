@@ -92,6 +92,19 @@ impl Guest {
         self.pump(&mut channel, false, stdout, stderr)
     }
 
+    /// [`Guest::stream`], with the local stdin copied to the command's (EOF at its end): a
+    /// script can be piped in, `cargo xtask run -- sh -s < script.sh`.
+    pub fn stream_with_stdin(
+        &self,
+        command: &str,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> anyhow::Result<i32> {
+        let mut channel = self.session.channel_session()?;
+        channel.exec(command).with_context(|| format!("starting {command:?} in the guest"))?;
+        self.pump(&mut channel, true, stdout, stderr)
+    }
+
     /// Runs `command`; fails with [`Timeout`] past `deadline`.
     pub fn capture_until(&self, command: &str, deadline: Instant) -> anyhow::Result<Output> {
         self.capture_watched(command, &[], &mut |_| match Instant::now() > deadline {

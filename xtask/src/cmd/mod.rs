@@ -5,6 +5,7 @@ mod bench;
 mod check;
 mod image;
 mod list;
+mod repro;
 mod run;
 mod shell;
 mod test;

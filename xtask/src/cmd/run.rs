@@ -1,5 +1,5 @@
 //! `cargo xtask run -- CMD...`: boot, run CMD in the guest, print its output, power off, exit
-//! with CMD's status.
+//! with CMD's status. A non-terminal stdin is copied to CMD's stdin.
 
 use super::Ctx;
 use crate::flags;
@@ -18,8 +18,15 @@ impl flags::Run {
         );
         // As ssh does: the words are joined with spaces and the guest's shell parses them.
         let command = self.command.join(" ");
-        let status =
-            ready.guest.stream(&command, &mut std::io::stdout(), &mut std::io::stderr())?;
+        // A terminal's stdin stays here (as before); a file or pipe goes to the command, so
+        // `cargo xtask run -- sh -s < script.sh` runs a script of any length (an SSH exec
+        // command line is limited in length by dropbear).
+        let (out, err) = (&mut std::io::stdout(), &mut std::io::stderr());
+        let status = if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            ready.guest.stream(&command, out, err)?
+        } else {
+            ready.guest.stream_with_stdin(&command, out, err)?
+        };
         vm.shutdown(ready)?;
         Ok(status)
     }

@@ -3,7 +3,7 @@
 //! `--until-fail` run cases many times; `--bisect` maps the outcome to `git bisect run`'s codes.
 
 use super::Ctx;
-use crate::events::{CaseResult, Event, RunInfo};
+use crate::events::{CaseResult, Event, RerunInfo, RunInfo};
 use crate::exit;
 use crate::flags;
 use crate::image::Image;
@@ -105,17 +105,17 @@ impl flags::Test {
             prepared.push(ctx.prepare_kernel(&self.vm, *spec)?);
         }
         let (run_id, run_dir) = reporters::prepare_run_dir(&ctx.root)?;
-        if let [(image, opts)] = prepared.as_slice() {
-            let run = self.run_on(ctx, &cases, image, opts, run_id, &run_dir)?;
+        if let ([spec], [(image, opts)]) = (specs.as_slice(), prepared.as_slice()) {
+            let run = self.run_on(ctx, &cases, *spec, image, opts, run_id, &run_dir)?;
             return Ok(run.exit_status());
         }
         let mut runs = Vec::new();
         let mut dirs = Vec::new();
-        for (image, opts) in &prepared {
+        for (spec, (image, opts)) in specs.iter().zip(&prepared) {
             let dir = matrix::dir_name(&image.kernel.release, &dirs);
             dirs.push(dir.clone());
             let sub_id = format!("{run_id}/{dir}");
-            runs.push(self.run_on(ctx, &cases, image, opts, sub_id, &run_dir.join(&dir))?);
+            runs.push(self.run_on(ctx, &cases, *spec, image, opts, sub_id, &run_dir.join(&dir))?);
         }
         let kernel_runs: Vec<matrix::KernelRun> =
             runs.iter().map(|r| r.kernel_run.clone()).collect();
@@ -146,48 +146,28 @@ impl flags::Test {
     }
 
     /// Runs the cases on one kernel, reporting into `run_dir`.
+    #[allow(clippy::too_many_arguments)]
     fn run_on(
         &self,
         ctx: &Ctx,
         cases: &[Case],
+        spec: Option<&str>,
         image: &Image,
         opts: &VmOptions,
         run_id: String,
         run_dir: &Path,
     ) -> anyhow::Result<KernelOutcome> {
         let planned = self.plan(cases, image)?;
-        std::fs::create_dir_all(run_dir)?;
-        let info = RunInfo {
-            run_id,
-            run_dir: run_dir.to_path_buf(),
-            kernel_id: image.kernel.id.clone(),
-            kernel_release: image.kernel.release.clone(),
-            accel: opts.accel.to_string(),
-            qemu_version: crate::qemu::version(&ctx.sh)?,
-            cases: planned.len(),
-        };
-        let mut reporters = reporters::Reporters::standard(run_dir, Box::new(std::io::stderr()));
-        let mut results: Vec<CaseResult> = Vec::new();
-        let started = Instant::now();
-        let mut emit = |e: &Event| {
-            if let Event::CaseFinished(r) = e {
-                results.push(r.clone());
-            }
-            if let Err(err) = reporters.event(e) {
-                eprintln!("daxtest: reporting: {err:#}");
-            }
-        };
-        emit(&Event::RunStarted(info));
-        let runner = Runner {
-            image,
-            root: &ctx.root,
-            vm_options: opts,
-            run_dir,
-            timeouts: ctx.recipe.timeouts,
+        let setup = RunSetup {
+            kernel_spec: kernel_spec(ctx, spec),
             overrides: TimeoutDef { step_s: self.step_timeout, case_s: self.case_timeout },
             stop_at_failure: self.until_fail,
         };
-        let outcome = runner.run(&planned, &mut emit);
+        let mut results: Vec<CaseResult> = Vec::new();
+        let started = Instant::now();
+        let outcome = execute(ctx, image, opts, &setup, &planned, run_id, run_dir, &mut |r| {
+            results.push(r.clone())
+        })?;
         let runs = self.runs();
         if runs > 1 {
             let failures: Vec<&CaseResult> =
@@ -241,6 +221,82 @@ impl KernelOutcome {
             exit::SUCCESS
         }
     }
+}
+
+/// How a run goes, beyond its cases and VM.
+pub(super) struct RunSetup {
+    /// As given to `--kernel` (or the recipe's default), a path made absolute.
+    pub kernel_spec: String,
+    pub overrides: TimeoutDef,
+    pub stop_at_failure: bool,
+}
+
+/// The kernel spec a run was asked for, in the form `--kernel` takes it back.
+pub(super) fn kernel_spec(ctx: &Ctx, spec: Option<&str>) -> String {
+    let spec = spec.unwrap_or(&ctx.recipe.kernels.default);
+    if crate::local_kernel::is_path(spec) {
+        if let Ok(abs) = std::fs::canonicalize(spec) {
+            return abs.to_string_lossy().into_owned();
+        }
+    }
+    spec.to_string()
+}
+
+/// Runs planned cases on one kernel into `run_dir` with the standard reporters; `on_result`
+/// sees each case's result.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn execute(
+    ctx: &Ctx,
+    image: &Image,
+    opts: &VmOptions,
+    setup: &RunSetup,
+    planned: &[Planned],
+    run_id: String,
+    run_dir: &Path,
+    on_result: &mut dyn FnMut(&CaseResult),
+) -> anyhow::Result<Outcome> {
+    std::fs::create_dir_all(run_dir)?;
+    let info = RunInfo {
+        run_id,
+        run_dir: run_dir.to_path_buf(),
+        kernel_id: image.kernel.id.clone(),
+        kernel_release: image.kernel.release.clone(),
+        accel: opts.accel.to_string(),
+        qemu_version: crate::qemu::version(&ctx.sh)?,
+        cases: planned.len(),
+        rerun: RerunInfo {
+            kernel_spec: setup.kernel_spec.clone(),
+            image_key: image.manifest.key.clone(),
+            image_dir: image.dir.clone(),
+            memory_mib: opts.memory_mib,
+            cpus: opts.cpus,
+            nvdimms: opts.nvdimms,
+            nvdimm_size: opts.nvdimm_size,
+            boot_timeout_s: opts.boot_timeout.as_secs(),
+            step_timeout_s: setup.overrides.step_s,
+            case_timeout_s: setup.overrides.case_s,
+        },
+    };
+    let mut reporters = reporters::Reporters::standard(run_dir, Box::new(std::io::stderr()));
+    let mut emit = |e: &Event| {
+        if let Event::CaseFinished(r) = e {
+            on_result(r);
+        }
+        if let Err(err) = reporters.event(e) {
+            eprintln!("daxtest: reporting: {err:#}");
+        }
+    };
+    emit(&Event::RunStarted(info));
+    let runner = Runner {
+        image,
+        root: &ctx.root,
+        vm_options: opts,
+        run_dir,
+        timeouts: ctx.recipe.timeouts,
+        overrides: setup.overrides,
+        stop_at_failure: setup.stop_at_failure,
+    };
+    Ok(runner.run(planned, &mut emit))
 }
 
 /// Run k of a repeated case gets its own seed, derived from the case's and k (SplitMix64).

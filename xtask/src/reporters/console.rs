@@ -50,7 +50,7 @@ impl Reporter for Console {
                 }
                 self.results.push(r.clone());
             }
-            Event::VmBooted { boot_time, reason } => {
+            Event::VmBooted { boot_time, reason, .. } => {
                 writeln!(self.out, "daxtest: VM ready in {} ({reason})", secs(*boot_time))?;
             }
             Event::BootFailed { message, log, retrying } => {

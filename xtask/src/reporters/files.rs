@@ -21,11 +21,21 @@ pub struct Files {
     dir: PathBuf,
     info: Option<RunInfo>,
     results: Vec<CaseResult>,
+    /// QEMU command lines of the VMs booted so far.
+    vms: Vec<String>,
+    /// Per result, the VM (1-based) that ran it; `None` when none did (a skip).
+    result_vms: Vec<Option<usize>>,
 }
 
 impl Files {
     pub fn new(dir: &Path) -> Files {
-        Files { dir: dir.to_path_buf(), info: None, results: Vec::new() }
+        Files {
+            dir: dir.to_path_buf(),
+            info: None,
+            results: Vec::new(),
+            vms: Vec::new(),
+            result_vms: Vec::new(),
+        }
     }
 }
 
@@ -41,6 +51,9 @@ struct Results<'a> {
     /// Logs of VM boots that failed (each retried once), in the run directory.
     boot_failures: Vec<PathBuf>,
     cases: Vec<CaseEntry<'a>>,
+    /// Added for `cargo xtask repro`: the run's inputs and each VM's QEMU command line.
+    rerun: &'a crate::events::RerunInfo,
+    qemu_command_lines: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -55,6 +68,8 @@ struct CaseEntry<'a> {
     seed: u64,
     kernel_log_path: PathBuf,
     bad_kernel_lines: &'a [String],
+    /// The VM that ran the case (1-based index into `qemu_command_lines`).
+    vm: Option<usize>,
 }
 
 impl Reporter for Files {
@@ -62,7 +77,8 @@ impl Reporter for Files {
         match e {
             Event::RunStarted(info) => self.info = Some(info.clone()),
             // Nothing to write until a case has a result.
-            Event::CaseStarted { .. } | Event::VmBooted { .. } | Event::BootFailed { .. } => {}
+            Event::CaseStarted { .. } | Event::BootFailed { .. } => {}
+            Event::VmBooted { command_line, .. } => self.vms.push(command_line.clone()),
             Event::CaseFinished(r) => {
                 let path = self.dir.join(kernel_log_path(&r.id));
                 std::fs::create_dir_all(path.parent().expect("kernel-logs/"))?;
@@ -73,6 +89,9 @@ impl Reporter for Files {
                 std::fs::write(&path, text)
                     .with_context(|| format!("writing {}", path.display()))?;
                 self.results.push(r.clone());
+                // Cases run one after another, each in the VM booted last.
+                let ran = r.status != Status::Skip && !self.vms.is_empty();
+                self.result_vms.push(ran.then_some(self.vms.len()));
             }
             Event::RunFinished { elapsed, serial_logs, boot_failures } => {
                 let info = self.info.as_ref().context("RunFinished before RunStarted")?;
@@ -95,7 +114,8 @@ impl Reporter for Files {
                     cases: self
                         .results
                         .iter()
-                        .map(|r| CaseEntry {
+                        .zip(&self.result_vms)
+                        .map(|(r, vm)| CaseEntry {
                             id: &r.id,
                             file: &r.file,
                             kernel: &r.kernel,
@@ -106,8 +126,11 @@ impl Reporter for Files {
                             seed: r.seed,
                             kernel_log_path: kernel_log_path(&r.id),
                             bad_kernel_lines: &r.bad_kernel_lines,
+                            vm: *vm,
                         })
                         .collect(),
+                    rerun: &info.rerun,
+                    qemu_command_lines: &self.vms,
                 };
                 let path = self.dir.join("results.json");
                 std::fs::write(&path, serde_json::to_vec_pretty(&results)?)

@@ -4,6 +4,7 @@
 
 mod console;
 mod files;
+pub use files::kernel_log_path;
 mod junit;
 pub mod matrix;
 

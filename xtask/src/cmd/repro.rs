@@ -1,0 +1,496 @@
+//! `cargo xtask repro RUN/CASE`: runs one case of an earlier run again, with the same kernel
+//! spec, scenario file, seed and VM options, through the normal runner (a new run directory),
+//! says whether the outcome is the same, and writes a bundle a kernel developer can use without
+//! daxtest: README, the scenario, the resolved case, the kernel log, `qemu.sh` and `reproduce.sh`.
+
+use super::test::{execute, RunSetup};
+use super::Ctx;
+use crate::events::CaseResult;
+use crate::exit;
+use crate::flags;
+use crate::repro_script;
+use crate::runner::Planned;
+use crate::scenario::{self, KernelVersion, Resolved, TimeoutDef};
+use anyhow::Context;
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The earlier run and the case in it.
+struct Original {
+    run_dir: PathBuf,
+    results: Value,
+    case: Value,
+    /// The id as the run wrote it (with `#k` for a repeat).
+    id: String,
+}
+
+impl flags::Repro {
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
+        let orig = find(&ctx.root, &self.target)?;
+        let base_id = orig.id.rsplit_once('#').map_or(orig.id.as_str(), |(b, _)| b).to_string();
+        let rerun = orig.results.get("rerun").filter(|v| v.is_object()).ok_or_else(|| {
+            exit::input(format!(
+                "{}: results.json has no `rerun` record (kernel spec, image, VM options): an older \
+                 daxtest wrote it; run the case again with `cargo xtask test '{base_id}' --seed {}` \
+                 and repro that run",
+                orig.run_dir.display(),
+                orig.case["seed"]
+            ))
+        })?;
+        let field = |v: &Value, k: &str| -> anyhow::Result<Value> {
+            v.get(k).filter(|x| !x.is_null()).cloned().ok_or_else(|| {
+                exit::input(format!(
+                    "{}/results.json lacks `{k}`: it cannot be run again exactly; run the case \
+                     with `cargo xtask test` and repro that run",
+                    orig.run_dir.display()
+                ))
+            })
+        };
+        let seed = field(&orig.case, "seed")?.as_u64().context("seed is not a number")?;
+        let file = PathBuf::from(field(&orig.case, "file")?.as_str().unwrap_or_default());
+        let file = if file.is_absolute() { file } else { ctx.root.join(file) };
+        let kernel_spec = field(rerun, "kernel_spec")?.as_str().unwrap_or_default().to_string();
+        let num = |k: &str| -> anyhow::Result<u64> {
+            field(rerun, k)?.as_u64().with_context(|| format!("rerun.{k} is not a number"))
+        };
+        let accel = match field(&orig.results, "accel")?.as_str() {
+            Some("kvm") => crate::accel::AccelChoice::Kvm,
+            _ => crate::accel::AccelChoice::Tcg,
+        };
+        let vm = flags::Vm {
+            kernel: vec![kernel_spec.clone()],
+            accel,
+            nvdimms: Some(num("nvdimms")? as usize),
+            nvdimm_size: Some(format!("{}M", num("nvdimm_size")? >> 20)),
+            memory: Some(num("memory_mib")?),
+            cpus: Some(num("cpus")? as u32),
+            boot_timeout: Some(num("boot_timeout_s")?),
+        };
+
+        // The case as the scenario file defines it today.
+        let (scenarios, diags) = scenario::load_all(std::slice::from_ref(&file));
+        super::check::report_diagnostics(&diags)?;
+        let case =
+            scenarios.into_iter().flat_map(|s| s.cases).find(|c| c.id == base_id).ok_or_else(
+                || {
+                    exit::input(format!(
+                        "{} no longer has the case {base_id}: it changed since the run",
+                        file.display()
+                    ))
+                },
+            )?;
+
+        let (image, opts) = ctx.prepare(&vm)?;
+        let old_key = rerun.get("image_key").and_then(Value::as_str).unwrap_or_default();
+        let same_image = old_key == image.manifest.key;
+        if !same_image {
+            eprintln!(
+                "daxtest: WARNING: the image is {} now, the run used {old_key}: the recipe, the \
+                 kernel package or the agent changed since",
+                image.manifest.key
+            );
+        }
+        let version = KernelVersion::parse(&image.kernel.version)
+            .with_context(|| format!("cannot read a version in {:?}", image.kernel.version))?;
+        let resolved = case.resolve(version, Some(seed));
+        let planned = vec![Planned { resolved: resolved.clone(), case: case.clone() }];
+        let setup = RunSetup {
+            kernel_spec: kernel_spec.clone(),
+            overrides: TimeoutDef {
+                step_s: rerun.get("step_timeout_s").and_then(Value::as_u64),
+                case_s: rerun.get("case_timeout_s").and_then(Value::as_u64),
+            },
+            stop_at_failure: false,
+        };
+        let mut result: Option<CaseResult> = None;
+        let (run_id, run_dir) = crate::reporters::prepare_run_dir(&ctx.root)?;
+        execute(ctx, &image, &opts, &setup, &planned, run_id, &run_dir, &mut |r| {
+            result = Some(r.clone())
+        })?;
+        let result = result.context("the runner reported no result for the case")?;
+        let original_status = orig.case["status"].as_str().unwrap_or("?").to_string();
+        let same = result.status.name() == original_status;
+
+        let bundle = write_bundle(&Bundle {
+            ctx,
+            orig: &orig,
+            base_id: &base_id,
+            scenario_file: &file,
+            case: &case,
+            resolved: &resolved,
+            result: &result,
+            run_dir: &run_dir,
+            image: &image,
+            same_image,
+        })?;
+        eprintln!(
+            "daxtest: {base_id}: originally {original_status}, now {}: {}",
+            result.status.name(),
+            if same { "the same outcome" } else { "A DIFFERENT OUTCOME" }
+        );
+        eprintln!("daxtest: re-run: {}", run_dir.display());
+        println!("bundle: {}", bundle.display());
+        Ok(if same { exit::SUCCESS } else { exit::CASES_FAILED })
+    }
+}
+
+/// Finds RUN and CASE in `target` (RUN/CASE): RUN is a run directory, a run id under
+/// target/daxtest/runs/, or `latest`; the case id has slashes too, so every split is tried.
+fn find(root: &Path, target: &str) -> anyhow::Result<Original> {
+    let runs = root.join("target/daxtest/runs");
+    let mut found_run = None;
+    for (i, _) in target.match_indices('/') {
+        let (run, case) = (&target[..i], &target[i + 1..]);
+        for dir in [PathBuf::from(run), root.join(run), runs.join(run)] {
+            if dir.join("results.json").is_file() && !case.is_empty() {
+                found_run = Some((dir, case.to_string()));
+                break;
+            }
+        }
+        if found_run.is_some() {
+            break;
+        }
+    }
+    let Some((run_dir, id)) = found_run else {
+        return Err(exit::input(format!(
+            "{target:?}: no run found; give RUN/CASE, where RUN is a run directory, a run id \
+             under {} or `latest` (a run that finished has a results.json), and CASE a case id \
+             from it, e.g. latest/reflink/store-after-clone-copies-the-block/xfs/dax=always",
+            runs.display()
+        )));
+    };
+    // A run on several kernels: its cases live in a run directory per kernel.
+    let (run_dir, id) = match kernel_dirs(&run_dir) {
+        Some(dirs) => match dirs.iter().find_map(|d| Some((d, id.strip_prefix(&format!("{d}/"))?)))
+        {
+            Some((d, rest)) => (run_dir.join(d), rest.to_string()),
+            None => {
+                return Err(exit::input(format!(
+                    "{} is a run on several kernels: give RUN/KERNEL/CASE, KERNEL one of {}",
+                    run_dir.display(),
+                    dirs.join(", ")
+                )))
+            }
+        },
+        None => (run_dir, id),
+    };
+    let path = run_dir.join("results.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let results: Value = serde_json::from_str(&text)
+        .map_err(|e| exit::input(format!("{}: not valid JSON: {e}", path.display())))?;
+    let cases = results["cases"].as_array().cloned().unwrap_or_default();
+    let case = cases.iter().find(|c| c["id"] == id.as_str()).cloned().ok_or_else(|| {
+        let mut ids: Vec<String> = cases
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} ({})",
+                    c["id"].as_str().unwrap_or("?"),
+                    c["status"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        if ids.len() > 20 {
+            ids.truncate(20);
+            ids.push("...".into());
+        }
+        exit::input(format!(
+            "{}: no case {id:?}; the run has: {}",
+            run_dir.display(),
+            if ids.is_empty() { "no cases".into() } else { ids.join(", ") }
+        ))
+    })?;
+    Ok(Original { run_dir, results, case, id })
+}
+
+/// The per-kernel run directories of a run on several kernels (its results.json lists them).
+fn kernel_dirs(run_dir: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(run_dir.join("results.json")).ok()?;
+    let results: Value = serde_json::from_str(&text).ok()?;
+    let kernels = results.get("kernels")?.as_array()?;
+    Some(kernels.iter().filter_map(|k| k["dir"].as_str().map(str::to_string)).collect())
+}
+
+struct Bundle<'a> {
+    ctx: &'a Ctx,
+    orig: &'a Original,
+    base_id: &'a str,
+    scenario_file: &'a Path,
+    case: &'a scenario::Case,
+    resolved: &'a Result<Resolved, String>,
+    result: &'a CaseResult,
+    run_dir: &'a Path,
+    image: &'a crate::image::Image,
+    same_image: bool,
+}
+
+/// A file-name-safe form of a case id.
+fn slug(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+}
+
+fn write_bundle(b: &Bundle) -> anyhow::Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let dir = b.ctx.root.join("target/daxtest/repro").join(format!(
+        "{}-{}",
+        slug(b.base_id),
+        crate::reporters::utc_stamp(secs)
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, text: &str| -> anyhow::Result<()> {
+        let p = dir.join(name);
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
+    };
+    std::fs::copy(b.scenario_file, dir.join("scenario.toml"))
+        .with_context(|| format!("copying {}", b.scenario_file.display()))?;
+    let log_rel = crate::reporters::kernel_log_path(&b.result.id);
+    let rerun_log = std::fs::read_to_string(b.run_dir.join(&log_rel)).unwrap_or_default();
+    write("kernel.log", &rerun_log)?;
+    let orig_log = b.orig.case["kernel_log_path"].as_str().map(|p| b.orig.run_dir.join(p));
+    if let Some(text) = orig_log.and_then(|p| std::fs::read_to_string(p).ok()) {
+        write("original-kernel.log", &text)?;
+    }
+
+    let mut unsupported = Vec::new();
+    let spec = match b.resolved {
+        Ok(Resolved::Run { spec, xfail }) => {
+            write("case.json", &serde_json::to_string_pretty(spec)?)?;
+            let script = repro_script::generate(&repro_script::Input {
+                spec,
+                kernel_log: &b.case.kernel_log,
+                xfail: xfail.as_ref(),
+                kernel_release: &b.image.kernel.release,
+            });
+            write("reproduce.sh", &script.text)?;
+            set_executable(&dir.join("reproduce.sh"))?;
+            unsupported = script.unsupported;
+            Some(spec)
+        }
+        Ok(Resolved::Skip(why)) => {
+            write("case.json", &format!("{{\"skipped\": {:?}}}\n", why))?;
+            None
+        }
+        Err(e) => {
+            write("case.json", &format!("{{\"error\": {:?}}}\n", e))?;
+            None
+        }
+    };
+
+    // The QEMU command line of the VM that ran the case again.
+    let new_results: Value = std::fs::read_to_string(b.run_dir.join("results.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let lines = new_results["qemu_command_lines"].as_array().cloned().unwrap_or_default();
+    let command_line = new_results["cases"][0]["vm"]
+        .as_u64()
+        .and_then(|n| lines.get(n as usize - 1))
+        .or(lines.last())
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    write("qemu.sh", &qemu_script(&command_line, b.image))?;
+    set_executable(&dir.join("qemu.sh"))?;
+
+    write("README.md", &readme(b, spec.is_some(), &unsupported, &command_line))?;
+    Ok(dir)
+}
+
+fn set_executable(p: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// The VM directory of a command line: where `nvdimm0.img` lives.
+fn vm_dir(command_line: &str) -> Option<&str> {
+    let start = command_line.find("mem-path=")? + "mem-path=".len();
+    let rest = &command_line[start..];
+    let end = rest.find("/nvdimm0.img")?;
+    Some(&rest[..end])
+}
+
+/// `qemu.sh`: the exact command line as a comment, and a runnable form with the VM's private
+/// directory (gone after the run) made anew.
+pub fn qemu_script(command_line: &str, image: &crate::image::Image) -> String {
+    let mut s = String::from("#!/bin/sh\n");
+    let _ = writeln!(
+        s,
+        "# The QEMU command line of the VM that ran the case again, exactly:\n#   {command_line}\n#\n\
+         # It references these files of daxtest's cache (image {}, kernel {}):\n\
+         #   {}  (the kernel)\n\
+         #   {}  (initramfs: the daxtest agent is /init; it loads the NVDIMM drivers, checks that\n\
+         #        each NVDIMM is an fsdax namespace, making it one with ndctl on a blank device,\n\
+         #        mounts the payload and starts dropbear)\n\
+         #   {}  (payload disk: xfsprogs, e2fsprogs, ndctl, on-demand modules)\n\
+         # and, in a private directory of the run that no longer exists: the NVDIMM backing files,\n\
+         # the serial log and the monitor socket. This script makes that directory anew (VMDIR).\n\
+         # Log in (key-only, as root) with:\n\
+         #   ssh -i {} -o StrictHostKeyChecking=no -p PORT root@127.0.0.1\n\
+         # where PORT is the one in hostfwd= below; then run the reproducer with\n\
+         #   ssh ... sh -s < reproduce.sh",
+        image.manifest.key,
+        image.kernel.release,
+        image.kernel.vmlinuz.display(),
+        image.initramfs().display(),
+        image.payload().display(),
+        image.client_key().display(),
+    );
+    match vm_dir(command_line) {
+        Some(dir) if !dir.is_empty() => {
+            let runnable = command_line.replace(dir, "\"$VMDIR\"");
+            let sizes: Vec<(String, String)> = command_line
+                .split_whitespace()
+                .filter_map(|a| {
+                    let p = a.split("mem-path=").nth(1)?;
+                    let (path, size) = p.split_once(",size=")?;
+                    Some((path.replace(dir, "\"$VMDIR\""), size.to_string()))
+                })
+                .collect();
+            s.push_str("set -eu\nVMDIR=${VMDIR:-$(mktemp -d /tmp/daxtest-vm.XXXXXX)}\n");
+            for (path, size) in sizes {
+                let _ = writeln!(s, "truncate -s {size} {path}");
+            }
+            s.push_str("echo \"serial console: $VMDIR/serial.log\" >&2\n");
+            let _ = writeln!(s, "exec {runnable}");
+        }
+        _ => {
+            s.push_str(
+                "echo 'qemu.sh: no QEMU command line was recorded for this run' >&2\nexit 1\n",
+            );
+        }
+    }
+    s
+}
+
+fn readme(b: &Bundle, has_script: bool, unsupported: &[String], command_line: &str) -> String {
+    let o = &b.orig.case;
+    let r = b.result;
+    let mut s = String::new();
+    let _ = writeln!(s, "# Reproduction bundle: {}\n", b.base_id);
+    let _ = writeln!(
+        s,
+        "## What happened\n\n\
+         - Originally (run `{}`, case `{}`): **{}** on kernel {}, seed {}.\n  {}\n\
+         - Run again by `cargo xtask repro` (run `{}`): **{}** on kernel {}, seed {}.\n  {}\n\
+         - Outcome: {}.\n\
+         - Image: {}{}.\n",
+        b.orig.run_dir.display(),
+        b.orig.id,
+        o["status"].as_str().unwrap_or("?"),
+        o["kernel"].as_str().unwrap_or("?"),
+        o["seed"],
+        o["message"].as_str().filter(|m| !m.is_empty()).unwrap_or("(no message)"),
+        b.run_dir.display(),
+        r.status.name(),
+        r.kernel,
+        r.seed,
+        if r.message.is_empty() { "(no message)" } else { &r.message },
+        if o["status"].as_str() == Some(r.status.name()) {
+            "the same"
+        } else {
+            "DIFFERENT (a flaky case, a race, or the environment changed)"
+        },
+        b.image.manifest.key,
+        if b.same_image {
+            " (the same as the original run's)"
+        } else {
+            " (NOT the original run's: the recipe, kernel package or agent changed)"
+        },
+    );
+    let _ = writeln!(
+        s,
+        "## Files\n\n\
+         - `scenario.toml`: the scenario file (a copy of `{}`); the case is `{}` in it.\n\
+         - `case.json`: the case resolved for this kernel, exactly what daxtest's guest agent ran \
+         (operations, expectations, mkfs and mount options, seed).\n\
+         - `kernel.log`: the kernel messages of the re-run case's window{}.\n\
+         - `qemu.sh`: the exact QEMU command line (in a comment) and a runnable form of it; its \
+         header lists the kernel and image files it uses.\n\
+         - `reproduce.sh`: the case as a plain sh script of xfs_io and standard tools.\n",
+        b.scenario_file.display(),
+        b.base_id,
+        if b.orig.case["kernel_log_path"].is_string() {
+            "; `original-kernel.log` the original run's"
+        } else {
+            ""
+        },
+    );
+    if has_script {
+        let _ = writeln!(
+            s,
+            "## reproduce.sh\n\n\
+             Run it as root on a machine whose `/dev/pmem0` is an fsdax namespace (everything on \
+             it is destroyed; `DEV=` and `MNT=` override the device and mount point). It formats \
+             and mounts as the case does, runs each step printing what was expected and what \
+             happened, stops at the first mismatch, checks the kernel log and the taint like \
+             daxtest, and ends with `PASS` (exit 0) or `FAIL: ...` (exit 1); exit 2 when a step \
+             could not be expressed, 3 on a set-up error. daxtest's status maps as: pass = PASS, \
+             fail = FAIL, xfail = FAIL (a known bug, named in the script's output).\n\n\
+             In daxtest's guest: `cargo xtask run --kernel {} -- sh -s < reproduce.sh`. In the VM \
+             of `qemu.sh`: `ssh -i KEY -p PORT root@127.0.0.1 sh -s < reproduce.sh` (see its header).\n\n\
+             How it differs from the agent, so that its verdict is read right:\n\n\
+             - Live handles and mappings are held by one long-lived `xfs_io` fed through a fifo \
+             (an mmap must outlive the steps between it and its munmap); stores and loads are its \
+             `mwrite`/`mread`, MAP_SYNC is `mmap -S`, FS_XFLAG_DAX is `chattr +x`, STATX_ATTR_DAX \
+             `statx -r`, FICLONE/FICLONERANGE `reflink`.\n\
+             - xfs_io does not catch SIGBUS: an expected SIGBUS kills it, and the following steps \
+             map the files again (the agent keeps its mapping, accessing it from a forked child).\n\
+             - The race steps run as shell loops: their interleaving is coarser than the agent's \
+             threads with seeded jitter, so a PASS there does not clear the kernel.\n",
+            b.orig.results["rerun"]["kernel_spec"].as_str().unwrap_or("SPEC"),
+        );
+        if unsupported.is_empty() {
+            s.push_str("Every step of the case is expressed in the script.\n\n");
+        } else {
+            s.push_str(
+                "**Steps the script CANNOT express (it says so when run and exits 2):**\n\n",
+            );
+            for u in unsupported {
+                let _ = writeln!(s, "- {u}");
+            }
+            s.push('\n');
+        }
+    } else {
+        s.push_str("## reproduce.sh\n\nNot written: the case does not run on this kernel (see case.json).\n\n");
+    }
+    let _ = writeln!(s, "## QEMU\n\n```\n{command_line}\n```");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vm_directory_comes_from_the_nvdimm_path() {
+        let line = "qemu-system-x86_64 -object memory-backend-file,id=nvmem0,share=on,mem-path=/r/tmp/vm-x1/nvdimm0.img,size=2048M -chardev file,id=serial0,path=/r/tmp/vm-x1/serial.log";
+        assert_eq!(vm_dir(line), Some("/r/tmp/vm-x1"));
+        assert_eq!(vm_dir("qemu-system-x86_64 -m 1G"), None);
+    }
+
+    #[test]
+    fn run_and_case_are_found_at_any_slash() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("target/daxtest/runs/r1");
+        std::fs::create_dir_all(&runs).unwrap();
+        std::fs::write(
+            runs.join("results.json"),
+            r#"{"cases":[{"id":"a/b/xfs/dax=always","status":"fail","seed":3}]}"#,
+        )
+        .unwrap();
+        let o = find(dir.path(), "r1/a/b/xfs/dax=always").unwrap();
+        assert_eq!(o.id, "a/b/xfs/dax=always");
+        let o = find(dir.path(), &format!("{}/a/b/xfs/dax=always", runs.display())).unwrap();
+        assert_eq!(o.case["seed"], 3);
+        let e = find(dir.path(), "r1/a/c").err().unwrap().to_string();
+        assert!(e.contains("no case \"a/c\"") && e.contains("a/b/xfs/dax=always (fail)"), "{e}");
+        let e = find(dir.path(), "nope/a/b").err().unwrap().to_string();
+        assert!(e.contains("no run found"), "{e}");
+    }
+}
