@@ -85,18 +85,7 @@ pub fn toggle_write(path: &Path, rounds: u64, seed: u64) -> Observed {
             problems: vec![format!("toggler did not start: {first:?}")],
         };
     }
-    let mut rng = Rng::new(seed.rotate_left(17));
-    let mut writes = Vec::new();
-    for i in 0..rounds {
-        let r = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .and_then(|f| f.write_all_at(&record(i), i * RECORD));
-        if let Err(e) = r {
-            writes.push(format!("write {i}: {e}"));
-        }
-        rng.jitter();
-    }
+    let writes = write_records(path, rounds, seed);
     let mut rest = String::new();
     let read = std::io::Read::read_to_string(&mut out, &mut rest);
     let toggles = match (toggler.wait(), read) {
@@ -106,6 +95,30 @@ pub fn toggle_write(path: &Path, rounds: u64, seed: u64) -> Observed {
     };
     problems.extend(toggles);
     problems.extend(writes);
+    problems.extend(check_records(path, rounds));
+    Observed::Race { rounds, problems }
+}
+
+/// The writing side: record i at i * 4 KiB, each through a fresh open; returns the errors.
+fn write_records(path: &Path, rounds: u64, seed: u64) -> Vec<String> {
+    let mut rng = Rng::new(seed.rotate_left(17));
+    let mut errors = Vec::new();
+    for i in 0..rounds {
+        let r = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.write_all_at(&record(i), i * RECORD));
+        if let Err(e) = r {
+            errors.push(format!("write {i}: {e}"));
+        }
+        rng.jitter();
+    }
+    errors
+}
+
+/// Every record must read back as written.
+fn check_records(path: &Path, rounds: u64) -> Vec<String> {
+    let mut problems = Vec::new();
     match File::open(path) {
         Ok(f) => {
             let mut buf = vec![0u8; RECORD as usize];
@@ -124,7 +137,7 @@ pub fn toggle_write(path: &Path, rounds: u64, seed: u64) -> Observed {
         }
         Err(e) => problems.push(format!("reopen: {e}")),
     }
-    Observed::Race { rounds, problems }
+    problems
 }
 
 const SLOT: usize = 512;
@@ -246,17 +259,28 @@ mod tests {
         assert_ne!(Rng::new(7).next(), Rng::new(8).next());
     }
 
-    /// On the host's filesystem the toggles fail (no DAX flag support, or EOPNOTSUPP), which the
-    /// step must report; the writes must all be there.
+    /// The two sides of race_toggle_write, each on its own (the race itself needs the agent
+    /// binary and a DAX filesystem: the catalogue's toggle-while-writing runs it in the guest).
+    /// On the host's filesystem every toggle is refused and reported; every record is checked.
     #[test]
-    fn toggle_write_checks_every_record() {
+    fn toggles_report_refusals_and_records_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"").unwrap();
-        let Observed::Race { rounds, problems } = toggle_write(&path, 8, 1) else { panic!() };
-        assert_eq!(rounds, 8);
-        assert!(problems.iter().all(|p| p.starts_with("toggle")), "{problems:?}");
+        let toggles = toggle(&path, 4, 1);
+        assert!(toggles.iter().all(|p| p.starts_with("toggle")), "{toggles:?}");
+        assert!(write_records(&path, 8, 1).is_empty());
+        assert!(check_records(&path, 8).is_empty());
         let data = std::fs::read(&path).unwrap();
         assert_eq!(&data[4096..4104], &2u64.to_le_bytes());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all_at(b"x", 8192)
+            .unwrap();
+        let problems = check_records(&path, 8);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("record 2 at 8192: expected the value 3"), "{problems:?}");
     }
 }
