@@ -10,6 +10,7 @@ mod flags;
 mod host;
 mod image;
 mod kernel;
+mod kernel_build;
 mod kernel_log;
 mod local_kernel;
 mod qemu;
@@ -50,6 +51,7 @@ fn run(flags: flags::Flags) -> anyhow::Result<i32> {
         flags::Command::Test(f) => f.run(&ctx),
         flags::Command::List(f) => f.run(&ctx),
         flags::Command::Check(f) => f.run(&ctx),
+        flags::Command::Kernel(f) => f.run(&ctx),
     }
 }
 
