@@ -188,12 +188,24 @@ pub struct Entry {
 
 /// The entry of `config NAME` (or `menuconfig NAME`) in one Kconfig file's text.
 pub fn parse_entry(kconfig: &str, name: &str) -> Option<Entry> {
-    let mut lines = kconfig.lines().skip_while(|l| {
-        let mut words = l.split_whitespace();
-        !(matches!(words.next(), Some("config" | "menuconfig")) && words.next() == Some(name))
-    });
-    lines.next()?;
-    let mut entry = Entry { depends: vec![], prompt: false };
+    // `if X` ... `endif` blocks around the entry are dependencies too (drivers/virtio/Kconfig
+    // puts every driver inside `if VIRTIO_MENU`).
+    let mut blocks: Vec<&str> = vec![];
+    let mut lines = kconfig.lines();
+    loop {
+        let line = lines.next()?.trim();
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("if") => blocks.push(line["if".len()..].trim()),
+            Some("endif") => {
+                blocks.pop();
+            }
+            Some("config" | "menuconfig") if words.next() == Some(name) => break,
+            _ => {}
+        }
+    }
+    let depends = blocks.iter().map(|b| b.to_string()).collect();
+    let mut entry = Entry { depends, prompt: false };
     // The entry's attributes are its indented lines (help text included, which is skipped).
     let mut in_help = false;
     for line in lines.take_while(|l| l.trim().is_empty() || l.starts_with([' ', '\t'])) {
@@ -441,6 +453,14 @@ config NVDIMM_PFN
 config NVDIMM_DAX
 \tbool \"NVDIMM DAX\"
 \tdepends on NVDIMM_PFN
+
+if VIRTIO_MENU
+if PCI
+endif
+config VIRTIO_PCI
+\ttristate \"PCI driver for virtio devices\"
+\tdepends on PCI
+endif
 ";
 
     #[test]
@@ -457,6 +477,8 @@ config NVDIMM_DAX
             "it has no prompt: only another option selects it"
         );
         assert!(parse_entry(KCONFIG, "NVDIMM").is_none());
+        let virtio = parse_entry(KCONFIG, "VIRTIO_PCI").unwrap();
+        assert_eq!(virtio.depends, ["VIRTIO_MENU", "PCI"]);
         assert!(reason("X", None, "").starts_with("no such option"));
         assert_eq!(symbols("X86_64 && (ACPI || !FOO_BAR) && m"), ["X86_64", "ACPI"]);
         assert_eq!(
