@@ -104,8 +104,10 @@ pub fn config_steps(base: Base, fragment: &Path, base_config: Option<&Path>) -> 
     match base {
         // BTF needs pahole and adds minutes to every link; nothing in the guest uses it.
         Base::Minimal => steps.push(run(&["scripts/config", "--disable", "DEBUG_INFO_BTF"])),
-        // Debian's config signs with its own certificates (debian/certs/...), which a source
-        // tree does not have: the build would stop at certs/.
+        // A distribution config may name the distribution's certificates (Ubuntu's
+        // debian/canonical-certs.pem), which a source tree lacks and without which the build
+        // stops at certs/. The pinned Debian packages' configs leave them out; clearing them
+        // keeps that true whatever config the recipe pins.
         Base::Debian => steps.push(run(&[
             "scripts/config",
             "--set-str",
