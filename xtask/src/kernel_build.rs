@@ -194,8 +194,23 @@ pub fn parse_entry(kconfig: &str, name: &str) -> Option<Entry> {
     // puts every driver inside `if VIRTIO_MENU`).
     let mut blocks: Vec<&str> = vec![];
     let mut lines = kconfig.lines();
+    // Help text ends at the first line indented no deeper than its `help` (kconfig-language.rst);
+    // its words ("if there are ...") are not structure.
+    let mut help_indent = None;
     loop {
-        let line = lines.next()?.trim();
+        let raw = lines.next()?;
+        let line = raw.trim();
+        if line.is_empty() {
+            continue;
+        }
+        match help_indent {
+            Some(h) if indent(raw) > h => continue,
+            _ => help_indent = None,
+        }
+        if line == "help" || line == "---help---" {
+            help_indent = Some(indent(raw));
+            continue;
+        }
         let mut words = line.split_whitespace();
         match words.next() {
             Some("if") => blocks.push(line["if".len()..].trim()),
@@ -228,6 +243,11 @@ pub fn parse_entry(kconfig: &str, name: &str) -> Option<Entry> {
         }
     }
     Some(entry)
+}
+
+/// The width of a line's leading white space, a tab counting 8.
+fn indent(line: &str) -> usize {
+    line.chars().take_while(|c| c.is_whitespace()).map(|c| if c == '\t' { 8 } else { 1 }).sum()
 }
 
 /// The symbols an expression needs set, leaving out negated ones (`X86_64 && !(ARM || MIPS)
@@ -271,7 +291,7 @@ pub fn symbols(expr: &str) -> Vec<&str> {
 }
 
 /// Why `name` (without `CONFIG_`) is not set in `config`, from its Kconfig entry.
-pub fn reason(name: &str, entry: Option<&Entry>, config: &str) -> String {
+pub fn reason(name: &str, entry: Option<&Entry>, selected_by: &[String], config: &str) -> String {
     let Some(entry) = entry else {
         return "no such option in this tree's Kconfig files (renamed or removed in this version?)"
             .into();
@@ -285,12 +305,38 @@ pub fn reason(name: &str, entry: Option<&Entry>, config: &str) -> String {
         .collect();
     match (unmet.is_empty(), entry.prompt) {
         (false, _) => format!("depends on {}: {}", entry.depends.join(" && "), unmet.join(", ")),
-        (true, false) => "it has no prompt: only another option selects it".into(),
+        (true, false) if selected_by.is_empty() => "it has no prompt and nothing selects it".into(),
+        (true, false) => format!(
+            "it has no prompt: it is set when selected, by {}{}",
+            selected_by.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+            if selected_by.len() > 5 { ", ..." } else { "" }
+        ),
         (true, true) => format!(
             "its dependencies ({}) look met: see `make menuconfig`, / {name}",
             if entry.depends.is_empty() { "none".into() } else { entry.depends.join(" && ") }
         ),
     }
+}
+
+/// The entries of one Kconfig file that `select` `name`, with their condition:
+/// `BLK_DEV_PMEM if NVDIMM_PFN`.
+pub fn selectors(kconfig: &str, name: &str) -> Vec<String> {
+    let mut current = None;
+    let mut out = vec![];
+    for line in kconfig.lines() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("config" | "menuconfig"), Some(entry)) => current = Some(entry),
+            (Some("select"), Some(selected)) if selected == name => {
+                if let Some(entry) = current {
+                    let condition: Vec<&str> = words.collect();
+                    out.push([&[entry][..], &condition].concat().join(" "));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Every Kconfig file of the tree (Kconfig, Kconfig.debug, ...), outside Documentation/ and
@@ -328,13 +374,15 @@ pub fn explain_dropped(tree: &Path, config: &str, missing: &[String]) -> Vec<Str
         .map(|option| {
             let name = option.strip_prefix("CONFIG_").unwrap_or(option);
             let found = files.iter().find_map(|(p, t)| parse_entry(t, name).map(|e| (p, e)));
+            let selected_by: Vec<String> =
+                files.iter().flat_map(|(_, t)| selectors(t, name)).collect();
             match found {
                 Some((path, entry)) => format!(
                     "{option} ({}): {}",
                     path.strip_prefix(tree).unwrap_or(path).display(),
-                    reason(name, Some(&entry), config)
+                    reason(name, Some(&entry), &selected_by, config)
                 ),
-                None => format!("{option}: {}", reason(name, None, config)),
+                None => format!("{option}: {}", reason(name, None, &[], config)),
             }
         })
         .collect()
@@ -452,6 +500,10 @@ config NVDIMM_PFN
 \t  Map persistent memory.
 \t  depends on nothing said here
 
+config BLK_DEV_PMEM
+\ttristate \"PMEM: Persistent memory block device support\"
+\tselect ND_PFN if NVDIMM_PFN
+
 config NVDIMM_DAX
 \tbool \"NVDIMM DAX\"
 \tdepends on NVDIMM_PFN
@@ -459,6 +511,12 @@ config NVDIMM_DAX
 if VIRTIO_MENU
 if PCI
 endif
+config OTHER
+\tbool \"other\"
+\thelp
+\t  Say Y
+\t  if in doubt.
+
 config VIRTIO_PCI
 \ttristate \"PCI driver for virtio devices\"
 \tdepends on PCI
@@ -470,18 +528,21 @@ endif
         let pfn = parse_entry(KCONFIG, "NVDIMM_PFN").unwrap();
         assert_eq!(pfn, Entry { depends: vec!["ZONE_DEVICE".into()], prompt: true });
         assert_eq!(
-            reason("NVDIMM_PFN", Some(&pfn), "CONFIG_LIBNVDIMM=y\n"),
+            reason("NVDIMM_PFN", Some(&pfn), &[], "CONFIG_LIBNVDIMM=y\n"),
             "depends on ZONE_DEVICE: ZONE_DEVICE is not set"
         );
         let nd = parse_entry(KCONFIG, "ND_PFN").unwrap();
+        let by = selectors(KCONFIG, "ND_PFN");
+        assert_eq!(by, ["BLK_DEV_PMEM if NVDIMM_PFN"]);
         assert_eq!(
-            reason("ND_PFN", Some(&nd), ""),
-            "it has no prompt: only another option selects it"
+            reason("ND_PFN", Some(&nd), &by, ""),
+            "it has no prompt: it is set when selected, by BLK_DEV_PMEM if NVDIMM_PFN"
         );
+        assert_eq!(reason("ND_PFN", Some(&nd), &[], ""), "it has no prompt and nothing selects it");
         assert!(parse_entry(KCONFIG, "NVDIMM").is_none());
         let virtio = parse_entry(KCONFIG, "VIRTIO_PCI").unwrap();
         assert_eq!(virtio.depends, ["VIRTIO_MENU", "PCI"]);
-        assert!(reason("X", None, "").starts_with("no such option"));
+        assert!(reason("X", None, &[], "").starts_with("no such option"));
         assert_eq!(symbols("X86_64 && (ACPI || !FOO_BAR) && m"), ["X86_64", "ACPI"]);
         assert_eq!(
             symbols("MMU && !(ARM || MIPS || SPARC) && ZONE_DEVICE || FS_DAX_LIMITED"),
