@@ -524,6 +524,28 @@ endif
 ";
 
     #[test]
+    fn dropped_options_are_explained_from_the_trees_kconfig_files() {
+        let tree = tempfile::tempdir().unwrap();
+        let t = tree.path();
+        std::fs::create_dir_all(t.join("drivers/nvdimm")).unwrap();
+        std::fs::create_dir_all(t.join("Documentation")).unwrap();
+        std::fs::write(t.join("drivers/nvdimm/Kconfig"), KCONFIG).unwrap();
+        // Documentation/ is not searched: an entry there would win otherwise.
+        std::fs::write(t.join("Documentation/Kconfig"), "config NVDIMM_PFN\n\tbool \"x\"\n")
+            .unwrap();
+        let missing = ["CONFIG_NVDIMM_PFN".to_string(), "CONFIG_GONE".to_string()];
+        assert_eq!(
+            explain_dropped(t, "CONFIG_LIBNVDIMM=y\n", &missing),
+            [
+                "CONFIG_NVDIMM_PFN (drivers/nvdimm/Kconfig): depends on ZONE_DEVICE: ZONE_DEVICE \
+                 is not set",
+                "CONFIG_GONE: no such option in this tree's Kconfig files (renamed or removed in \
+                 this version?)",
+            ]
+        );
+    }
+
+    #[test]
     fn dropped_options_say_which_dependency_is_unmet() {
         let pfn = parse_entry(KCONFIG, "NVDIMM_PFN").unwrap();
         assert_eq!(pfn, Entry { depends: vec!["ZONE_DEVICE".into()], prompt: true });
