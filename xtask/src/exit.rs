@@ -4,6 +4,8 @@
 //! crashed, hung or errored, 2 usage or input error (nothing booted), 3 infrastructure failure
 //! (QEMU, image, SSH). `run` and `shell` exit with the guest command's status, and 255 when
 //! daxtest itself failed, as ssh does.
+//! `kernel --src`: 0 built, 2 not a kernel source tree or Kconfig dropped an option of
+//! images/kernel.config (nothing built), 3 the build or a package installation failed.
 
 pub const SUCCESS: i32 = 0;
 pub const CASES_FAILED: i32 = 1;

@@ -32,6 +32,9 @@ pub enum Command {
     /// Run one case of an earlier run again (same kernel, seed, scenario, VM options) and write
     /// a bug-report bundle: README, scenario, case spec, kernel log, qemu.sh, reproduce.sh.
     Repro(Repro),
+    /// Configure a kernel source tree for daxtest and build it; then
+    /// `cargo xtask test --kernel DIR` runs the cases on it.
+    Kernel(Kernel),
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +84,21 @@ pub struct List {
     pub select: Vec<String>,
     #[arg(long, value_enum)]
     pub fs: Option<FsArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct Kernel {
+    /// The kernel source tree: the top of a Linux checkout (Makefile, arch/x86, scripts/).
+    #[arg(long, value_name = "DIR")]
+    pub src: String,
+    /// Where the .config starts from; images/kernel.config is merged into it in every case.
+    /// minimal: x86_64_defconfig; debian: the pinned Debian kernel's config (thousands of
+    /// modules: hours on 2 cores); keep: the tree's own .config.
+    #[arg(long, value_enum, default_value = "minimal")]
+    pub config: crate::kernel_build::Base,
+    /// Parallel make jobs (default: the number of CPUs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +248,25 @@ mod tests {
     #[test]
     fn run_without_a_command_is_a_usage_error() {
         assert!(Flags::try_parse_from(["xtask", "run"]).is_err());
+    }
+
+    #[test]
+    fn kernel_needs_src_and_defaults_to_a_minimal_config() {
+        let f = Flags::try_parse_from(["xtask", "kernel", "--src", "/l"]).unwrap();
+        let Command::Kernel(k) = f.command else { panic!() };
+        assert_eq!(
+            (k.src.as_str(), k.config, k.jobs),
+            ("/l", crate::kernel_build::Base::Minimal, None)
+        );
+        let f = Flags::try_parse_from([
+            "xtask", "kernel", "--src", "/l", "--config", "keep", "--jobs", "3",
+        ])
+        .unwrap();
+        let Command::Kernel(k) = f.command else { panic!() };
+        assert_eq!((k.config, k.jobs), (crate::kernel_build::Base::Keep, Some(3)));
+        assert!(Flags::try_parse_from(["xtask", "kernel"]).is_err());
+        assert!(Flags::try_parse_from(["xtask", "kernel", "--src", "/l", "--jobs", "0"]).is_err());
+        assert!(Flags::try_parse_from(["xtask", "kernel", "--src", "/l", "--config", "x"]).is_err());
     }
 
     #[test]

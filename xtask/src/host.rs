@@ -27,8 +27,20 @@ pub fn install_command(packages: &[String]) -> String {
 
 /// Makes sure every host and guest tool of the recipe is present.
 pub fn ensure(sh: &Shell, recipe: &Recipe) -> anyhow::Result<()> {
-    let all = recipe.host_tools.iter().chain(&recipe.guest_tools).chain(&recipe.guest_files);
-    let missing = missing_packages(all);
+    let all: Vec<HostFile> = recipe
+        .host_tools
+        .iter()
+        .chain(&recipe.guest_tools)
+        .chain(&recipe.guest_files)
+        .cloned()
+        .collect();
+    ensure_files(sh, &all)
+}
+
+/// Makes sure every file is present: installs the missing ones' packages when running as root
+/// on Debian/Ubuntu, or fails with the command that does.
+pub fn ensure_files(sh: &Shell, files: &[HostFile]) -> anyhow::Result<()> {
+    let missing = missing_packages(files);
     let packages = missing.clone();
     if missing.is_empty() {
         return Ok(());
@@ -46,9 +58,7 @@ pub fn ensure(sh: &Shell, recipe: &Recipe) -> anyhow::Result<()> {
     cmd!(sh, "apt-get install -y -q --no-install-recommends {packages...}")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .run()?;
-    let still = missing_packages(
-        recipe.host_tools.iter().chain(&recipe.guest_tools).chain(&recipe.guest_files),
-    );
+    let still = missing_packages(files);
     if !still.is_empty() {
         bail!("installed {} but files of {} are still missing", missing.join(" "), still.join(" "));
     }

@@ -564,8 +564,12 @@ fn stage_modules(
             *files.entry(rel).or_default() |= boot;
         }
     }
+    // A kernel with every recipe module built in (`cargo xtask kernel --src`'s minimal config)
+    // stages no module file, and the index still needs its directory.
+    std::fs::create_dir_all(&target)?;
     for index in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
-        std::fs::copy(source.join(index), target.join(index))?;
+        std::fs::copy(source.join(index), target.join(index))
+            .with_context(|| format!("copying {}", source.join(index).display()))?;
     }
     cmd!(sh, "depmod -b {stage} {release}").run()?;
     for entry in std::fs::read_dir(&target)? {

@@ -10,6 +10,7 @@ mod flags;
 mod host;
 mod image;
 mod kernel;
+mod kernel_build;
 mod kernel_log;
 mod local_kernel;
 mod qemu;
@@ -52,6 +53,7 @@ fn run(flags: flags::Flags) -> anyhow::Result<i32> {
         flags::Command::List(f) => f.run(&ctx),
         flags::Command::Check(f) => f.run(&ctx),
         flags::Command::Repro(f) => f.run(&ctx),
+        flags::Command::Kernel(f) => f.run(&ctx),
     }
 }
 

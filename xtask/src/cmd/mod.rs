@@ -4,6 +4,7 @@
 mod bench;
 mod check;
 mod image;
+mod kernel;
 mod list;
 mod repro;
 mod run;

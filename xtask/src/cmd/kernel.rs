@@ -1,0 +1,137 @@
+//! `cargo xtask kernel --src DIR`: configure a kernel source tree for daxtest (a base config with
+//! images/kernel.config merged in, every fragment option checked after Kconfig resolved it) and
+//! build it, so that `cargo xtask test --kernel DIR` runs on it next.
+
+use super::Ctx;
+use crate::kernel_build::{self, Base, Step};
+use crate::{exit, flags, host, kernel, local_kernel};
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use xshell::cmd;
+
+impl flags::Kernel {
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
+        let tree = kernel_build::check_tree(&self.src)?;
+        if self.config == Base::Keep && !tree.join(".config").exists() {
+            return Err(exit::input(format!(
+                "--src {} --config keep: the tree has no .config; use --config minimal or \
+                 --config debian to make one",
+                self.src
+            )));
+        }
+        let jobs = match self.jobs {
+            Some(n) => n as usize,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        host::ensure_files(&ctx.sh, &kernel_build::build_tools())?;
+
+        let fragment_path = ctx.root.join("images/kernel.config");
+        let fragment = std::fs::read_to_string(&fragment_path)
+            .with_context(|| format!("reading {}", fragment_path.display()))?;
+        let base_config = match self.config {
+            Base::Debian => Some(debian_config(ctx, &tree)?),
+            _ => None,
+        };
+        let sh = &ctx.sh;
+        let _cd = sh.push_dir(&tree);
+
+        let start = Instant::now();
+        for step in kernel_build::config_steps(self.config, &fragment_path, base_config.as_deref())
+        {
+            match step {
+                Step::CopyConfig(from) => {
+                    eprintln!("$ {}", Step::CopyConfig(from.clone()));
+                    std::fs::copy(&from, tree.join(".config"))
+                        .with_context(|| format!("copying {}", from.display()))?;
+                }
+                Step::Run(argv) => {
+                    let (program, args) = argv.split_first().expect("a step names its program");
+                    // The tree's own scripts by absolute path: the working directory is the
+                    // tree's, but a relative program is looked up from xtask's.
+                    let program: PathBuf = match program.contains('/') {
+                        true => tree.join(program),
+                        false => program.into(),
+                    };
+                    cmd!(sh, "{program} {args...}").run()?;
+                }
+            }
+        }
+        let configure = start.elapsed();
+        let config = std::fs::read_to_string(tree.join(".config"))?;
+        let dropped = local_kernel::missing_options(&config, &fragment);
+        if !dropped.is_empty() {
+            let why = kernel_build::explain_dropped(&tree, &config, &dropped);
+            return Err(exit::input(format!(
+                "Kconfig dropped {} option(s) of images/kernel.config in {} (their dependencies \
+                 are not met):\n  {}\nEnable what they depend on (in images/kernel.config, or \
+                 with --config keep in the tree's .config) and run this again",
+                dropped.len(),
+                tree.display(),
+                why.join("\n  ")
+            )));
+        }
+        eprintln!(
+            "daxtest: configured {} in {} (--config {} + images/kernel.config, every option \
+             of the fragment set)",
+            tree.display(),
+            kernel_build::human(configure),
+            self.config.name()
+        );
+        host::ensure_files(sh, &kernel_build::config_tools(&config))?;
+
+        let argv = kernel_build::build_command(jobs, &config);
+        let start = Instant::now();
+        let (make, args) = argv.split_first().expect("the build command names make");
+        let built = cmd!(sh, "{make} {args...}").run();
+        let build = start.elapsed();
+        built.with_context(|| {
+            format!(
+                "`{}` in {} failed after {} (make's output above)",
+                argv.join(" "),
+                tree.display(),
+                kernel_build::human(build)
+            )
+        })?;
+        let release = std::fs::read_to_string(tree.join("include/config/kernel.release"))
+            .context("the build wrote no include/config/kernel.release")?;
+        eprintln!(
+            "daxtest: built {} in {} (`{}`); configure took {}",
+            release.trim(),
+            kernel_build::human(build),
+            argv.join(" "),
+            kernel_build::human(configure)
+        );
+        eprintln!("next: cargo xtask test --kernel {}", tree.display());
+        Ok(exit::SUCCESS)
+    }
+}
+
+/// The config file of the pinned Debian kernel of the tree's version (else the default one),
+/// fetched and unpacked like any `--kernel debian:...`.
+fn debian_config(ctx: &Ctx, tree: &Path) -> anyhow::Result<PathBuf> {
+    let version = kernel_build::tree_version(&std::fs::read_to_string(tree.join("Makefile"))?);
+    let pinned = &ctx.recipe.kernels.debian;
+    let same = version.and_then(|(major, minor)| {
+        pinned.keys().find(|k| **k == format!("{major}.{minor}")).cloned()
+    });
+    let spec = match same {
+        Some(name) => format!("debian:{name}"),
+        None => {
+            let default = ctx.recipe.kernels.default.clone();
+            eprintln!(
+                "daxtest: warning: images/recipe.toml pins no Debian kernel of this tree's \
+                 version {version:?}; starting from {default}'s config (olddefconfig gives new \
+                 options their defaults)"
+            );
+            default
+        }
+    };
+    let (name, pkg) = kernel::debian_spec(&spec, &ctx.recipe)?;
+    let k = kernel::fetch_debian(&ctx.sh, &ctx.cache(), &name, pkg)?;
+    eprintln!(
+        "daxtest: warning: {name}'s config builds every driver Debian ships as a module (several \
+         thousand): hours on 2 cores; --config minimal builds only what daxtest needs"
+    );
+    Ok(k.root.join("boot").join(format!("config-{}", k.release)))
+}
