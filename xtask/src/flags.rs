@@ -193,6 +193,22 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 5)]
         reps: usize,
     },
+    /// Image build time: a rebuild with every input already fetched (`--force`), and the
+    /// check that finds the cached image current.
+    Image {
+        /// Kernel, as for `image`.
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Repetitions of each; the medians are reported.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
+    /// Whole-suite time: `test` over every scenario file, split into preparation (image,
+    /// accelerator), boots and cases.
+    Suite {
+        #[command(flatten)]
+        vm: Vm,
+    },
 }
 
 impl Vm {

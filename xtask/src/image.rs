@@ -361,8 +361,13 @@ pub fn ensure(
     if dir.exists() {
         // --force, or another run finished the same image meanwhile: move the old one aside
         // rather than delete it under a VM that may be booting from it.
-        let old = images.join(format!(".old-{key}-{}", std::process::id()));
-        let _ = std::fs::rename(&dir, &old);
+        // Unique per build of this process (bench image rebuilds in a loop); the pid comes last
+        // for the sweep of dead runs' leftovers.
+        static OLD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = OLD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let old = images.join(format!(".old-{key}-{n}-{}", std::process::id()));
+        std::fs::rename(&dir, &old)
+            .with_context(|| format!("moving the old image aside to {}", old.display()))?;
     }
     std::fs::rename(&tmp, &dir)
         .with_context(|| format!("moving the image to {}", dir.display()))?;

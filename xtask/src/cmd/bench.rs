@@ -1,6 +1,7 @@
 //! `cargo xtask bench boot`: boot-to-ready against a bare boot of the same kernel, same QEMU
 //! configuration (NVDIMMs, network, CPUs, memory), in one run, alternating the two kinds so that
-//! a change in the machine's load affects both alike.
+//! a change in the machine's load affects both alike. `bench image`: a rebuild against a cache
+//! hit. `bench suite`: the whole catalogue's wall time and where it goes.
 
 use super::Ctx;
 use crate::flags::{self, BenchWhat};
@@ -11,6 +12,8 @@ impl flags::Bench {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
         match self.what {
             BenchWhat::Boot { vm, reps } => boot(ctx, &vm, reps.max(1)),
+            BenchWhat::Image { kernel, reps } => image(ctx, kernel.as_deref(), reps.max(1)),
+            BenchWhat::Suite { vm } => suite(ctx, vm),
         }
     }
 }
@@ -73,6 +76,74 @@ fn boot(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+fn image(ctx: &Ctx, kernel: Option<&str>, reps: usize) -> anyhow::Result<i32> {
+    let spec = kernel.unwrap_or(&ctx.recipe.kernels.default);
+    // Untimed: fetches and unpacks the kernel package if this machine has not yet.
+    crate::image::ensure(&ctx.sh, &ctx.root, &ctx.recipe, spec, false)?;
+    let (mut cold, mut cached) = (Vec::new(), Vec::new());
+    println!("{:>4} {:>16} {:>12}", "rep", "rebuild s", "cache hit s");
+    for rep in 1..=reps {
+        let t = Instant::now();
+        crate::image::ensure(&ctx.sh, &ctx.root, &ctx.recipe, spec, true)?;
+        let c = t.elapsed();
+        let t = Instant::now();
+        let image = crate::image::ensure(&ctx.sh, &ctx.root, &ctx.recipe, spec, false)?;
+        let h = t.elapsed();
+        anyhow::ensure!(image.reused, "the image was rebuilt right after a build");
+        println!("{rep:>4} {:>16.2} {:>12.2}", secs(c), secs(h));
+        cold.push(c);
+        cached.push(h);
+    }
+    let (mc, mh) = (median(&mut cold), median(&mut cached));
+    println!();
+    println!("kernel:               {spec}");
+    println!("rebuild (median):     {:.2} s  every input already fetched and unpacked", secs(mc));
+    println!("cache hit (median):   {:.2} s  hash of every input, image reused", secs(mh));
+    println!("ratio:                {:.2}", secs(mc) / secs(mh).max(1e-3));
+    Ok(0)
+}
+
+/// The catalogue as `cargo xtask test` runs it; the split comes from the run's results.
+fn suite(ctx: &Ctx, vm: flags::Vm) -> anyhow::Result<i32> {
+    let test = flags::Test {
+        vm,
+        select: Vec::new(),
+        fs: None,
+        seed: None,
+        step_timeout: None,
+        case_timeout: None,
+        repeat: None,
+        until_fail: false,
+        bisect: false,
+    };
+    let t = Instant::now();
+    let status = test.run(ctx)?;
+    let total = t.elapsed();
+    let dir = ctx.root.join("target/daxtest/runs/latest");
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("results.json"))?)?;
+    let cases = results["cases"].as_array().map_or(0, Vec::len);
+    let in_cases: f64 = results["cases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["duration_s"].as_f64())
+        .sum();
+    let run = results["elapsed_s"].as_f64().unwrap_or_default();
+    println!();
+    println!(
+        "whole suite:          {:.1} s  `cargo xtask test`, {cases} cases, exit {status}",
+        secs(total)
+    );
+    println!(
+        "  before the run:     {:.1} s  image check, accelerator, scenario files",
+        secs(total) - run
+    );
+    println!("  in cases:           {in_cases:.1} s");
+    println!("  boots and the rest: {:.1} s", run - in_cases);
+    Ok(status)
 }
 
 fn secs(d: Duration) -> f64 {
