@@ -87,9 +87,7 @@ impl Guest {
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
     ) -> anyhow::Result<i32> {
-        let mut channel = self.session.channel_session()?;
-        channel.exec(command).with_context(|| format!("starting {command:?} in the guest"))?;
-        self.pump(&mut channel, false, stdout, stderr)
+        self.exec(command, false, stdout, stderr)
     }
 
     /// [`Guest::stream`], with the local stdin copied to the command's (EOF at its end): a
@@ -100,9 +98,19 @@ impl Guest {
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
     ) -> anyhow::Result<i32> {
+        self.exec(command, true, stdout, stderr)
+    }
+
+    fn exec(
+        &self,
+        command: &str,
+        with_stdin: bool,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> anyhow::Result<i32> {
         let mut channel = self.session.channel_session()?;
         channel.exec(command).with_context(|| format!("starting {command:?} in the guest"))?;
-        self.pump(&mut channel, true, stdout, stderr)
+        self.pump(&mut channel, with_stdin, stdout, stderr)
     }
 
     /// Runs `command`; fails with [`Timeout`] past `deadline`.
