@@ -181,7 +181,9 @@ impl Runner<'_> {
                             serial_logs.push(self.end_vm(m, serial_logs.len(), true));
                         }
                     }
-                    if machine.is_none() {
+                    // A kernel that failed two boots in a row would fail them for every case:
+                    // booting it again would only multiply the boot timeout.
+                    if machine.is_none() && !outcome.infrastructure_failed {
                         let reason = match (serial_logs.is_empty(), p.case.fresh_vm) {
                             (true, _) => "first case",
                             (false, true) => "the case asks for a fresh VM",
@@ -197,7 +199,8 @@ impl Runner<'_> {
                             p,
                             Status::Error,
                             format!(
-                                "no VM: it did not boot, twice (see {})",
+                                "no VM: it did not boot, twice (see {}); not booted again for \
+                                 the remaining cases",
                                 boot_failures
                                     .last()
                                     .map_or(String::new(), |p: &PathBuf| p.display().to_string())

@@ -83,8 +83,30 @@ fn a_kernel_that_cannot_be_tested_is_125() {
     let vmlinuz = boot_file(&kroot, "vmlinuz-");
     std::fs::remove_file(&vmlinuz).unwrap();
     std::fs::write(&vmlinuz, vec![0u8; 1 << 20]).unwrap();
-    let out = xtask(&["test", "--bisect", "--kernel", &spec, "--boot-timeout", "60", FIXTURE]);
+    let out = xtask(&[
+        "test",
+        "--bisect",
+        "--kernel",
+        &spec,
+        "--boot-timeout",
+        "60",
+        "--repeat",
+        "3",
+        FIXTURE,
+    ]);
     assert_eq!(out.status.code(), Some(125));
+    // Booted twice (the retry), then not again for the other two runs; each is an error.
+    let dir = common::run_dir(&out);
+    let results = common::results(&out);
+    assert!(dir.join("boot-failure-2.log").is_file());
+    assert!(!dir.join("boot-failure-3.log").exists());
+    assert_eq!(results["boot_failures"].as_array().unwrap().len(), 2);
+    let cases = results["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 3);
+    for c in cases {
+        assert_eq!(c["status"], "error", "{c}");
+        assert!(c["message"].as_str().unwrap().contains("not booted again"), "{c}");
+    }
 }
 
 #[test]
