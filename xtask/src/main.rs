@@ -19,6 +19,7 @@ mod reporters;
 mod repro_script;
 mod runner;
 mod scenario;
+mod sh;
 mod ssh;
 mod vm;
 

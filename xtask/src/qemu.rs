@@ -129,13 +129,7 @@ pub fn version(sh: &xshell::Shell) -> anyhow::Result<String> {
 pub fn command_line(c: &QemuConfig) -> String {
     std::iter::once(QEMU.to_string())
         .chain(args(c))
-        .map(|a| {
-            if a.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_=,.:/+".contains(ch)) {
-                a
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
+        .map(|a| crate::sh::quote(&a))
         .collect::<Vec<_>>()
         .join(" ")
 }

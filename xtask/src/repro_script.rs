@@ -10,6 +10,7 @@
 //! processes, exactly as the agent holds its mappings while it calls other syscalls.
 
 use crate::scenario::{KernelLogDef, Xfail};
+use crate::sh::quote;
 use daxtest_proto::case::{CaseSpec, Expect, FallocMode, Fs, MapKind, Op, Shared, Step};
 use std::fmt::Write as _;
 
@@ -28,15 +29,6 @@ pub struct Script {
     pub text: String,
     /// Steps the script cannot express (each also said loudly in the script).
     pub unsupported: Vec<String>,
-}
-
-/// A word for sh: as it is when it is plainly safe, else single-quoted.
-pub fn quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_=,.:/+@%".contains(c)) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
 }
 
 /// A path under the mount point as one sh word: `"$MNT"/'rel'`.
