@@ -117,12 +117,12 @@ impl flags::Test {
             let sub_id = format!("{run_id}/{dir}");
             runs.push(self.run_on(ctx, &cases, *spec, image, opts, sub_id, &run_dir.join(&dir))?);
         }
-        let kernel_runs: Vec<matrix::KernelRun> =
-            runs.iter().map(|r| r.kernel_run.clone()).collect();
+        let status = runs.iter().map(KernelOutcome::exit_status).max().unwrap_or(exit::SUCCESS);
+        let kernel_runs: Vec<matrix::KernelRun> = runs.into_iter().map(|r| r.kernel_run).collect();
         eprint!("\n{}", matrix::table(&kernel_runs));
         matrix::write(&run_dir, &run_id, &kernel_runs)?;
         eprintln!("results: {}", run_dir.display());
-        Ok(runs.iter().map(KernelOutcome::exit_status).max().unwrap_or(exit::SUCCESS))
+        Ok(status)
     }
 
     /// The planned runs of every case on one kernel: `--repeat` copies, seeds, resolution.
