@@ -54,7 +54,11 @@ impl Reporter for Console {
                 writeln!(self.out, "daxtest: VM ready in {} ({reason})", secs(*boot_time))?;
             }
             Event::BootFailed { message, log, retrying } => {
-                let then = if *retrying { "booting again" } else { "giving up on this case" };
+                let then = if *retrying {
+                    "booting again"
+                } else {
+                    "giving up: this case and the rest are errors"
+                };
                 writeln!(
                     self.out,
                     "daxtest: a VM did not boot ({then}); kept as {}",

@@ -23,6 +23,8 @@ pub struct Files {
     results: Vec<CaseResult>,
     /// QEMU command lines of the VMs booted so far.
     vms: Vec<String>,
+    /// The VM that is up (1-based), if one is: a failed boot leaves none.
+    current_vm: Option<usize>,
     /// Per result, the VM (1-based) that ran it; `None` when none did (a skip).
     result_vms: Vec<Option<usize>>,
 }
@@ -34,6 +36,7 @@ impl Files {
             info: None,
             results: Vec::new(),
             vms: Vec::new(),
+            current_vm: None,
             result_vms: Vec::new(),
         }
     }
@@ -77,8 +80,12 @@ impl Reporter for Files {
         match e {
             Event::RunStarted(info) => self.info = Some(info.clone()),
             // Nothing to write until a case has a result.
-            Event::CaseStarted { .. } | Event::BootFailed { .. } => {}
-            Event::VmBooted { command_line, .. } => self.vms.push(command_line.clone()),
+            Event::CaseStarted { .. } => {}
+            Event::BootFailed { .. } => self.current_vm = None,
+            Event::VmBooted { command_line, .. } => {
+                self.vms.push(command_line.clone());
+                self.current_vm = Some(self.vms.len());
+            }
             Event::CaseFinished(r) => {
                 let path = self.dir.join(kernel_log_path(&r.id));
                 std::fs::create_dir_all(path.parent().expect("kernel-logs/"))?;
@@ -89,9 +96,9 @@ impl Reporter for Files {
                 std::fs::write(&path, text)
                     .with_context(|| format!("writing {}", path.display()))?;
                 self.results.push(r.clone());
-                // Cases run one after another, each in the VM booted last.
-                let ran = r.status != Status::Skip && !self.vms.is_empty();
-                self.result_vms.push(ran.then_some(self.vms.len()));
+                // Cases run one after another, each in the VM booted last, if it booted.
+                let ran = r.status != Status::Skip;
+                self.result_vms.push(self.current_vm.filter(|_| ran));
             }
             Event::RunFinished { elapsed, serial_logs, boot_failures } => {
                 let info = self.info.as_ref().context("RunFinished before RunStarted")?;
