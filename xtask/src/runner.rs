@@ -240,35 +240,21 @@ impl Runner<'_> {
         reason: &str,
         failures: &mut Vec<PathBuf>,
     ) -> anyhow::Result<Machine> {
-        let mut attempt = 1;
-        loop {
-            match Vm::start(self.image, self.root, self.vm_options) {
-                Ok((vm, ready)) => {
-                    emit(&Event::VmBooted {
-                        boot_time: ready.boot_time,
-                        reason: reason.into(),
-                        command_line: vm.command_line.clone(),
-                    });
-                    return Ok(Machine { vm, ready });
-                }
-                Err(e) => {
-                    let log = self.run_dir.join(format!("boot-failure-{}.log", failures.len() + 1));
-                    if let Err(w) = std::fs::write(&log, format!("{e:#}\n")) {
-                        eprintln!("daxtest: writing {}: {w}", log.display());
-                    }
-                    failures.push(log.clone());
-                    emit(&Event::BootFailed {
-                        message: format!("{e:#}"),
-                        log,
-                        retrying: attempt == 1,
-                    });
-                    if attempt == 2 {
-                        return Err(e);
-                    }
-                    attempt += 1;
-                }
+        let mut failed = |e: &anyhow::Error, retrying: bool| {
+            let log = self.run_dir.join(format!("boot-failure-{}.log", failures.len() + 1));
+            if let Err(w) = std::fs::write(&log, format!("{e:#}\n")) {
+                eprintln!("daxtest: writing {}: {w}", log.display());
             }
-        }
+            failures.push(log.clone());
+            emit(&Event::BootFailed { message: format!("{e:#}"), log, retrying });
+        };
+        let (vm, ready) = Vm::start_or_retry(self.image, self.root, self.vm_options, &mut failed)?;
+        emit(&Event::VmBooted {
+            boot_time: ready.boot_time,
+            reason: reason.into(),
+            command_line: vm.command_line.clone(),
+        });
+        Ok(Machine { vm, ready })
     }
 
     /// Powers off (or kills) the VM and keeps its serial log in the run directory.

@@ -5,7 +5,7 @@
 
 use super::Ctx;
 use crate::flags::{self, BenchWhat};
-use crate::vm::Vm;
+use crate::vm::{Vm, VmOptions};
 use std::time::{Duration, Instant};
 
 impl flags::Bench {
@@ -20,8 +20,17 @@ impl flags::Bench {
 
 fn boot(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
     let (image, opts) = ctx.prepare(flags)?;
+    // A failed boot is shown and counted, and that boot is done once more (as the runner does):
+    // one failure must not cost the whole measurement, and a kernel that cannot boot still
+    // fails it.
+    let mut failed_boots = 0;
+    let mut failed = |e: &anyhow::Error, retrying: bool| {
+        failed_boots += 1;
+        let then = if retrying { "booting once more" } else { "giving up" };
+        eprintln!("daxtest: a boot failed ({then}); it is not in the figures:\n{e:#}");
+    };
     // One boot first, untimed: it fills the fsdax template cache, as any earlier run would have.
-    let (vm, ready) = Vm::start(&image, &ctx.root, &opts)?;
+    let (vm, ready) = Vm::start_or_retry(&image, &ctx.root, &opts, &mut failed)?;
     vm.shutdown(ready)?;
 
     let (mut bare, mut full, mut xfs) = (Vec::new(), Vec::new(), Vec::new());
@@ -31,11 +40,15 @@ fn boot(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
         "rep", "bare boot s", "boot-to-ready s", "modprobe xfs s"
     );
     for rep in 1..=reps {
-        let mut vm = Vm::spawn(&image, &ctx.root, &opts, &image.bare_initramfs(), true)?;
-        let b = vm.wait_exit(opts.boot_timeout)?;
-        drop(vm);
+        let b = match bare_boot(ctx, &image, &opts) {
+            Ok(b) => b,
+            Err(e) => {
+                failed(&e, true);
+                bare_boot(ctx, &image, &opts).inspect_err(|e| failed(e, false))?
+            }
+        };
 
-        let (vm, ready) = Vm::start(&image, &ctx.root, &opts)?;
+        let (vm, ready) = Vm::start_or_retry(&image, &ctx.root, &opts, &mut failed)?;
         let r = ready.boot_time;
         // What the boot leaves to first use: xfs.ko, loaded by the guest's modprobe.
         let t = Instant::now();
@@ -63,6 +76,7 @@ fn boot(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
     println!("bare boot (median):   {:.2} s  QEMU start to exit; init only powers off", secs(mb));
     println!("boot-to-ready (med):  {:.2} s  QEMU start to the agent's report over SSH", secs(mf));
     println!("ratio:                {:.2}", secs(mf) / secs(mb));
+    println!("failed boots:         {failed_boots}  each shown above and done once more");
     println!(
         "modprobe xfs (med):   {:.2} s  on-demand, after ready; paid by the first XFS use",
         secs(mx)
@@ -76,6 +90,17 @@ fn boot(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// QEMU start to exit with an init that only powers off. A kernel that panicked exits QEMU
+/// too (panic=-1 with -no-reboot), sooner: that is a failed boot, not a fast one.
+fn bare_boot(ctx: &Ctx, image: &crate::image::Image, opts: &VmOptions) -> anyhow::Result<Duration> {
+    let mut vm = Vm::spawn(image, &ctx.root, opts, &image.bare_initramfs(), true)?;
+    let took = vm.wait_exit(opts.boot_timeout)?;
+    if let Some(crash) = crate::kernel_log::crash_report(&vm.serial()) {
+        anyhow::bail!(vm.failure(&format!("the kernel crashed during a bare boot: {crash}")));
+    }
+    Ok(took)
 }
 
 fn image(ctx: &Ctx, kernel: Option<&str>, reps: usize) -> anyhow::Result<i32> {

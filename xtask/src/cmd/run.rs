@@ -8,7 +8,7 @@ use crate::vm::Vm;
 impl flags::Run {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
         let (image, opts) = ctx.prepare(&self.vm)?;
-        let (vm, ready) = Vm::start(&image, &ctx.root, &opts)?;
+        let (vm, ready) = Vm::start_reporting(&image, &ctx.root, &opts)?;
         eprintln!(
             "daxtest: guest {} ready in {:.2} s ({} x {} MiB NVDIMM in fsdax mode)",
             ready.report.kernel_release,
