@@ -13,6 +13,7 @@ mod kernel;
 mod kernel_build;
 mod kernel_log;
 mod local_kernel;
+mod names;
 mod qemu;
 mod recipe;
 mod reporters;

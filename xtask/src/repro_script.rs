@@ -39,7 +39,7 @@ fn mnt(rel: &str) -> String {
 /// Whether `rel` can go into an xfs_io command string (split on blanks by xfs_io, inside
 /// double quotes for sh) unchanged.
 fn xfs_io_safe(rel: &str) -> bool {
-    !rel.is_empty() && rel.chars().all(|c| c.is_ascii_alphanumeric() || "-_=,.:/+@%".contains(c))
+    crate::sh::is_plain(rel)
 }
 
 /// The file table and mapping table of the session xfs_io, tracked here as the steps change
@@ -534,7 +534,7 @@ fn on_off(on: bool) -> &'static str {
 
 /// A saved extent map's file name part: only characters that are safe in a file name.
 fn fiemap_name(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+    crate::names::safe(name, "-")
 }
 
 /// The relative paths an op names (they go into xfs_io command strings).

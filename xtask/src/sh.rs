@@ -3,11 +3,17 @@
 
 /// `s` as one sh word: as it is when it is plainly safe, else single-quoted.
 pub fn quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_=,.:/+@%".contains(c)) {
+    if is_plain(s) {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
+}
+
+/// Whether `s` needs no quoting: not empty, and nothing any shell or xfs_io would split on or
+/// expand.
+pub fn is_plain(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_=,.:/+@%".contains(c))
 }
 
 #[cfg(test)]

@@ -144,9 +144,9 @@ fn suite(ctx: &Ctx, vm: flags::Vm) -> anyhow::Result<i32> {
         bisect: false,
     };
     let t = Instant::now();
-    let status = test.run(ctx)?;
+    // This run's own directory: runs/latest may already be another run's.
+    let (status, dir) = test.run_in_dir(ctx)?;
     let total = t.elapsed();
-    let dir = ctx.root.join("target/daxtest/runs/latest");
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("results.json"))?)?;
     let cases = results["cases"].as_array().map_or(0, Vec::len);

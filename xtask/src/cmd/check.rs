@@ -7,19 +7,17 @@ use crate::scenario::{self, Selection};
 
 impl flags::Check {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
-        // `check` takes paths only: a word that names none is a mistake, not a case filter.
-        for p in &self.paths {
-            let path = std::path::Path::new(p);
-            if !path.exists() {
-                return Err(exit::input(format!("{p}: no such file or directory")));
-            }
-            if !path.is_dir() && !p.ends_with(".toml") {
-                return Err(exit::input(format!(
-                    "{p}: not a scenario file (scenario files end in .toml; see scenarios/README.md)"
-                )));
-            }
-        }
         let sel = Selection::new(&ctx.root, &self.paths)?;
+        // `check` takes paths only (Selection has checked that they exist): a word that names
+        // no .toml file or directory is a mistake, not a case filter.
+        if let Some(word) = sel.filters.first() {
+            let what = if std::path::Path::new(word).exists() {
+                "not a scenario file (scenario files end in .toml; see scenarios/README.md)"
+            } else {
+                "no such file or directory"
+            };
+            return Err(exit::input(format!("{word}: {what}")));
+        }
         let scenarios = super::load_scenarios(&sel)?;
         let cases: usize = scenarios.iter().map(|s| s.cases.len()).sum();
         println!("{} scenario files, {cases} cases: all valid", scenarios.len());

@@ -228,7 +228,7 @@ struct Bundle<'a> {
 
 /// A file-name-safe form of a case id.
 fn slug(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+    crate::names::safe(id, "-")
 }
 
 fn write_bundle(b: &Bundle) -> anyhow::Result<PathBuf> {

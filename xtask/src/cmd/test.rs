@@ -11,7 +11,7 @@ use crate::reporters::{self, matrix};
 use crate::runner::{Outcome, Planned, Runner};
 use crate::scenario::{Case, KernelVersion, Selection, TimeoutDef};
 use crate::vm::VmOptions;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// `git bisect run`: 0 good, 1 bad, 125 this revision cannot be tested, > 127 stop bisecting.
@@ -33,7 +33,7 @@ impl flags::Test {
             }
             Err(e) => return Err(e),
         };
-        let result = self.run_cases(ctx, cases);
+        let result = self.run_cases(ctx, cases).map(|(status, _)| status);
         if !self.bisect {
             return result;
         }
@@ -46,6 +46,12 @@ impl flags::Test {
                 bisect::UNTESTABLE
             }
         })
+    }
+
+    /// A run without `--bisect`: its exit status and its run directory.
+    pub(super) fn run_in_dir(self, ctx: &Ctx) -> anyhow::Result<(i32, PathBuf)> {
+        let cases = self.select_cases(ctx)?;
+        self.run_cases(ctx, cases)
     }
 
     fn select_cases(&self, ctx: &Ctx) -> anyhow::Result<Vec<Case>> {
@@ -94,7 +100,7 @@ impl flags::Test {
         }
     }
 
-    fn run_cases(&self, ctx: &Ctx, cases: Vec<Case>) -> anyhow::Result<i32> {
+    fn run_cases(&self, ctx: &Ctx, cases: Vec<Case>) -> anyhow::Result<(i32, PathBuf)> {
         let specs: Vec<Option<&str>> = match self.vm.kernel.as_slice() {
             [] => vec![None],
             ks => ks.iter().map(|k| Some(k.as_str())).collect(),
@@ -107,7 +113,7 @@ impl flags::Test {
         let (run_id, run_dir) = reporters::prepare_run_dir(&ctx.root)?;
         if let ([spec], [(image, opts)]) = (specs.as_slice(), prepared.as_slice()) {
             let run = self.run_on(ctx, &cases, *spec, image, opts, run_id, &run_dir)?;
-            return Ok(run.exit_status());
+            return Ok((run.exit_status(), run_dir));
         }
         let mut runs = Vec::new();
         let mut dirs = Vec::new();
@@ -122,7 +128,7 @@ impl flags::Test {
         eprint!("\n{}", matrix::table(&kernel_runs));
         matrix::write(&run_dir, &run_id, &kernel_runs)?;
         eprintln!("results: {}", run_dir.display());
-        Ok(status)
+        Ok((status, run_dir))
     }
 
     /// The planned runs of every case on one kernel: `--repeat` copies, seeds, resolution.

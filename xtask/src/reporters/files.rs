@@ -9,11 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// `kernel-logs/<id>.log`, relative to the run directory; `/` in the id becomes `__`.
 pub fn kernel_log_path(id: &str) -> PathBuf {
-    let name: String = id
-        .replace('/', "__")
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_=.,".contains(c) { c } else { '_' })
-        .collect();
+    let name = crate::names::safe(&id.replace('/', "__"), "-_=.,");
     Path::new("kernel-logs").join(format!("{name}.log"))
 }
 

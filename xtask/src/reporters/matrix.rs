@@ -27,10 +27,7 @@ pub struct KernelRun {
 
 /// A directory name for a kernel: its release, made unique among those already taken.
 pub fn dir_name(release: &str, taken: &[String]) -> String {
-    let base: String = release
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.+".contains(c) { c } else { '_' })
-        .collect();
+    let base = crate::names::safe(release, "-_.+");
     let mut name = base.clone();
     let mut n = 2;
     while taken.contains(&name) {
