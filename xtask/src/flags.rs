@@ -159,6 +159,10 @@ pub struct Vm {
     /// Seconds from QEMU's start until the guest must answer.
     #[arg(long)]
     pub boot_timeout: Option<u64>,
+    /// The port of 127.0.0.1 forwarded to the guest's sshd (default: a free one), e.g. to log
+    /// in from another terminal while `shell` runs. A port in use is refused before any boot.
+    #[arg(long)]
+    pub ssh_port: Option<u16>,
 }
 
 #[derive(Debug, Args)]

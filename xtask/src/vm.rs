@@ -27,6 +27,8 @@ pub struct VmOptions {
     pub boot_timeout: Duration,
     /// The guest kernel's hung-task timeout: a task blocked this long is reported by the kernel.
     pub hung_task_secs: u64,
+    /// A fixed SSH port on 127.0.0.1 (`--ssh-port`); `None` picks a free one per VM.
+    pub ssh_port: Option<u16>,
 }
 
 /// An fsdax namespace needs a size that is a multiple of 16 MiB, and room for its info block.
@@ -44,6 +46,24 @@ impl VmOptions {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.nvdimms == 0 {
             return Err(exit::input("--nvdimms 0: the guest needs at least one NVDIMM"));
+        }
+        match self.ssh_port {
+            Some(0) => {
+                return Err(exit::input(
+                    "--ssh-port 0: give a port from 1 to 65535, or leave --ssh-port out to use \
+                     any free one",
+                ))
+            }
+            // Bound and released at once: QEMU binds it the same way (SO_REUSEADDR).
+            Some(port) => {
+                if let Err(e) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+                    return Err(exit::input(format!(
+                        "--ssh-port {port}: cannot listen on 127.0.0.1:{port} ({e}): give a free \
+                         port, or leave --ssh-port out to use any free one"
+                    )));
+                }
+            }
+            None => {}
         }
         check_nvdimm_size(self.nvdimm_size)
             .map_err(|e| exit::input(format!("NVDIMM size {} bytes: {e}", self.nvdimm_size)))?;
@@ -167,8 +187,13 @@ impl Vm {
             let mut vm = Vm::spawn(image, root, opts, &image.initramfs(), true)?;
             match vm.wait_ready(image) {
                 Ok(ready) => return Ok((vm, ready)),
-                // Another process took the port between our check and QEMU's bind: pick again.
-                Err(e) if attempts < 5 && vm.qemu.stderr().contains("host forwarding rule") => {
+                // Another process took the port between our check and QEMU's bind: pick again
+                // (unless the user chose the port).
+                Err(e)
+                    if attempts < 5
+                        && opts.ssh_port.is_none()
+                        && vm.qemu.stderr().contains("host forwarding rule") =>
+                {
                     attempts += 1;
                     eprintln!("daxtest: port {} was taken, retrying: {e:#}", vm.port);
                 }
@@ -185,8 +210,9 @@ impl Vm {
         initrd: &Path,
         network: bool,
     ) -> anyhow::Result<Vm> {
-        let tmp_root = root.join("target/daxtest/tmp");
-        std::fs::create_dir_all(&tmp_root)?;
+        let tmp_root = tmp_root(root);
+        std::fs::create_dir_all(&tmp_root)
+            .with_context(|| format!("creating {}", tmp_root.display()))?;
         check_free_space(&tmp_root, opts)?;
         let dir = tempfile::Builder::new()
             .prefix("vm-")
@@ -207,7 +233,11 @@ impl Vm {
             )?;
             nvdimms.push(Nvdimm { path, size: opts.nvdimm_size });
         }
-        let port = if network { free_port()? } else { 0 };
+        let port = match (network, opts.ssh_port) {
+            (false, _) => 0,
+            (true, Some(p)) => p,
+            (true, None) => free_port()?,
+        };
         let serial_log = dir.path().join("serial.log");
         let config = QemuConfig {
             accel: opts.accel,
@@ -419,16 +449,30 @@ impl Drop for Vm {
     }
 }
 
+/// Where VM directories (backing files, serial log, monitor socket) go: `$DAXTEST_TMPDIR/daxtest`,
+/// for backing files on another filesystem (a bigger disk, or a tmpfs for RAM-backed NVDIMMs),
+/// else target/daxtest/tmp. A directory of our own, because the sweep after a killed run removes
+/// what it finds there.
+pub fn tmp_root(root: &Path) -> PathBuf {
+    match std::env::var_os("DAXTEST_TMPDIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("daxtest"),
+        _ => root.join("target/daxtest/tmp"),
+    }
+}
+
 /// The backing files are sparse, but what the guest writes to its NVDIMMs lands in them: a full
 /// disk would show up in the guest as a SIGBUS from QEMU. Refuse to start below a floor instead.
-fn check_free_space(dir: &Path, opts: &VmOptions) -> anyhow::Result<()> {
+pub fn check_free_space(dir: &Path, opts: &VmOptions) -> anyhow::Result<()> {
     const FLOOR: u64 = 512 << 20;
-    let st = rustix::fs::statvfs(dir).with_context(|| format!("statvfs {}", dir.display()))?;
+    // The directory may not exist yet: ask its nearest existing ancestor's filesystem.
+    let probe = dir.ancestors().find(|d| d.exists()).unwrap_or(dir);
+    let st = rustix::fs::statvfs(probe).with_context(|| format!("statvfs {}", probe.display()))?;
     let free = st.f_bavail * st.f_frsize;
     if free < FLOOR {
         bail!(
             "only {} MiB free for the VM's backing files in {} (at least {} MiB needed; a VM may \
-             write up to {} x {} MiB there): free some space, e.g. `rm -r target/daxtest/runs`",
+             write up to {} x {} MiB there): free some space (e.g. `rm -r target/daxtest/runs`) or \
+             point DAXTEST_TMPDIR at a directory with room",
             free >> 20,
             dir.display(),
             FLOOR >> 20,
@@ -476,6 +520,7 @@ mod tests {
             nvdimm_size: size,
             boot_timeout: Duration::from_secs(1),
             hung_task_secs: 10,
+            ssh_port: None,
         }
     }
 

@@ -85,7 +85,9 @@ fn refused(args: &[&str], status: i32, wants: &[&str]) {
     }
     // What a run prints once it gets past input checks: the guest build, the image, the
     // accelerator, the boot.
-    for booted in ["ready in", "$ cargo build", "daxtest: image ", "built image", "accelerator:"] {
+    for booted in
+        ["daxtest: guest ", "$ cargo build", "daxtest: image ", "built image", "accelerator:"]
+    {
         assert!(!err.contains(booted), "xtask {args:?}: got as far as {booted:?}:\n{err}");
     }
     assert_eq!(run.stdout, "", "xtask {args:?}: nothing on stdout");
@@ -410,6 +412,16 @@ const COMMAND_LINES: &[(&[&str], i32, &[&str])] = &[
     ),
     (&["test", "--cpus", "0", "SEL"], INPUT, &["error: --cpus 0: use 1 to 64"]),
     (&["test", "--cpus", "65", "SEL"], INPUT, &["error: --cpus 65: use 1 to 64"]),
+    (
+        &["run", "--ssh-port", "0", "--", "true"],
+        INPUT,
+        &["error: --ssh-port 0: give a port from 1"],
+    ),
+    (
+        &["test", "--ssh-port", "70000", "SEL"],
+        INPUT,
+        &["error: invalid value '70000' for '--ssh-port"],
+    ),
     (&["run", "--cpus", "0", "--", "true"], INPUT, &["error: --cpus 0: use 1 to 64"]),
     // Runs and timeouts.
     (
@@ -500,5 +512,56 @@ fn words_that_name_nothing_and_sizes_name_their_source() {
     ];
     for (args, status, wants) in table {
         refused(&substitute(args, &sel, &empty), *status, wants);
+    }
+}
+
+/// A port that another program listens on, given with --ssh-port: refused before the image.
+#[test]
+fn a_busy_ssh_port_is_refused_before_anything_boots() {
+    let (_dir, sel, _empty) = command_line_inputs();
+    let busy = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let want = format!(
+        "error: --ssh-port {port}: cannot listen on 127.0.0.1:{port} (Address already in use"
+    );
+    let fix = "give a free port, or leave --ssh-port out to use any free one";
+    refused(&["run", "--ssh-port", &port, "--", "true"], INPUT, &[&want, fix]);
+    refused(&["test", "--ssh-port", &port, &sel], INPUT, &[&want]);
+}
+
+/// Too little room for the backing files: a 64 MiB tmpfs as DAXTEST_TMPDIR, mounted in a user
+/// and mount namespace of the test's own (no root needed, nothing left mounted). Exit status 3
+/// for `test` (the machine, not the input; `run` keeps 255 for its own failures, as the
+/// command's statuses are its), before anything is built or booted.
+#[test]
+fn a_full_disk_for_the_backing_files_is_refused_before_anything_boots() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, status) in [(&["test", "reflink"][..], 3), (&["run", "--", "true"][..], 255)] {
+        let out = Command::new("timeout")
+            .args(["60", "unshare", "--user", "--map-root-user", "--mount", "sh", "-c"])
+            .arg(
+                r#"d=$1 x=$2; shift 2
+                mount -t tmpfs -o size=64m daxtest-full "$d" && DAXTEST_TMPDIR=$d exec "$x" "$@""#,
+            )
+            .arg("sh")
+            .arg(dir.path())
+            .arg(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .current_dir(root())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{args:?}: exit status\n--- stderr\n{err}");
+        let want = format!(
+            "error: only 64 MiB free for the VM's backing files in {} (at least 512 MiB needed; a \
+             VM may write up to 1 x 2048 MiB there): free some space (e.g. `rm -r \
+             target/daxtest/runs`) or point DAXTEST_TMPDIR at a directory with room",
+            dir.path().join("daxtest").display()
+        );
+        assert!(err.contains(&want), "{args:?}: want {want:?}\nin stderr:\n{err}");
+        for booted in ["daxtest: guest ", "$ cargo build", "daxtest: image ", "accelerator:"] {
+            assert!(!err.contains(booted), "{args:?}: got as far as {booted:?}:\n{err}");
+        }
     }
 }

@@ -204,6 +204,32 @@ fn two_test_runs_at_once_do_not_interfere() {
     assert!(qemu_vm_dirs().is_empty());
 }
 
+/// `--ssh-port`: every VM of the run forwards that port, the one booted after a panic too (the
+/// port is free again once the crashed VM's QEMU is gone).
+#[test]
+fn a_chosen_ssh_port_serves_every_vm_of_a_run() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port();
+    let port = port.to_string();
+    let faults = "xtask/tests/fixtures/faults.toml";
+    let out = run(&["test", "--ssh-port", &port, faults, "faults/panic", "faults/healthy-2"]);
+    assert_eq!(out.status.code(), Some(1), "the panic is a crash: exit 1");
+    let results = common::results(&out);
+    let statuses: Vec<&str> = results["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["crash", "pass"]);
+    let vms = results["qemu_command_lines"].as_array().unwrap();
+    assert_eq!(vms.len(), 2, "{vms:?}");
+    for vm in vms {
+        let forward = format!("hostfwd=tcp:127.0.0.1:{port}-:22");
+        assert!(vm.as_str().unwrap().contains(&forward), "{vm}");
+    }
+}
+
 /// VM directories of running QEMU processes started from this checkout.
 fn qemu_vm_dirs() -> Vec<PathBuf> {
     let tmp = root().join("target/daxtest/tmp");

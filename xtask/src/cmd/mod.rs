@@ -91,9 +91,12 @@ impl Ctx {
                 })?,
             boot_timeout: Duration::from_secs(f.boot_timeout.unwrap_or(d.boot_timeout_s)),
             hung_task_secs: d.hung_task_s,
+            ssh_port: f.ssh_port,
         };
-        // Bad sizes are refused before the image build and before anything boots.
+        // Bad sizes, a busy port and a full disk are refused before the image build and before
+        // anything boots.
         opts.validate()?;
+        crate::vm::check_free_space(&crate::vm::tmp_root(&self.root), &opts)?;
         let image = self.image(kernel, false)?;
         let (accel, why) = accel::resolve(&self.sh, f.accel, &image, &self.cache())?;
         eprintln!("daxtest: accelerator: {why}");

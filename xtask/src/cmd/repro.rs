@@ -66,6 +66,7 @@ impl flags::Repro {
             memory: Some(num("memory_mib")?),
             cpus: Some(num("cpus")? as u32),
             boot_timeout: Some(num("boot_timeout_s")?),
+            ssh_port: None,
         };
 
         // The case as the scenario file defines it today.
