@@ -54,6 +54,23 @@ fn run_passes_output_and_exit_status_through() {
     assert!(text(&out.stderr).contains("to-stderr\n"));
 }
 
+/// A command that panics the guest (a reproducer of a crash, say) is reported as a kernel crash
+/// with the panic text; one that powers it off as a lost guest. Both exit 255.
+#[test]
+fn run_names_a_kernel_crash_and_a_lost_guest() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = run(&["run", "--", "echo c > /proc/sysrq-trigger"]);
+    assert_eq!(out.status.code(), Some(255));
+    let err = text(&out.stderr);
+    assert!(err.contains("error: the guest kernel crashed while the command ran ("), "{err}");
+    assert!(err.contains("Kernel panic - not syncing: sysrq triggered crash"), "{err}");
+    let out = run(&["run", "--", "poweroff -f"]);
+    assert_eq!(out.status.code(), Some(255));
+    let err = text(&out.stderr);
+    assert!(err.contains("error: lost the guest while the command ran: "), "{err}");
+    assert!(!err.contains("crashed"), "{err}");
+}
+
 #[test]
 fn two_nvdimms_of_a_chosen_size_are_both_fsdax() {
     let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

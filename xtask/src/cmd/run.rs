@@ -3,7 +3,9 @@
 
 use super::Ctx;
 use crate::flags;
+use crate::kernel_log;
 use crate::vm::Vm;
+use std::time::Duration;
 
 impl flags::Run {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
@@ -22,12 +24,31 @@ impl flags::Run {
         // `cargo xtask run -- sh -s < script.sh` runs a script of any length (an SSH exec
         // command line is limited in length by dropbear).
         let (out, err) = (&mut std::io::stdout(), &mut std::io::stderr());
-        let status = if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            ready.guest.stream(&command, out, err)?
+        let streamed = if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            ready.guest.stream(&command, out, err)
         } else {
-            ready.guest.stream_with_stdin(&command, out, err)?
+            ready.guest.stream_with_stdin(&command, out, err)
+        };
+        let status = match streamed {
+            Ok(status) => status,
+            Err(e) => return Err(lost_guest(vm, e)),
         };
         vm.shutdown(ready)?;
         Ok(status)
+    }
+}
+
+/// What ended the connection: a kernel crash (a reproducer that panics the guest, say) is named
+/// with its report; otherwise QEMU's state and the serial tail.
+fn lost_guest(mut vm: Vm, e: anyhow::Error) -> anyhow::Error {
+    // A panicking kernel is still printing, and QEMU exits after it: let both end.
+    vm.wait_exit_quietly(Duration::from_secs(3));
+    match kernel_log::crash_report(&vm.serial()) {
+        Some(report) => {
+            anyhow::anyhow!("the guest kernel crashed while the command ran ({e:#}):\n{report}")
+        }
+        None => {
+            anyhow::anyhow!(vm.failure(&format!("lost the guest while the command ran: {e:#}")))
+        }
     }
 }
