@@ -146,11 +146,8 @@ impl FsdaxTemplate {
 
 impl Vm {
     /// `start`, and once more if that boot fails; `failed` hears of each failure (and whether
-    /// another boot follows) before the next boot begins. A kernel that cannot boot fails both.
-    /// One that failed once is worth a second boot: QEMU 7.2's multi-threaded TCG now and then
-    /// runs a stale translation of code the kernel has just patched (an "Oops: int3" while a
-    /// static key flips, about 2 s into the boot, where the bytes in memory are already the new
-    /// instruction), which a second boot does not repeat.
+    /// another boot follows) before the next boot begins. A kernel that cannot boot fails both;
+    /// a fault of the emulator's (see `kernel_command_line`) is not repeated by a second boot.
     pub fn start_or_retry(
         image: &Image,
         root: &Path,
