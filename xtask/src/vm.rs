@@ -154,13 +154,7 @@ impl Vm {
         opts: &VmOptions,
         failed: &mut dyn FnMut(&anyhow::Error, bool),
     ) -> anyhow::Result<(Vm, Ready)> {
-        match Vm::start(image, root, opts) {
-            Ok(booted) => Ok(booted),
-            Err(e) => {
-                failed(&e, true);
-                Vm::start(image, root, opts).inspect_err(|e| failed(e, false))
-            }
-        }
+        once_more(|| Vm::start(image, root, opts), failed)
     }
 
     /// `start_or_retry` for the commands that have no run directory: the failure goes to stderr.
@@ -444,6 +438,18 @@ impl Drop for Vm {
     fn drop(&mut self) {
         cleanup::unregister_dir(self.dir.path());
     }
+}
+
+/// `boot()`, and once more if it fails; `failed` hears of each failure and whether another
+/// attempt follows.
+pub fn once_more<T>(
+    mut boot: impl FnMut() -> anyhow::Result<T>,
+    failed: &mut dyn FnMut(&anyhow::Error, bool),
+) -> anyhow::Result<T> {
+    boot().or_else(|e| {
+        failed(&e, true);
+        boot().inspect_err(|e| failed(e, false))
+    })
 }
 
 /// Where VM directories (backing files, serial log, monitor socket) go: `$DAXTEST_TMPDIR/daxtest`,

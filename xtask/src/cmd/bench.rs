@@ -40,13 +40,7 @@ fn boot(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
         "rep", "bare boot s", "boot-to-ready s", "modprobe xfs s"
     );
     for rep in 1..=reps {
-        let b = match bare_boot(ctx, &image, &opts) {
-            Ok(b) => b,
-            Err(e) => {
-                failed(&e, true);
-                bare_boot(ctx, &image, &opts).inspect_err(|e| failed(e, false))?
-            }
-        };
+        let b = crate::vm::once_more(|| bare_boot(ctx, &image, &opts), &mut failed)?;
 
         let (vm, ready) = Vm::start_or_retry(&image, &ctx.root, &opts, &mut failed)?;
         let r = ready.boot_time;
