@@ -357,8 +357,7 @@ impl Runner<'_> {
                     Err(e) => format!(" ({e:#})"),
                     _ => String::new(),
                 };
-                // A panicking kernel is still printing, and QEMU exits after it: let both end.
-                let _ = m.vm.wait_exit_quietly(Duration::from_secs(3));
+                m.vm.let_a_panic_finish();
                 let serial = watch.serial_since_start();
                 let mut r = match kernel_log::crash_report(&serial) {
                     Some(report) => {

@@ -378,9 +378,10 @@ impl Vm {
         }
     }
 
-    /// Gives QEMU up to `timeout` to exit (a panicking guest); true when it has.
-    pub fn wait_exit_quietly(&mut self, timeout: Duration) -> bool {
-        matches!(self.qemu.wait_timeout(timeout), Ok(Some(_)))
+    /// After the guest was lost: a panicking kernel is still printing, and QEMU exits after
+    /// it. Gives both up to 3 s to end, so that the serial log holds the whole report.
+    pub fn let_a_panic_finish(&mut self) {
+        let _ = self.qemu.wait_timeout(Duration::from_secs(3));
     }
 
     fn check_alive(&mut self, when: &str) -> anyhow::Result<()> {

@@ -5,7 +5,6 @@ use super::Ctx;
 use crate::flags;
 use crate::kernel_log;
 use crate::vm::Vm;
-use std::time::Duration;
 
 impl flags::Run {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
@@ -41,8 +40,7 @@ impl flags::Run {
 /// What ended the connection: a kernel crash (a reproducer that panics the guest, say) is named
 /// with its report; otherwise QEMU's state and the serial tail.
 fn lost_guest(mut vm: Vm, e: anyhow::Error) -> anyhow::Error {
-    // A panicking kernel is still printing, and QEMU exits after it: let both end.
-    vm.wait_exit_quietly(Duration::from_secs(3));
+    vm.let_a_panic_finish();
     match kernel_log::crash_report(&vm.serial()) {
         Some(report) => {
             anyhow::anyhow!("the guest kernel crashed while the command ran ({e:#}):\n{report}")
