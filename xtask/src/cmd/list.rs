@@ -4,26 +4,11 @@
 use super::Ctx;
 use crate::exit;
 use crate::flags;
-use crate::scenario::Selection;
 
 impl flags::List {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
-        let sel =
-            Selection::new(&ctx.root, &self.select).map_err(|e| exit::input(format!("{e:#}")))?;
-        let mut listed = 0;
-        for s in super::load_scenarios(&sel)? {
-            for c in s.cases.iter().filter(|c| sel.matches(&c.id)) {
-                if self.fs.is_none_or(|fs| fs == c.fs) {
-                    println!("{:<60} {}", c.id, c.summary);
-                    listed += 1;
-                }
-            }
-        }
-        if listed == 0 {
-            return Err(exit::input(format!(
-                "no case matches {:?}; `cargo xtask list` shows the case ids",
-                self.select
-            )));
+        for c in super::select_cases(&ctx.root, &self.select, self.fs)? {
+            println!("{:<60} {}", c.id, c.summary);
         }
         Ok(exit::SUCCESS)
     }

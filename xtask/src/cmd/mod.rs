@@ -17,7 +17,7 @@ use crate::image::Image;
 use crate::recipe::{parse_size, Recipe};
 use crate::scenario::{self, Scenario, Selection};
 use crate::vm::VmOptions;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub struct Ctx {
@@ -103,6 +103,27 @@ impl Ctx {
         opts.accel = accel;
         Ok((image, opts))
     }
+}
+
+/// The cases that `select` (scenario files or directories, and case id filters) and `--fs`
+/// choose, in file order, as `test` runs them and `list` shows them; none is an input error.
+pub fn select_cases(
+    root: &Path,
+    select: &[String],
+    fs: Option<flags::FsArg>,
+) -> anyhow::Result<Vec<scenario::Case>> {
+    let sel = Selection::new(root, select).map_err(|e| crate::exit::input(format!("{e:#}")))?;
+    let cases: Vec<scenario::Case> = load_scenarios(&sel)?
+        .into_iter()
+        .flat_map(|s| s.cases)
+        .filter(|c| sel.matches(&c.id) && fs.is_none_or(|fs| fs == c.fs))
+        .collect();
+    if cases.is_empty() {
+        return Err(crate::exit::input(format!(
+            "no case matches {select:?}; `cargo xtask list` shows the case ids"
+        )));
+    }
+    Ok(cases)
 }
 
 /// Loads the selected scenario files; every error of every file is reported before failing.

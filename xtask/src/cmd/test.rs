@@ -9,7 +9,7 @@ use crate::flags;
 use crate::image::Image;
 use crate::reporters::{self, matrix};
 use crate::runner::{Outcome, Planned, Runner};
-use crate::scenario::{Case, KernelVersion, Selection, TimeoutDef};
+use crate::scenario::{Case, KernelVersion, TimeoutDef};
 use crate::vm::VmOptions;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -55,20 +55,7 @@ impl flags::Test {
     }
 
     fn select_cases(&self, ctx: &Ctx) -> anyhow::Result<Vec<Case>> {
-        let sel =
-            Selection::new(&ctx.root, &self.select).map_err(|e| exit::input(format!("{e:#}")))?;
-        let scenarios = super::load_scenarios(&sel)?;
-        let cases: Vec<_> = scenarios
-            .into_iter()
-            .flat_map(|s| s.cases)
-            .filter(|c| sel.matches(&c.id) && self.fs.is_none_or(|fs| fs == c.fs))
-            .collect();
-        if cases.is_empty() {
-            return Err(exit::input(format!(
-                "no case matches {:?}; `cargo xtask list` shows the case ids",
-                self.select
-            )));
-        }
+        let cases = super::select_cases(&ctx.root, &self.select, self.fs)?;
         for (flag, value) in
             [("--step-timeout", self.step_timeout), ("--case-timeout", self.case_timeout)]
         {
