@@ -5,13 +5,14 @@
 
 use super::test::{execute, RunSetup};
 use super::Ctx;
-use crate::events::CaseResult;
+use crate::events::{CaseResult, RerunInfo};
 use crate::exit;
 use crate::flags;
 use crate::repro_script;
 use crate::runner::Planned;
 use crate::scenario::{self, KernelVersion, Resolved, TimeoutDef};
 use anyhow::Context;
+use serde::Deserialize;
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -38,34 +39,33 @@ impl flags::Repro {
                 orig.case["seed"]
             ))
         })?;
+        let cannot = |what: String| {
+            exit::input(format!(
+                "{}/results.json: {what}: it cannot be run again exactly; run the case with \
+                 `cargo xtask test` and repro that run",
+                orig.run_dir.display()
+            ))
+        };
+        let rerun = RerunInfo::deserialize(rerun)
+            .map_err(|e| cannot(format!("its `rerun` record is incomplete ({e})")))?;
         let field = |v: &Value, k: &str| -> anyhow::Result<Value> {
-            v.get(k).filter(|x| !x.is_null()).cloned().ok_or_else(|| {
-                exit::input(format!(
-                    "{}/results.json lacks `{k}`: it cannot be run again exactly; run the case \
-                     with `cargo xtask test` and repro that run",
-                    orig.run_dir.display()
-                ))
-            })
+            v.get(k).filter(|x| !x.is_null()).cloned().ok_or_else(|| cannot(format!("no `{k}`")))
         };
         let seed = field(&orig.case, "seed")?.as_u64().context("seed is not a number")?;
         let file = PathBuf::from(field(&orig.case, "file")?.as_str().unwrap_or_default());
         let file = if file.is_absolute() { file } else { ctx.root.join(file) };
-        let kernel_spec = field(rerun, "kernel_spec")?.as_str().unwrap_or_default().to_string();
-        let num = |k: &str| -> anyhow::Result<u64> {
-            field(rerun, k)?.as_u64().with_context(|| format!("rerun.{k} is not a number"))
-        };
         let accel = match field(&orig.results, "accel")?.as_str() {
             Some("kvm") => crate::accel::AccelChoice::Kvm,
             _ => crate::accel::AccelChoice::Tcg,
         };
         let vm = flags::Vm {
-            kernel: vec![kernel_spec.clone()],
+            kernel: vec![rerun.kernel_spec.clone()],
             accel,
-            nvdimms: Some(num("nvdimms")? as usize),
-            nvdimm_size: Some(format!("{}M", num("nvdimm_size")? >> 20)),
-            memory: Some(num("memory_mib")?),
-            cpus: Some(num("cpus")? as u32),
-            boot_timeout: Some(num("boot_timeout_s")?),
+            nvdimms: Some(rerun.nvdimms),
+            nvdimm_size: Some(format!("{}M", rerun.nvdimm_size >> 20)),
+            memory: Some(rerun.memory_mib),
+            cpus: Some(rerun.cpus),
+            boot_timeout: Some(rerun.boot_timeout_s),
             ssh_port: None,
         };
 
@@ -83,8 +83,8 @@ impl flags::Repro {
             )?;
 
         let (image, opts) = ctx.prepare(&vm)?;
-        let old_key = rerun.get("image_key").and_then(Value::as_str).unwrap_or_default();
-        let same_image = old_key == image.manifest.key;
+        let old_key = &rerun.image_key;
+        let same_image = *old_key == image.manifest.key;
         if !same_image {
             eprintln!(
                 "daxtest: WARNING: the image is {} now, the run used {old_key}: the recipe, the \
@@ -97,11 +97,8 @@ impl flags::Repro {
         let resolved = case.resolve(version, Some(seed));
         let planned = vec![Planned { resolved: resolved.clone(), case: case.clone() }];
         let setup = RunSetup {
-            kernel_spec: kernel_spec.clone(),
-            overrides: TimeoutDef {
-                step_s: rerun.get("step_timeout_s").and_then(Value::as_u64),
-                case_s: rerun.get("case_timeout_s").and_then(Value::as_u64),
-            },
+            kernel_spec: rerun.kernel_spec.clone(),
+            overrides: TimeoutDef { step_s: rerun.step_timeout_s, case_s: rerun.case_timeout_s },
             stop_at_failure: false,
         };
         let mut result: Option<CaseResult> = None;
@@ -161,11 +158,21 @@ fn find(root: &Path, target: &str) -> anyhow::Result<Original> {
             runs.display()
         )));
     };
-    // A run on several kernels: its cases live in a run directory per kernel.
-    let (run_dir, id) = match kernel_dirs(&run_dir) {
+    let results = read_results(&run_dir)?;
+    // A run on several kernels: its results.json lists a run directory per kernel, which holds
+    // the cases.
+    let kernel_dirs: Option<Vec<String>> = results
+        .get("kernels")
+        .and_then(Value::as_array)
+        .map(|ks| ks.iter().filter_map(|k| k["dir"].as_str().map(str::to_string)).collect());
+    let (run_dir, id, results) = match kernel_dirs {
         Some(dirs) => match dirs.iter().find_map(|d| Some((d, id.strip_prefix(&format!("{d}/"))?)))
         {
-            Some((d, rest)) => (run_dir.join(d), rest.to_string()),
+            Some((d, rest)) => {
+                let dir = run_dir.join(d);
+                let results = read_results(&dir)?;
+                (dir, rest.to_string(), results)
+            }
             None => {
                 return Err(exit::input(format!(
                     "{} is a run on several kernels: give RUN/KERNEL/CASE, KERNEL one of {}",
@@ -174,13 +181,8 @@ fn find(root: &Path, target: &str) -> anyhow::Result<Original> {
                 )))
             }
         },
-        None => (run_dir, id),
+        None => (run_dir, id, results),
     };
-    let path = run_dir.join("results.json");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let results: Value = serde_json::from_str(&text)
-        .map_err(|e| exit::input(format!("{}: not valid JSON: {e}", path.display())))?;
     let cases = results["cases"].as_array().cloned().unwrap_or_default();
     let case = cases.iter().find(|c| c["id"] == id.as_str()).cloned().ok_or_else(|| {
         let mut ids: Vec<String> = cases
@@ -206,12 +208,13 @@ fn find(root: &Path, target: &str) -> anyhow::Result<Original> {
     Ok(Original { run_dir, results, case, id })
 }
 
-/// The per-kernel run directories of a run on several kernels (its results.json lists them).
-fn kernel_dirs(run_dir: &Path) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(run_dir.join("results.json")).ok()?;
-    let results: Value = serde_json::from_str(&text).ok()?;
-    let kernels = results.get("kernels")?.as_array()?;
-    Some(kernels.iter().filter_map(|k| k["dir"].as_str().map(str::to_string)).collect())
+/// A run directory's results.json.
+fn read_results(run_dir: &Path) -> anyhow::Result<Value> {
+    let path = run_dir.join("results.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| exit::input(format!("{}: not valid JSON: {e}", path.display())))
 }
 
 struct Bundle<'a> {
