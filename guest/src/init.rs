@@ -46,6 +46,12 @@ pub fn run() -> ! {
 
 fn boot(report: &mut ReadyReport) -> anyhow::Result<()> {
     mount_pseudo_filesystems()?;
+    // Every kernel record from here to poweroff, for the case windows (exec::kmsg).
+    std::thread::spawn(|| {
+        if let Err(e) = crate::exec::kmsg::log_forever() {
+            println!("daxtest-agent: copying /dev/kmsg: {e}");
+        }
+    });
     let _ = rustix::system::sethostname(b"daxtest");
     report.kernel_release = rustix::system::uname().release().to_string_lossy().into_owned();
     report.timeline.push(phase("mounts"));
@@ -195,9 +201,11 @@ impl Event {
     }
 }
 fn mount_pseudo_filesystems() -> anyhow::Result<()> {
-    let mounts: [(&str, &str, &str, &str); 6] = [
+    let mounts: [(&str, &str, &str, &str); 7] = [
         ("proc", "/proc", "proc", ""),
         ("sysfs", "/sys", "sysfs", ""),
+        // A cgroup per case, so that what a case starts can be killed as one (exec::isolation).
+        ("cgroup2", "/sys/fs/cgroup", "cgroup2", ""),
         ("devtmpfs", "/dev", "devtmpfs", ""),
         ("devpts", "/dev/pts", "devpts", "ptmxmode=0666"),
         ("tmpfs", "/run", "tmpfs", "mode=0755"),

@@ -22,3 +22,10 @@ pub fn statx_dax(path: &str) -> anyhow::Result<Option<bool>> {
     let attrs = st.stx_attributes;
     Ok(mask.contains(StatxAttributes::DAX).then(|| attrs.contains(StatxAttributes::DAX)))
 }
+
+/// STATX_ATTR_DAX of an open file (the inode the fd holds), when the filesystem reports it.
+pub fn fd_dax(fd: std::os::fd::BorrowedFd) -> Option<bool> {
+    let st = statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS).ok()?;
+    let (mask, attrs) = (st.stx_attributes_mask, st.stx_attributes);
+    mask.contains(StatxAttributes::DAX).then(|| attrs.contains(StatxAttributes::DAX))
+}

@@ -219,14 +219,17 @@ pub enum Op {
     Freeze,
     Thaw,
     /// Race: one process toggles FS_XFLAG_DAX `rounds` times while another writes record i
-    /// (4 KiB) at offset i * 4 KiB; afterwards every record must read back intact.
+    /// (4 KiB) at offset i * 4 KiB; afterwards every record must read back intact, then again
+    /// after the inode is evicted and after a remount. Ends every handle and mapping (as
+    /// `remount` does); a race in which the file's DAX mode never changed is an error.
     RaceToggleWrite {
         file: String,
         rounds: u64,
     },
-    /// Race: one thread stores sequence numbers through mapping `map` (8-byte slots, one per
-    /// 512 bytes) while another clones the file `rounds` times (`<file>.clone<N>`); afterwards
-    /// the source must hold every last value and every clone a consistent snapshot.
+    /// Race: one thread stores pass numbers through mapping `map` (8-byte slots, one per 512
+    /// bytes) while another clones the file `rounds` times (`<file>.clone<N>`); afterwards the
+    /// source must hold every last value, and every slot of every clone a pass between the ones
+    /// running when its FICLONE began and when it returned.
     RaceStoreClone {
         map: String,
         file: String,
@@ -236,9 +239,13 @@ pub enum Op {
     Sleep {
         millis: u64,
     },
-    /// A shell command in the guest (escape hatch; observed as its exit status).
+    /// A shell command in the guest (escape hatch; observed as its exit status). Processes it
+    /// leaves running fail the case, unless `background` says it starts them on purpose; they
+    /// are killed at the end of the case either way.
     Shell {
         command: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        background: bool,
     },
 }
 
@@ -261,17 +268,35 @@ pub enum Shared {
     Some,
 }
 
-/// What a step must produce. Written in scenario files as `{ errno = "EINVAL" }` and so on.
+/// What a step must produce: its outcome and, for `store` and `load`, how many page faults the
+/// access may take. Written in scenario files as `{ errno = "EINVAL" }`,
+/// `{ content = "c", faults = ">=1" }` and so on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub outcome: Outcome,
+    /// Minor plus major faults of the process that owns the mapping, counted around the access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<Count>,
+}
+
+impl Expect {
+    /// An expectation of this outcome alone.
+    pub fn outcome(outcome: Outcome) -> Expect {
+        Expect { outcome, faults: None }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Expect {
+pub enum Outcome {
     /// The call succeeds (whatever it returns).
     Ok,
     /// The call fails with this errno name.
     Errno(String),
     /// The access is killed by this signal (SIGBUS).
     Signal(String),
-    /// Success, and every byte read or loaded equals this character.
+    /// Success, exactly the bytes asked for, and every one equals this character.
     Content(char),
     /// Success, and STATX_ATTR_DAX is set (true) or clear (false).
     Dax(bool),
@@ -279,10 +304,66 @@ pub enum Expect {
     Flag(bool),
     /// Success, and the extent map equals (true) or differs from (false) the one saved as `since`.
     Extents { since: String, same: bool },
-    /// Success, and this is which extents are shared.
+    /// Success, and the range has no extent at all (a hole).
+    NoExtents,
+    /// Success, the range has extents, and this is which of them are shared.
     Shared(Shared),
     /// Success, and the shell command exits with this status.
     Exit(i32),
+}
+
+/// A comparison of a count, as scenario files write it: `0`, `">=1"`, `"<4"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    pub cmp: Cmp,
+    pub n: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cmp {
+    Eq,
+    Ge,
+    Gt,
+    Le,
+    Lt,
+}
+
+impl Count {
+    /// `"3"`, `"=3"`, `">=1"`, `">0"`, `"<=2"`, `"<2"`.
+    pub fn parse(s: &str) -> Option<Count> {
+        let t = s.trim();
+        let (cmp, rest) =
+            [(">=", Cmp::Ge), ("<=", Cmp::Le), (">", Cmp::Gt), ("<", Cmp::Lt), ("=", Cmp::Eq)]
+                .into_iter()
+                .find_map(|(p, c)| t.strip_prefix(p).map(|r| (c, r)))
+                .unwrap_or((Cmp::Eq, t));
+        let n = rest.trim().parse().ok()?;
+        Some(Count { cmp, n })
+    }
+
+    pub fn holds(self, v: u64) -> bool {
+        match self.cmp {
+            Cmp::Eq => v == self.n,
+            Cmp::Ge => v >= self.n,
+            Cmp::Gt => v > self.n,
+            Cmp::Le => v <= self.n,
+            Cmp::Lt => v < self.n,
+        }
+    }
+}
+
+impl fmt::Display for Count {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = match self.cmp {
+            Cmp::Eq => "=",
+            Cmp::Ge => ">=",
+            Cmp::Gt => ">",
+            Cmp::Le => "<=",
+            Cmp::Lt => "<",
+        };
+        write!(f, "{op} {}", self.n)
+    }
 }
 
 /// A run of equal bytes.
@@ -311,10 +392,19 @@ pub enum Observed {
     Ok,
     Errno(String),
     Signal(String),
-    /// Bytes read or loaded, as runs (at most [`MAX_RUNS`]; `truncated` if there were more).
+    /// A store through a mapping that completed, with the faults it took.
+    Stored {
+        faults: u64,
+    },
+    /// Bytes read or loaded: how many were asked for and how many came back, as runs (at most
+    /// [`MAX_RUNS`]; `truncated` if there were more); a load also counts its faults.
     Bytes {
+        asked: u64,
+        got: u64,
         runs: Vec<Run>,
         truncated: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        faults: Option<u64>,
     },
     Dax(bool),
     Flag(bool),
@@ -332,25 +422,46 @@ pub enum Observed {
         status: i32,
         output: String,
     },
+    /// daxtest could not do the step (a mapping whose process is gone, a helper that failed, a
+    /// race that never raced): says nothing about the kernel, so the case is an error.
+    Error(String),
+}
+
+impl Observed {
+    /// The page faults an access took, for observations that count them.
+    pub fn faults(&self) -> Option<u64> {
+        match self {
+            Observed::Stored { faults } => Some(*faults),
+            Observed::Bytes { faults, .. } => *faults,
+            _ => None,
+        }
+    }
 }
 
 pub const MAX_RUNS: usize = 16;
 
 /// Byte runs of `data`, which starts at file or mapping offset `base`.
 pub fn runs(base: u64, data: &[u8]) -> (Vec<Run>, bool) {
-    let mut out: Vec<Run> = Vec::new();
+    let mut out: Vec<Run> = Vec::with_capacity(MAX_RUNS);
+    let truncated = runs_into(base, data, &mut out);
+    (out, truncated)
+}
+
+/// [`runs`] into a vector the caller made (with capacity [`MAX_RUNS`], so that pushing never
+/// allocates: a load counts its page faults around this); true when there were more runs.
+pub fn runs_into(base: u64, data: &[u8], out: &mut Vec<Run>) -> bool {
     for (i, &b) in data.iter().enumerate() {
         match out.last_mut() {
             Some(r) if r.byte == b => r.len += 1,
             _ => {
                 if out.len() == MAX_RUNS {
-                    return (out, true);
+                    return true;
                 }
                 out.push(Run { offset: base + i as u64, len: 1, byte: b })
             }
         }
     }
-    (out, false)
+    false
 }
 
 fn show_byte(b: u8) -> String {
@@ -361,21 +472,34 @@ fn show_byte(b: u8) -> String {
     }
 }
 
+fn plural(n: u64, one: &str) -> String {
+    format!("{n} {one}{}", if n == 1 { "" } else { "s" })
+}
+
 impl fmt::Display for Observed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Observed::Ok => f.write_str("success"),
             Observed::Errno(e) => write!(f, "error {e}"),
             Observed::Signal(s) => write!(f, "killed by {s}"),
-            Observed::Bytes { runs, truncated } => {
+            Observed::Stored { faults } => write!(f, "stored, {}", plural(*faults, "fault")),
+            Observed::Bytes { asked, got, runs, truncated, faults } => {
                 let parts: Vec<String> = runs
                     .iter()
                     .map(|r| format!("{} x{} at {}", show_byte(r.byte), r.len, r.offset))
                     .collect();
-                write!(f, "bytes [{}{}]", parts.join(", "), if *truncated { ", ..." } else { "" })
+                write!(f, "bytes [{}{}]", parts.join(", "), if *truncated { ", ..." } else { "" })?;
+                if got != asked {
+                    write!(f, " (asked {asked}, got {got})")?;
+                }
+                match faults {
+                    Some(n) => write!(f, ", {}", plural(*n, "fault")),
+                    None => Ok(()),
+                }
             }
             Observed::Dax(on) => write!(f, "STATX_ATTR_DAX {}", on_off(*on)),
             Observed::Flag(on) => write!(f, "FS_XFLAG_DAX {}", on_off(*on)),
+            Observed::Extents { extents, .. } if extents.is_empty() => f.write_str("no extents"),
             Observed::Extents { extents, .. } => {
                 let parts: Vec<String> = extents
                     .iter()
@@ -392,6 +516,7 @@ impl fmt::Display for Observed {
                 write!(f, "{rounds} rounds, {} problems: {}", problems.len(), problems.join("; "))
             }
             Observed::Exit { status, output } => write!(f, "exit {status}: {}", output.trim()),
+            Observed::Error(e) => write!(f, "daxtest error: {e}"),
         }
     }
 }
@@ -404,19 +529,69 @@ fn on_off(on: bool) -> &'static str {
     }
 }
 
-impl fmt::Display for Expect {
+impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Expect::Ok => f.write_str("success"),
-            Expect::Errno(e) => write!(f, "error {e}"),
-            Expect::Signal(s) => write!(f, "killed by {s}"),
-            Expect::Content(c) => write!(f, "every byte {}", show_byte(*c as u8)),
-            Expect::Dax(on) => write!(f, "STATX_ATTR_DAX {}", on_off(*on)),
-            Expect::Flag(on) => write!(f, "FS_XFLAG_DAX {}", on_off(*on)),
-            Expect::Extents { since, same: true } => write!(f, "extents unchanged since {since:?}"),
-            Expect::Extents { since, same: false } => write!(f, "extents changed since {since:?}"),
-            Expect::Shared(s) => write!(f, "{} extents shared", format!("{s:?}").to_lowercase()),
-            Expect::Exit(s) => write!(f, "exit status {s}"),
+            Outcome::Ok => f.write_str("success"),
+            Outcome::Errno(e) => write!(f, "error {e}"),
+            Outcome::Signal(s) => write!(f, "killed by {s}"),
+            Outcome::Content(c) => write!(f, "every byte {}", show_byte(*c as u8)),
+            Outcome::Dax(on) => write!(f, "STATX_ATTR_DAX {}", on_off(*on)),
+            Outcome::Flag(on) => write!(f, "FS_XFLAG_DAX {}", on_off(*on)),
+            Outcome::Extents { since, same: true } => {
+                write!(f, "extents unchanged since {since:?}")
+            }
+            Outcome::Extents { since, same: false } => write!(f, "extents changed since {since:?}"),
+            Outcome::NoExtents => f.write_str("no extents (a hole)"),
+            Outcome::Shared(s) => write!(f, "{} extents shared", format!("{s:?}").to_lowercase()),
+            Outcome::Exit(s) => write!(f, "exit status {s}"),
+        }
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.outcome)?;
+        match self.faults {
+            Some(c) => write!(f, " with faults {c}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Outcome {
+    fn met_by(&self, observed: &Observed) -> bool {
+        match (self, observed) {
+            (_, Observed::Error(_)) => false,
+            (_, Observed::Race { problems, .. }) if !problems.is_empty() => false,
+            (Outcome::Ok, o) => {
+                !matches!(o, Observed::Errno(_) | Observed::Signal(_) | Observed::Exit { .. })
+                    || matches!(o, Observed::Exit { status: 0, .. })
+            }
+            (Outcome::Errno(e), Observed::Errno(o)) => e == o,
+            (Outcome::Signal(s), Observed::Signal(o)) => s == o,
+            // A short read, or one cut into more runs than reported, proves nothing about the
+            // bytes that did not come back.
+            (Outcome::Content(c), Observed::Bytes { asked, got, runs, truncated, .. }) => {
+                got == asked && !truncated && runs.iter().all(|r| r.byte == *c as u8)
+            }
+            (Outcome::Dax(e), Observed::Dax(o)) => e == o,
+            (Outcome::Flag(e), Observed::Flag(o)) => e == o,
+            (Outcome::Extents { same, .. }, Observed::Extents { extents, saved: Some(saved) }) => {
+                (extents == saved) == *same
+            }
+            (Outcome::NoExtents, Observed::Extents { extents, .. }) => extents.is_empty(),
+            // A range with no extents is a hole, not a range whose extents are (not) shared.
+            (Outcome::Shared(s), Observed::Extents { extents, .. }) if !extents.is_empty() => {
+                let shared = extents.iter().filter(|e| e.flags & FIEMAP_EXTENT_SHARED != 0).count();
+                match s {
+                    Shared::All => shared == extents.len(),
+                    Shared::None => shared == 0,
+                    Shared::Some => shared > 0 && shared < extents.len(),
+                }
+            }
+            (Outcome::Exit(e), Observed::Exit { status, .. }) => e == status,
+            _ => false,
         }
     }
 }
@@ -424,34 +599,12 @@ impl fmt::Display for Expect {
 impl Expect {
     /// `Ok(())` when `observed` meets the expectation; otherwise why not, in one line.
     pub fn check(&self, observed: &Observed) -> Result<(), String> {
-        let ok = match (self, observed) {
-            (_, Observed::Race { problems, .. }) if !problems.is_empty() => false,
-            (Expect::Ok, o) => {
-                !matches!(o, Observed::Errno(_) | Observed::Signal(_) | Observed::Exit { .. })
-                    || matches!(o, Observed::Exit { status: 0, .. })
-            }
-            (Expect::Errno(e), Observed::Errno(o)) => e == o,
-            (Expect::Signal(s), Observed::Signal(o)) => s == o,
-            (Expect::Content(c), Observed::Bytes { runs, truncated }) => {
-                !truncated && runs.iter().all(|r| r.byte == *c as u8)
-            }
-            (Expect::Dax(e), Observed::Dax(o)) => e == o,
-            (Expect::Flag(e), Observed::Flag(o)) => e == o,
-            (Expect::Extents { same, .. }, Observed::Extents { extents, saved: Some(saved) }) => {
-                (extents == saved) == *same
-            }
-            (Expect::Shared(s), Observed::Extents { extents, .. }) => {
-                let shared = extents.iter().filter(|e| e.flags & FIEMAP_EXTENT_SHARED != 0).count();
-                match s {
-                    Shared::All => !extents.is_empty() && shared == extents.len(),
-                    Shared::None => shared == 0,
-                    Shared::Some => shared > 0 && shared < extents.len(),
-                }
-            }
-            (Expect::Exit(e), Observed::Exit { status, .. }) => e == status,
-            _ => false,
+        let faults_ok = match (self.faults, observed.faults()) {
+            (None, _) => true,
+            (Some(c), Some(n)) => c.holds(n),
+            (Some(_), None) => false,
         };
-        if ok {
+        if self.outcome.met_by(observed) && faults_ok {
             Ok(())
         } else {
             Err(format!("expected {self}, got {observed}"))
@@ -480,9 +633,23 @@ pub struct CaseReport {
     /// Steps run, in order; the agent stops after the first one that does not meet its
     /// expectation.
     pub steps: Vec<StepReport>,
+    /// What teardown could not undo (thaw, swapoff, unmount, a process that would not die, the
+    /// device still open): the guest is not in a known state, the next case needs a fresh VM.
     pub teardown_error: Option<String>,
-    /// Kernel messages logged from the case's start to its end (/dev/kmsg), as `[seconds] text`.
+    /// Processes of the case still running at its end, as `comm (pid N)`, which the agent
+    /// killed; steps that leave processes running on purpose are not listed.
+    pub left_behind: Vec<String>,
+    /// What the case changed in the guest beyond its own filesystem (a sysctl, a mount): not a
+    /// failure, but the next case gets a fresh VM.
+    pub residue: Vec<String>,
+    /// Kernel messages logged after the previous case's window closed and before this one
+    /// opened (for the first case of a VM: since boot), as `[seconds] text`.
+    pub kernel_log_before: Vec<String>,
+    /// Kernel messages logged from the case's start to its end, as `[seconds] text`.
     pub kernel_log: Vec<String>,
+    /// Why some kernel messages of these windows may be missing (records lost before the agent
+    /// read them): the case cannot be judged.
+    pub kernel_log_gap: Option<String>,
     pub tainted_before: u64,
     pub tainted_after: u64,
     pub millis: u64,
@@ -512,93 +679,174 @@ mod tests {
 
     fn bytes(data: &[u8]) -> Observed {
         let (runs, truncated) = runs(0, data);
-        Observed::Bytes { runs, truncated }
+        let n = data.len() as u64;
+        Observed::Bytes { asked: n, got: n, runs, truncated, faults: None }
     }
 
     fn ext(flags: u32) -> Extent {
         Extent { logical: 0, physical: 4096, length: 4096, flags }
     }
 
+    fn just(o: Outcome) -> Expect {
+        Expect::outcome(o)
+    }
+
+    fn faults(o: Outcome, c: &str) -> Expect {
+        Expect { outcome: o, faults: Some(Count::parse(c).unwrap()) }
+    }
+
     /// Every kind of expectation, met and not met, with the message a developer reads.
     #[test]
     fn each_expectation_fails_with_what_was_expected_and_seen() {
+        let extents = |v: Vec<Extent>| Observed::Extents { extents: v, saved: None };
         let cases: Vec<(Expect, Observed, Option<&str>)> = vec![
-            (Expect::Ok, Observed::Ok, None),
+            (just(Outcome::Ok), Observed::Ok, None),
             (
-                Expect::Ok,
+                just(Outcome::Ok),
                 Observed::Errno("EINVAL".into()),
                 Some("expected success, got error EINVAL"),
             ),
-            (Expect::Errno("EINVAL".into()), Observed::Errno("EINVAL".into()), None),
+            (just(Outcome::Errno("EINVAL".into())), Observed::Errno("EINVAL".into()), None),
             (
-                Expect::Errno("EINVAL".into()),
+                just(Outcome::Errno("EINVAL".into())),
                 Observed::Ok,
                 Some("expected error EINVAL, got success"),
             ),
             (
-                Expect::Errno("EOPNOTSUPP".into()),
+                just(Outcome::Errno("EOPNOTSUPP".into())),
                 Observed::Errno("EINVAL".into()),
                 Some("expected error EOPNOTSUPP, got error EINVAL"),
             ),
-            (Expect::Signal("SIGBUS".into()), Observed::Signal("SIGBUS".into()), None),
+            (just(Outcome::Signal("SIGBUS".into())), Observed::Signal("SIGBUS".into()), None),
             (
-                Expect::Signal("SIGBUS".into()),
+                just(Outcome::Signal("SIGBUS".into())),
                 bytes(b"\0\0"),
                 Some("expected killed by SIGBUS, got bytes [\\0 x2 at 0]"),
             ),
-            (Expect::Content('b'), bytes(b"bb"), None),
+            (just(Outcome::Content('b')), bytes(b"bb"), None),
             (
-                Expect::Content('b'),
+                just(Outcome::Content('b')),
                 bytes(b"bc"),
                 Some("expected every byte 'b', got bytes ['b' x1 at 0, 'c' x1 at 1]"),
             ),
-            (Expect::Dax(true), Observed::Dax(true), None),
+            // A short read proves nothing about the bytes that did not come back.
             (
-                Expect::Dax(true),
+                just(Outcome::Content('b')),
+                Observed::Bytes {
+                    asked: 4096,
+                    got: 0,
+                    runs: vec![],
+                    truncated: false,
+                    faults: None,
+                },
+                Some("expected every byte 'b', got bytes [] (asked 4096, got 0)"),
+            ),
+            (
+                just(Outcome::Content('b')),
+                Observed::Bytes {
+                    asked: 4096,
+                    got: 2,
+                    runs: vec![Run { offset: 0, len: 2, byte: b'b' }],
+                    truncated: false,
+                    faults: None,
+                },
+                Some("expected every byte 'b', got bytes ['b' x2 at 0] (asked 4096, got 2)"),
+            ),
+            (just(Outcome::Dax(true)), Observed::Dax(true), None),
+            (
+                just(Outcome::Dax(true)),
                 Observed::Dax(false),
                 Some("expected STATX_ATTR_DAX on, got STATX_ATTR_DAX off"),
             ),
             (
-                Expect::Flag(false),
+                just(Outcome::Flag(false)),
                 Observed::Flag(true),
                 Some("expected FS_XFLAG_DAX off, got FS_XFLAG_DAX on"),
             ),
             (
-                Expect::Extents { since: "b".into(), same: true },
+                just(Outcome::Extents { since: "b".into(), same: true }),
                 Observed::Extents { extents: vec![ext(0)], saved: Some(vec![ext(0)]) },
                 None,
             ),
             (
-                Expect::Extents { since: "b".into(), same: true },
+                just(Outcome::Extents { since: "b".into(), same: true }),
                 Observed::Extents { extents: vec![ext(0x800)], saved: Some(vec![ext(0)]) },
                 Some(
                     "expected extents unchanged since \"b\", got extents [0+4096@4096 flags 0x800]",
                 ),
             ),
             (
-                Expect::Extents { since: "b".into(), same: false },
+                just(Outcome::Extents { since: "b".into(), same: false }),
                 Observed::Extents { extents: vec![ext(0)], saved: Some(vec![ext(0)]) },
                 Some("expected extents changed since \"b\""),
             ),
+            (just(Outcome::Shared(Shared::All)), extents(vec![ext(0x2000)]), None),
             (
-                Expect::Shared(Shared::All),
-                Observed::Extents { extents: vec![ext(0x2000)], saved: None },
-                None,
-            ),
-            (
-                Expect::Shared(Shared::None),
-                Observed::Extents { extents: vec![ext(0x2000)], saved: None },
+                just(Outcome::Shared(Shared::None)),
+                extents(vec![ext(0x2000)]),
                 Some("expected none extents shared"),
             ),
+            // A hole has no extents that could be shared or not.
             (
-                Expect::Ok,
+                just(Outcome::Shared(Shared::None)),
+                extents(vec![]),
+                Some("expected none extents shared, got no extents"),
+            ),
+            (
+                just(Outcome::Shared(Shared::All)),
+                extents(vec![]),
+                Some("expected all extents shared, got no extents"),
+            ),
+            (just(Outcome::NoExtents), extents(vec![]), None),
+            (
+                just(Outcome::NoExtents),
+                extents(vec![ext(0)]),
+                Some("expected no extents (a hole), got extents [0+4096@4096 flags 0x0]"),
+            ),
+            (
+                just(Outcome::Ok),
                 Observed::Race { rounds: 5, problems: vec!["slot 3 lost".into()] },
                 Some("expected success, got 5 rounds, 1 problems: slot 3 lost"),
             ),
             (
-                Expect::Exit(0),
+                just(Outcome::Exit(0)),
                 Observed::Exit { status: 1, output: "no".into() },
                 Some("expected exit status 0, got exit 1: no"),
+            ),
+            // daxtest's own failures never meet an expectation, whatever it is.
+            (
+                just(Outcome::Ok),
+                Observed::Error("no mapping \"m\"".into()),
+                Some("expected success, got daxtest error: no mapping \"m\""),
+            ),
+            (
+                just(Outcome::Errno("EINVAL".into())),
+                Observed::Error("x".into()),
+                Some("expected error EINVAL, got daxtest error: x"),
+            ),
+            // Faults: counted by the process that owns the mapping.
+            (just(Outcome::Ok), Observed::Stored { faults: 3 }, None),
+            (faults(Outcome::Ok, ">=1"), Observed::Stored { faults: 1 }, None),
+            (
+                faults(Outcome::Ok, ">=1"),
+                Observed::Stored { faults: 0 },
+                Some("expected success with faults >= 1, got stored, 0 faults"),
+            ),
+            (
+                faults(Outcome::Content('a'), "0"),
+                Observed::Bytes {
+                    asked: 1,
+                    got: 1,
+                    runs: vec![Run { offset: 0, len: 1, byte: b'a' }],
+                    truncated: false,
+                    faults: Some(1),
+                },
+                Some("expected every byte 'a' with faults = 0, got bytes ['a' x1 at 0], 1 fault"),
+            ),
+            (
+                faults(Outcome::Ok, "0"),
+                Observed::Ok,
+                Some("expected success with faults = 0, got success"),
             ),
         ];
         for (expect, observed, want) in cases {
@@ -611,6 +859,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn counts_parse_and_compare() {
+        let c = |s: &str| Count::parse(s).unwrap();
+        assert!(c("0").holds(0) && !c("0").holds(1));
+        assert!(c(">=1").holds(1) && !c(">=1").holds(0));
+        assert!(c(">0").holds(1) && c("<2").holds(1) && !c("<2").holds(2));
+        assert!(c("<=2").holds(2) && c("=3").holds(3));
+        assert_eq!(c(" >= 4 ").to_string(), ">= 4");
+        assert_eq!(Count::parse("many"), None);
+        assert_eq!(Count::parse(">=-1"), None);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The interface between the runner and the reporters: the runner only emits [`Event`]s; the
 //! console, results.json, junit.xml and the per-case kernel logs are separate consumers.
 
+use daxtest_proto::case::{Expect, Observed};
 use serde::Serialize;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -52,8 +54,99 @@ pub struct FailedStep {
     /// Line in the scenario file.
     pub line: usize,
     pub op: String,
-    pub expected: String,
-    pub observed: String,
+    pub expected: Expect,
+    pub observed: Observed,
+}
+
+/// One reason a case did not pass, as data: the judge finds them, reporters render them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Problem {
+    /// mkfs, mount or the DAX check failed: the case could not run.
+    Setup { message: String },
+    /// A step did not meet its expectation.
+    Step(FailedStep),
+    /// daxtest could not do a step (a mapping whose process is gone, a race that never raced).
+    Framework { number: usize, line: usize, op: String, message: String },
+    /// The agent stopped before the last step without a failing one.
+    StepsMissing { ran: usize, of: usize },
+    /// A kernel-log line that matches a failure pattern.
+    KernelLine { line: String },
+    /// An expected kernel-log pattern that matched no line.
+    MissingPattern { pattern: String },
+    /// Kernel-log records may be missing: the case cannot be judged.
+    IncompleteLog { why: String },
+    /// /proc/sys/kernel/tainted changed during the case.
+    Taint { before: u64, after: u64 },
+    /// Teardown could not undo what the case did (unmount, thaw, a process that would not die).
+    Teardown { message: String },
+    /// Processes of the case still running at its end (killed then).
+    LeftBehind { processes: Vec<String> },
+    /// The case passed where the scenario expects a known bug.
+    UnexpectedPass { reason: String, link: String },
+    /// The kernel crashed, the case hung, the guest was lost, the agent failed: `message` says
+    /// which (the status says it too).
+    Run { message: String },
+}
+
+impl Problem {
+    /// Whether the problem means the case could not be run or judged (an error), rather than that
+    /// the kernel did something wrong (a failure).
+    pub fn is_error(&self) -> bool {
+        matches!(
+            self,
+            Problem::Setup { .. }
+                | Problem::Framework { .. }
+                | Problem::StepsMissing { .. }
+                | Problem::IncompleteLog { .. }
+                | Problem::Run { .. }
+        )
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Setup { message } => write!(f, "set-up: {message}"),
+            Problem::Step(s) => write!(
+                f,
+                "step {} (line {}, {}): expected {}, got {}",
+                s.number, s.line, s.op, s.expected, s.observed
+            ),
+            Problem::Framework { number, line, op, message } => {
+                write!(f, "step {number} (line {line}, {op}): daxtest error: {message}")
+            }
+            Problem::StepsMissing { ran, of } => {
+                write!(f, "the agent ran {ran} of {of} steps and reported no failure")
+            }
+            Problem::KernelLine { line } => write!(f, "kernel log: {line}"),
+            Problem::MissingPattern { pattern } => {
+                write!(f, "kernel log: nothing matched the expected pattern {pattern:?}")
+            }
+            Problem::IncompleteLog { why } => write!(f, "kernel log incomplete: {why}"),
+            Problem::Taint { before, after } => write!(
+                f,
+                "the kernel taint changed from {before} ({}) to {after} ({})",
+                crate::kernel_log::taint_flags(*before),
+                crate::kernel_log::taint_flags(*after)
+            ),
+            Problem::Teardown { message } => write!(f, "teardown: {message}"),
+            Problem::LeftBehind { processes } => write!(
+                f,
+                "left {} process{} behind: {} (a step that starts them on purpose says \
+                 background = true)",
+                processes.len(),
+                if processes.len() == 1 { "" } else { "es" },
+                processes.join(", ")
+            ),
+            Problem::UnexpectedPass { reason, link } => write!(
+                f,
+                "passed, but the scenario expects it to fail on this kernel because of a known bug \
+                 ({reason}, {link}): if the bug is fixed here, narrow the xfail's kernel condition"
+            ),
+            Problem::Run { message } => f.write_str(message),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,15 +158,49 @@ pub struct CaseResult {
     pub kernel: String,
     pub status: Status,
     pub duration: Duration,
-    /// One line: why it failed, was skipped, crashed...; empty for a pass.
+    /// One line: the problems rendered, why it was skipped...; empty for a pass.
     pub message: String,
-    pub failed_step: Option<FailedStep>,
+    /// Why the case did not pass, as data; empty for a pass and a skip.
+    pub problems: Vec<Problem>,
     /// Kernel messages emitted between the case's start and its end.
     pub kernel_log: Vec<String>,
-    /// The kernel lines that made the case fail (warnings, oopses...), quoted in the message too.
-    pub bad_kernel_lines: Vec<String>,
     /// The seed the case ran with.
     pub seed: u64,
+}
+
+impl CaseResult {
+    /// The step problem that decided a failure, if one did.
+    pub fn failed_step(&self) -> Option<&FailedStep> {
+        self.problems.iter().find_map(|p| match p {
+            Problem::Step(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    /// The kernel lines that made the case fail (warnings, oopses...), quoted in the message too.
+    pub fn bad_kernel_lines(&self) -> Vec<&str> {
+        self.problems
+            .iter()
+            .filter_map(|p| match p {
+                Problem::KernelLine { line } => Some(line.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Kernel messages that no case window holds (the boot, the time between two cases, the end of
+/// a VM) and that fail the run: a failure pattern, or records lost.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutsideCases {
+    /// Where: `boot`, `between CASE and CASE`, `after CASE`.
+    pub place: String,
+    /// The lines that match a failure pattern.
+    pub bad: Vec<String>,
+    /// Why records may be missing, when they may.
+    pub gap: Option<String>,
+    /// Every line of that stretch.
+    pub lines: Vec<String>,
 }
 
 /// What is known about the run when it starts.
@@ -127,6 +254,8 @@ pub enum Event {
         /// QEMU's command line, shell-quoted.
         command_line: String,
     },
+    /// Kernel messages outside every case window that fail the run (see [`OutsideCases`]).
+    KernelLogOutsideCases(OutsideCases),
     /// A VM did not get ready: `message` says why, with QEMU's stderr and the end of its serial
     /// console, and is kept as `log` in the run directory. `retrying`: the runner boots once more before giving up.
     BootFailed {

@@ -11,7 +11,7 @@
 
 use crate::scenario::{KernelLogDef, Xfail};
 use crate::sh::quote;
-use daxtest_proto::case::{CaseSpec, Expect, FallocMode, Fs, MapKind, Op, Shared, Step};
+use daxtest_proto::case::{CaseSpec, Expect, FallocMode, Fs, MapKind, Op, Outcome, Shared, Step};
 use std::fmt::Write as _;
 
 const PRELUDE: &str = include_str!("repro_script/prelude.sh");
@@ -127,19 +127,20 @@ impl Gen {
     }
 
     fn expect_check(&mut self, expect: &Expect) {
-        let check = match expect {
-            Expect::Ok => "expect_success".to_string(),
-            Expect::Errno(e) => format!("expect_errno {}", quote(e)),
-            Expect::Signal(s) => format!("expect_signal {}", quote(s)),
-            Expect::Content(_) => "expect_content".to_string(),
-            Expect::Dax(on) => format!("expect_got 'STATX_ATTR_DAX {}'", on_off(*on)),
-            Expect::Flag(on) => format!("expect_got 'FS_XFLAG_DAX {}'", on_off(*on)),
-            Expect::Extents { since, same } => format!(
+        let check = match &expect.outcome {
+            Outcome::Ok => "expect_success".to_string(),
+            Outcome::Errno(e) => format!("expect_errno {}", quote(e)),
+            Outcome::Signal(s) => format!("expect_signal {}", quote(s)),
+            Outcome::Content(_) => "expect_content".to_string(),
+            Outcome::Dax(on) => format!("expect_got 'STATX_ATTR_DAX {}'", on_off(*on)),
+            Outcome::Flag(on) => format!("expect_got 'FS_XFLAG_DAX {}'", on_off(*on)),
+            Outcome::Extents { since, same } => format!(
                 "expect_extents {} {}",
                 quote(&fiemap_name(since)),
                 if *same { "same" } else { "changed" }
             ),
-            Expect::Shared(s) => format!(
+            Outcome::NoExtents => "expect_shared hole".to_string(),
+            Outcome::Shared(s) => format!(
                 "expect_shared {}",
                 match s {
                     Shared::All => "all",
@@ -147,8 +148,15 @@ impl Gen {
                     Shared::Some => "some",
                 }
             ),
-            Expect::Exit(n) => format!("expect_exit {n}"),
+            Outcome::Exit(n) => format!("expect_exit {n}"),
         };
+        if let Some(c) = expect.faults {
+            // xfs_io cannot count the faults of its own accesses.
+            let _ = writeln!(
+                self.out,
+                "say '  (faults {c} not checked: the agent counts them, a shell cannot)'"
+            );
+        }
         self.line(&check);
         self.checked = true;
     }
@@ -157,7 +165,7 @@ impl Gen {
         let op_name = step.op.name();
         let _ = writeln!(self.out, "\n# step {n} (line {}): {}", step.line, describe(&step.op));
         let _ = writeln!(self.out, "EXPECT={}", quote(&step.expect.to_string()));
-        if let Expect::Content(c) = &step.expect {
+        if let Outcome::Content(c) = &step.expect.outcome {
             let _ = writeln!(self.out, "WANT_HEX={}", hex(*c));
         } else {
             self.line("WANT_HEX=");
@@ -219,7 +227,7 @@ impl Gen {
             Op::Open { file, handle } => {
                 self.ensure_session();
                 self.line(&format!("s_do \"open $MNT/{file}\""));
-                if matches!(step.expect, Expect::Ok) {
+                if matches!(step.expect.outcome, Outcome::Ok) {
                     self.session.files.push((Holder::Handle(handle.clone()), file.clone()));
                 }
             }
@@ -251,7 +259,7 @@ impl Gen {
                     "s_do \"open $MNT/{file}\" \"mmap {} {offset} {len}\"",
                     mmap_flags(*kind)
                 ));
-                if matches!(step.expect, Expect::Ok) {
+                if matches!(step.expect.outcome, Outcome::Ok) {
                     self.session.files.push((Holder::Map(map.clone()), file.clone()));
                     self.session.maps.push(MapSlot {
                         name: map.clone(),
@@ -370,7 +378,7 @@ impl Gen {
             Op::Sleep { millis } => {
                 self.line(&format!("run sleep {}.{:03}", millis / 1000, millis % 1000))
             }
-            Op::Shell { command } => {
+            Op::Shell { command, .. } => {
                 let _ = writeln!(
                     self.out,
                     "printf '  $ (cd \"$MNT\" && /bin/sh -c %s)\\n' {}\n\
@@ -390,7 +398,7 @@ impl Gen {
     /// A load or store expected to die of a signal kills the session's xfs_io with it; the
     /// steps after it still need the handles and mappings, so a new session opens them again.
     fn respawn_after_signal(&mut self, expect: &Expect) {
-        if !matches!(expect, Expect::Signal(_)) {
+        if !matches!(expect.outcome, Outcome::Signal(_)) {
             return;
         }
         self.expect_check(expect);

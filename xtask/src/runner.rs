@@ -4,13 +4,13 @@
 //! A case that crashes the kernel, hangs or loses the guest ends that VM: the case is reported
 //! with what the serial console shows, and the next case boots a fresh VM.
 
-use crate::events::{CaseResult, Event, FailedStep, Status};
+use crate::events::{CaseResult, Event, FailedStep, OutsideCases, Problem, Status};
 use crate::image::Image;
 use crate::kernel_log;
 use crate::recipe::Timeouts;
-use crate::scenario::{Case, Resolved, TimeoutDef, Xfail};
+use crate::scenario::{Case, Resolved, Symptom, SymptomKind, TimeoutDef, Xfail};
 use crate::vm::{Ready, Vm, VmOptions};
-use daxtest_proto::case::{CaseReport, CaseSpec, PROGRESS};
+use daxtest_proto::case::{CaseReport, CaseSpec, Observed, PROGRESS};
 use daxtest_proto::AGENT_PATH;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -158,6 +158,41 @@ pub struct Outcome {
 struct Machine {
     vm: Vm,
     ready: Ready,
+    /// Its place in the run (1-based), for messages.
+    number: usize,
+    /// The last case it ran, for naming where kernel messages outside windows came from.
+    last_case: Option<String>,
+}
+
+impl Machine {
+    /// Where kernel messages logged since the last window closed come from.
+    fn place(&self, next: Option<&str>) -> String {
+        match (&self.last_case, next) {
+            (None, Some(_)) => format!("the boot of VM {}", self.number),
+            (None, None) => format!("VM {}, which ran no case", self.number),
+            (Some(prev), Some(next)) => format!("between {prev} and {next} (VM {})", self.number),
+            (Some(prev), None) => format!("after {prev}, the last case of VM {}", self.number),
+        }
+    }
+}
+
+/// What a case run leaves of its VM.
+enum After {
+    /// The VM can run the next case.
+    Fine,
+    /// The VM is gone (crash, hang, lost connection).
+    Gone,
+    /// The VM still runs but is not trustworthy (a kernel warning, a taint, a teardown that
+    /// failed, a changed sysctl): the next case gets a fresh one, for this reason.
+    Doubtful(String),
+}
+
+/// One run of one case: its result, what became of the VM, and any failure the kernel logged
+/// before the case began.
+struct CaseRun {
+    result: CaseResult,
+    after: After,
+    before: Option<OutsideCases>,
 }
 
 impl Runner<'_> {
@@ -167,6 +202,8 @@ impl Runner<'_> {
         let mut serial_logs = Vec::new();
         let mut boot_failures = Vec::new();
         let mut outcome = Outcome { any_failure: false, infrastructure_failed: false };
+        // Why the next boot happens, when the previous VM was ended on purpose.
+        let mut reboot_reason: Option<String> = None;
         for p in planned {
             emit(&Event::CaseStarted { id: p.case.id.clone() });
             let t = Instant::now();
@@ -178,42 +215,87 @@ impl Runner<'_> {
                 Ok(Resolved::Run { spec, xfail }) => {
                     if p.case.fresh_vm {
                         if let Some(m) = machine.take() {
-                            serial_logs.push(self.end_vm(m, serial_logs.len(), true));
+                            let log = self.end_vm(m, serial_logs.len(), true, emit, &mut outcome);
+                            serial_logs.push(log);
+                            reboot_reason = Some("the case asks for a fresh VM".into());
                         }
                     }
-                    // A kernel that failed two boots in a row would fail them for every case:
-                    // booting it again would only multiply the boot timeout.
-                    if machine.is_none() && !outcome.infrastructure_failed {
-                        let reason = match (serial_logs.is_empty(), p.case.fresh_vm) {
-                            (true, _) => "first case",
-                            (false, true) => "the case asks for a fresh VM",
-                            (false, false) => "the previous VM crashed, hung or was lost",
-                        };
-                        match self.boot(emit, reason, &mut boot_failures) {
-                            Ok(m) => machine = Some(m),
-                            Err(_) => outcome.infrastructure_failed = true,
-                        }
-                    }
-                    match machine.as_mut() {
-                        None => self.result(
-                            p,
-                            Status::Error,
-                            format!(
-                                "no VM: it did not boot, twice (see {}); not booted again for \
-                                 the remaining cases",
-                                boot_failures
-                                    .last()
-                                    .map_or(String::new(), |p: &PathBuf| p.display().to_string())
-                            ),
-                            t.elapsed(),
-                        ),
-                        Some(m) => {
-                            let (result, vm_is_gone) = self.run_case(m, p, spec, xfail.as_ref());
-                            if vm_is_gone {
-                                let m = machine.take().expect("machine is there");
-                                serial_logs.push(self.end_vm(m, serial_logs.len(), false));
+                    // A case whose VM logged a failure before it began ran on a kernel that
+                    // was no longer trustworthy: it runs once more, on a fresh VM.
+                    let mut attempts = 0;
+                    loop {
+                        attempts += 1;
+                        // A kernel that failed two boots in a row would fail them for every
+                        // case: booting it again would only multiply the boot timeout.
+                        if machine.is_none() && !outcome.infrastructure_failed {
+                            let reason = match (serial_logs.is_empty(), reboot_reason.take()) {
+                                (true, _) => "first case".to_string(),
+                                (false, Some(why)) => why,
+                                (false, None) => {
+                                    "the previous VM crashed, hung or was lost".to_string()
+                                }
+                            };
+                            let number = serial_logs.len() + 1;
+                            match self.boot(emit, &reason, number, &mut boot_failures) {
+                                Ok(m) => machine = Some(m),
+                                Err(_) => outcome.infrastructure_failed = true,
                             }
-                            result
+                        }
+                        let Some(m) = machine.as_mut() else {
+                            break self.result(
+                                p,
+                                Status::Error,
+                                format!(
+                                    "no VM: it did not boot, twice (see {}); not booted again \
+                                     for the remaining cases",
+                                    boot_failures.last().map_or(String::new(), |p: &PathBuf| p
+                                        .display()
+                                        .to_string())
+                                ),
+                                t.elapsed(),
+                            );
+                        };
+                        let run = self.run_case(m, p, spec, xfail.as_ref());
+                        m.last_case = Some(p.case.id.clone());
+                        let retry = run.before.is_some() && attempts == 1;
+                        if let Some(outside) = run.before {
+                            outcome.any_failure = true;
+                            emit(&Event::KernelLogOutsideCases(outside));
+                        }
+                        let after = match run.after {
+                            After::Fine if retry => After::Doubtful(format!(
+                                "the kernel logged a failure before {} began; the case runs \
+                                 again",
+                                p.case.id
+                            )),
+                            other => other,
+                        };
+                        match after {
+                            After::Fine => {}
+                            After::Gone => {
+                                let m = machine.take().expect("machine is there");
+                                serial_logs.push(self.end_vm(
+                                    m,
+                                    serial_logs.len(),
+                                    false,
+                                    emit,
+                                    &mut outcome,
+                                ));
+                            }
+                            After::Doubtful(why) => {
+                                let m = machine.take().expect("machine is there");
+                                serial_logs.push(self.end_vm(
+                                    m,
+                                    serial_logs.len(),
+                                    true,
+                                    emit,
+                                    &mut outcome,
+                                ));
+                                reboot_reason = Some(why);
+                            }
+                        }
+                        if !retry {
+                            break run.result;
                         }
                     }
                 }
@@ -226,7 +308,7 @@ impl Runner<'_> {
             }
         }
         if let Some(m) = machine.take() {
-            serial_logs.push(self.end_vm(m, serial_logs.len(), true));
+            serial_logs.push(self.end_vm(m, serial_logs.len(), true, emit, &mut outcome));
         }
         emit(&Event::RunFinished { elapsed: started.elapsed(), serial_logs, boot_failures });
         outcome
@@ -238,6 +320,7 @@ impl Runner<'_> {
         &self,
         emit: &mut dyn FnMut(&Event),
         reason: &str,
+        number: usize,
         failures: &mut Vec<PathBuf>,
     ) -> anyhow::Result<Machine> {
         let mut failed = |e: &anyhow::Error, retrying: bool| {
@@ -254,13 +337,39 @@ impl Runner<'_> {
             reason: reason.into(),
             command_line: vm.command_line.clone(),
         });
-        Ok(Machine { vm, ready })
+        Ok(Machine { vm, ready, number, last_case: None })
     }
 
-    /// Powers off (or kills) the VM and keeps its serial log in the run directory.
-    fn end_vm(&self, m: Machine, index: usize, clean: bool) -> PathBuf {
+    /// Powers off (or kills) the VM and keeps its serial log in the run directory. Before a
+    /// clean power-off, the kernel messages no case window took are judged: a failure pattern
+    /// or a gap there fails the run.
+    fn end_vm(
+        &self,
+        m: Machine,
+        index: usize,
+        clean: bool,
+        emit: &mut dyn FnMut(&Event),
+        outcome: &mut Outcome,
+    ) -> PathBuf {
         let dest = self.run_dir.join(format!("serial-{}.log", index + 1));
         if clean {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            match m.ready.guest.capture_until(&format!("{AGENT_PATH} kmsg-rest"), deadline) {
+                Ok(out) if out.status == 0 => {
+                    let lines: Vec<String> =
+                        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+                    if let Some(outside) = outside_cases(m.place(None), lines) {
+                        outcome.any_failure = true;
+                        emit(&Event::KernelLogOutsideCases(outside));
+                    }
+                }
+                Ok(out) => eprintln!(
+                    "daxtest: reading the rest of the kernel log: exit {}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                Err(e) => eprintln!("daxtest: reading the rest of the kernel log: {e:#}"),
+            }
             if let Err(e) = m.vm.shutdown_keeping_serial(m.ready, &dest) {
                 eprintln!("daxtest: {e:#}");
             }
@@ -270,14 +379,14 @@ impl Runner<'_> {
         dest
     }
 
-    /// Runs one case; the flag says whether the VM is gone (crash, hang, lost connection).
+    /// Runs one case on `m`.
     fn run_case(
         &self,
         m: &mut Machine,
         p: &Planned,
         spec: &CaseSpec,
         xfail: Option<&Xfail>,
-    ) -> (CaseResult, bool) {
+    ) -> CaseRun {
         let t = Instant::now();
         let input = serde_json::to_vec(spec).expect("a case spec serializes");
         let limits = self.limits(&p.case);
@@ -288,32 +397,49 @@ impl Runner<'_> {
                 .capture_watched(&format!("{AGENT_PATH} case"), &input, &mut |e| watch.check(e));
         let answer = match answer {
             Ok(out) => out,
-            Err(e) => return (self.vm_lost(m, p, &watch, e, t), true),
+            Err(e) => {
+                let result = self.vm_lost(m, p, &watch, e, t);
+                return CaseRun { result, after: After::Gone, before: None };
+            }
         };
         let stderr = String::from_utf8_lossy(&answer.stderr);
         let stderr: Vec<&str> = stderr.lines().filter(|l| !l.starts_with(PROGRESS)).collect();
-        let result = match (answer.status, serde_json::from_slice::<CaseReport>(&answer.stdout)) {
-            (0, Ok(report)) => judge(
-                &p.case,
-                spec,
-                xfail,
-                &report,
-                self.result(p, Status::Pass, String::new(), t.elapsed()),
-            ),
-            (0, Err(e)) => self.result(
-                p,
-                Status::Error,
-                format!("the agent's report is not valid: {e}; stderr: {}", stderr.join("\n")),
-                t.elapsed(),
-            ),
-            (status, _) => self.result(
-                p,
-                Status::Error,
-                format!("the agent failed (exit {status}): {}", stderr.join("\n")),
-                t.elapsed(),
-            ),
+        let report = match (answer.status, serde_json::from_slice::<CaseReport>(&answer.stdout)) {
+            (0, Ok(report)) => report,
+            (0, Err(e)) => {
+                let result = self.result(
+                    p,
+                    Status::Error,
+                    format!("the agent's report is not valid: {e}; stderr: {}", stderr.join("\n")),
+                    t.elapsed(),
+                );
+                let after = After::Doubtful("the agent's report was not valid".into());
+                return CaseRun { result, after, before: None };
+            }
+            (status, _) => {
+                let result = self.result(
+                    p,
+                    Status::Error,
+                    format!("the agent failed (exit {status}): {}", stderr.join("\n")),
+                    t.elapsed(),
+                );
+                let after = After::Doubtful("the agent failed".into());
+                return CaseRun { result, after, before: None };
+            }
         };
-        (result, false)
+        let before = outside_cases(m.place(Some(&p.case.id)), report.kernel_log_before.clone());
+        let result = judge(
+            &p.case,
+            spec,
+            xfail,
+            &report,
+            self.result(p, Status::Pass, String::new(), t.elapsed()),
+        );
+        let after = match doubt(&result, &report) {
+            Some(why) => After::Doubtful(format!("{} left the guest in doubt: {why}", p.case.id)),
+            None => After::Fine,
+        };
+        CaseRun { result, after, before }
     }
 
     /// The case's limits: the command line's, else the scenario's, else the recipe's.
@@ -343,9 +469,10 @@ impl Runner<'_> {
                 let mut r = self.result(p, Status::Hang, why, t.elapsed());
                 // The case's benign and forbidden patterns apply to its dump as to its log.
                 let log = &p.case.kernel_log;
-                r.bad_kernel_lines = kernel_log::Classifier::new(&[], &log.benign, &log.forbidden)
+                let bad = kernel_log::Classifier::new(&[], &log.benign, &log.forbidden)
                     .map(|c| c.classify(&dump).bad)
                     .unwrap_or_default();
+                r.problems.extend(bad.into_iter().map(|line| Problem::KernelLine { line }));
                 r.kernel_log = dump;
                 r.kernel_log.push(format!("--- {how}; last serial lines ---"));
                 r.kernel_log.extend(serial_tail(&watch.serial_since_start(), 40));
@@ -368,7 +495,9 @@ impl Runner<'_> {
                             format!("kernel crash: {first}"),
                             t.elapsed(),
                         );
-                        r.bad_kernel_lines = report.lines().map(str::to_string).collect();
+                        r.problems.extend(
+                            report.lines().map(|l| Problem::KernelLine { line: l.to_string() }),
+                        );
                         r
                     }
                     None => self.result(
@@ -429,10 +558,12 @@ impl Runner<'_> {
             kernel: self.image.kernel.release.clone(),
             status,
             duration,
+            problems: match status.is_failure() {
+                true => vec![Problem::Run { message: message.clone() }],
+                false => vec![],
+            },
             message,
-            failed_step: None,
             kernel_log: vec![],
-            bad_kernel_lines: vec![],
             seed: match &p.resolved {
                 Ok(Resolved::Run { spec, .. }) => spec.seed,
                 _ => p.case.seed,
@@ -441,13 +572,47 @@ impl Runner<'_> {
     }
 }
 
+/// Why the guest cannot be trusted after this case, if it cannot: what the kernel logged or its
+/// taint, what teardown could not undo, what the case changed beyond its filesystem.
+fn doubt(result: &CaseResult, report: &CaseReport) -> Option<String> {
+    let mut why: Vec<String> = result
+        .problems
+        .iter()
+        .filter(|p| {
+            matches!(
+                p,
+                Problem::KernelLine { .. }
+                    | Problem::Taint { .. }
+                    | Problem::Teardown { .. }
+                    | Problem::IncompleteLog { .. }
+            )
+        })
+        .map(|p| p.to_string())
+        .collect();
+    why.extend(report.residue.iter().cloned());
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// Kernel messages outside every window (the boot, between cases, after the last), judged by
+/// the built-in failure patterns alone (no case's benign list applies): `Some` when they fail
+/// the run, a failure pattern or a note that records were lost.
+fn outside_cases(place: String, lines: Vec<String>) -> Option<OutsideCases> {
+    let bad = kernel_log::Classifier::new(&[], &[], &[])
+        .map(|c| c.classify(&lines).bad)
+        .unwrap_or_default();
+    let gap = lines.iter().find(|l| l.starts_with("(daxtest: ")).cloned();
+    (!bad.is_empty() || gap.is_some()).then_some(OutsideCases { place, bad, gap, lines })
+}
+
 fn serial_tail(serial: &str, n: usize) -> Vec<String> {
     let lines: Vec<&str> = serial.lines().collect();
     lines[lines.len().saturating_sub(n)..].iter().map(|l| l.to_string()).collect()
 }
 
-/// Decides a case from the agent's report: the steps against their expectations, then the
-/// kernel log and the taint, then a known bug (xfail). `base` carries id, kernel, seed, time.
+/// Decides a case from the agent's report: the steps against their expectations, the kernel log,
+/// the taint and teardown, as structured problems; then the status (an error when the case
+/// could not be run or judged; a known bug only when every problem is its symptom). `base`
+/// carries id, kernel, seed, time.
 pub fn judge(
     case: &Case,
     spec: &CaseSpec,
@@ -457,88 +622,125 @@ pub fn judge(
 ) -> CaseResult {
     let mut r = base;
     r.kernel_log = report.kernel_log.clone();
-    if let Some(e) = &report.setup_error {
-        r.status = Status::Error;
-        r.message = format!("set-up: {e}");
-        return r;
+    let problems = problems(case, spec, report);
+    let (status, problems) = verdict(problems, xfail);
+    r.status = status;
+    r.message = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
+    if let (Status::Xfail, Some(x)) = (status, xfail) {
+        r.message = format!("known bug: {} ({}): {}", x.reason, x.link, r.message);
     }
-    // The host judges again from the observations: the agent's own stop is only an optimisation.
-    let mut failed = None;
-    for (i, (step, seen)) in spec.steps.iter().zip(&report.steps).enumerate() {
-        if let Err(why) = step.expect.check(&seen.observed) {
-            failed = Some(FailedStep {
-                number: i + 1,
-                line: step.line,
-                op: seen.op.clone(),
-                expected: step.expect.to_string(),
-                observed: seen.observed.to_string(),
-            });
-            r.message = format!("step {} (line {}, {}): {why}", i + 1, step.line, seen.op);
-            break;
+    r.problems = problems;
+    r
+}
+
+/// Everything wrong with a case, in the order a developer reads it.
+fn problems(case: &Case, spec: &CaseSpec, report: &CaseReport) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    match &report.setup_error {
+        Some(e) => problems.push(Problem::Setup { message: e.clone() }),
+        None => {
+            // The host judges again from the observations: the agent's own stop is only an
+            // optimisation.
+            let failed =
+                spec.steps.iter().zip(&report.steps).enumerate().find_map(|(i, (step, seen))| {
+                    step.expect.check(&seen.observed).err().map(|_| match &seen.observed {
+                        Observed::Error(message) => Problem::Framework {
+                            number: i + 1,
+                            line: step.line,
+                            op: seen.op.clone(),
+                            message: message.clone(),
+                        },
+                        observed => Problem::Step(FailedStep {
+                            number: i + 1,
+                            line: step.line,
+                            op: seen.op.clone(),
+                            expected: step.expect.clone(),
+                            observed: observed.clone(),
+                        }),
+                    })
+                });
+            match failed {
+                Some(p) => problems.push(p),
+                None if report.steps.len() < spec.steps.len() => problems
+                    .push(Problem::StepsMissing { ran: report.steps.len(), of: spec.steps.len() }),
+                None => {}
+            }
         }
     }
-    if failed.is_none() && report.steps.len() < spec.steps.len() {
-        r.status = Status::Error;
-        r.message = format!(
-            "the agent ran {} of {} steps and reported no failure",
-            report.steps.len(),
-            spec.steps.len()
-        );
-        return r;
-    }
-    let mut problems: Vec<String> = Vec::new();
-    if failed.is_some() {
-        problems.push(r.message.clone());
-    }
-    match kernel_log::Classifier::new(
-        &case.kernel_log.expected,
-        &case.kernel_log.benign,
-        &case.kernel_log.forbidden,
-    ) {
+    let log = &case.kernel_log;
+    match kernel_log::Classifier::new(&log.expected, &log.benign, &log.forbidden) {
         Ok(classifier) => {
             let verdict = classifier.classify(&report.kernel_log);
-            if !verdict.bad.is_empty() {
-                problems.push(format!("kernel log: {}", verdict.bad.join(" | ")));
-                r.bad_kernel_lines = verdict.bad.clone();
-            }
-            for m in &verdict.missing {
-                problems.push(format!("kernel log: nothing matched the expected pattern {m:?}"));
+            problems.extend(verdict.bad.into_iter().map(|line| Problem::KernelLine { line }));
+            // What a case that never ran its steps did not log says nothing.
+            if report.setup_error.is_none() {
+                problems.extend(
+                    verdict.missing.into_iter().map(|pattern| Problem::MissingPattern { pattern }),
+                );
             }
         }
-        Err(e) => problems.push(format!("kernel log patterns: {e:#}")),
+        Err(e) => problems.push(Problem::Run { message: format!("kernel log patterns: {e:#}") }),
+    }
+    if let Some(why) = &report.kernel_log_gap {
+        problems.push(Problem::IncompleteLog { why: why.clone() });
     }
     if report.tainted_after != report.tainted_before {
-        problems.push(format!(
-            "the kernel taint changed from {} ({}) to {} ({})",
-            report.tainted_before,
-            kernel_log::taint_flags(report.tainted_before),
-            report.tainted_after,
-            kernel_log::taint_flags(report.tainted_after)
-        ));
+        problems
+            .push(Problem::Taint { before: report.tainted_before, after: report.tainted_after });
     }
     if let Some(t) = &report.teardown_error {
-        problems.push(format!("teardown: {t}"));
+        problems.push(Problem::Teardown { message: t.clone() });
     }
-    r.failed_step = failed;
-    let failing = !problems.is_empty();
-    r.message = problems.join("; ");
-    r.status = match (failing, xfail) {
-        (false, None) => Status::Pass,
-        (true, None) => Status::Fail,
-        (true, Some(x)) => {
-            r.message = format!("known bug: {} ({}): {}", x.reason, x.link, r.message);
-            Status::Xfail
-        }
-        (false, Some(x)) => {
-            r.message = format!(
-                "passed, but the scenario expects it to fail on this kernel because of a known bug \
-                 ({}, {}): if the bug is fixed here, narrow the xfail's kernel condition",
-                x.reason, x.link
-            );
+    if !report.left_behind.is_empty() {
+        problems.push(Problem::LeftBehind { processes: report.left_behind.clone() });
+    }
+    problems
+}
+
+/// The status the problems give, with the problem an unexpected pass adds.
+fn verdict(mut problems: Vec<Problem>, xfail: Option<&Xfail>) -> (Status, Vec<Problem>) {
+    let status = match xfail {
+        _ if problems.iter().any(Problem::is_error) => Status::Error,
+        None if problems.is_empty() => Status::Pass,
+        None => Status::Fail,
+        Some(x) if problems.is_empty() => {
+            problems
+                .push(Problem::UnexpectedPass { reason: x.reason.clone(), link: x.link.clone() });
             Status::Fail
         }
+        Some(x) if symptom_covers(&x.symptom, &problems) => Status::Xfail,
+        Some(_) => Status::Fail,
     };
-    r
+    (status, problems)
+}
+
+/// Whether every problem is the known bug's symptom. A kernel-log symptom covers the taint a
+/// warning or an oops brings (W, D), nothing else.
+fn symptom_covers(symptom: &Symptom, problems: &[Problem]) -> bool {
+    const TAINT_DIE: u64 = 1 << 7;
+    const TAINT_WARN: u64 = 1 << 9;
+    let matches = |text: &str| match &symptom.what {
+        SymptomKind::Message(re) => regex::Regex::new(re).is_ok_and(|r| r.is_match(text)),
+        _ => false,
+    };
+    let kernel_line_matched = symptom.step.is_none()
+        && problems.iter().any(|p| matches!(p, Problem::KernelLine { line } if matches(line)));
+    problems.iter().all(|p| match p {
+        Problem::Step(s) => {
+            symptom.step == Some(s.number)
+                && match (&symptom.what, &s.observed) {
+                    (SymptomKind::Errno(e), Observed::Errno(o)) => e == o,
+                    (SymptomKind::Signal(e), Observed::Signal(o)) => e == o,
+                    (SymptomKind::Message(_), observed) => matches(&observed.to_string()),
+                    _ => false,
+                }
+        }
+        Problem::KernelLine { line } => symptom.step.is_none() && matches(line),
+        Problem::Taint { before, after } => {
+            kernel_line_matched && (after & !before) & !(TAINT_WARN | TAINT_DIE) == 0
+        }
+        _ => false,
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! conditions, and a validation pass over every file before anything boots.
 
 use anyhow::Context;
-use daxtest_proto::case::{CaseSpec, Expect, Fs, MapKind, Op, Shared, Step};
+use daxtest_proto::case::{CaseSpec, Count, Expect, Fs, MapKind, Op, Outcome, Shared, Step};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -202,6 +202,8 @@ struct Requires {
     kernel: OneOrMany,
 }
 
+/// `xfail = [{ when = ..., reason, link, step = 3, errno = "EINVAL" }]`: a known bug, named by its
+/// symptom, so that no other failure of the case passes for it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct XfailDef {
@@ -209,6 +211,12 @@ struct XfailDef {
     when: WhenDef,
     reason: String,
     link: String,
+    /// The step (1-based) that fails; absent: the symptom is a kernel-log line.
+    step: Option<usize>,
+    errno: Option<String>,
+    signal: Option<String>,
+    /// A regular expression: over the failing step's observation, or over the kernel-log line.
+    message: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -257,6 +265,16 @@ struct ExpectDef {
     since: Option<String>,
     shared: Option<String>,
     exit: Option<i32>,
+    /// Page faults of a store or load: `0` or a comparison such as `">=1"`.
+    faults: Option<CountDef>,
+}
+
+/// A count as written: `faults = 0` or `faults = ">=1"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum CountDef {
+    Number(u64),
+    Text(String),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -339,12 +357,41 @@ impl fmt::Display for Constraint {
 // ---------------------------------------------------------------------------------------------
 // The expanded model.
 
-/// A known kernel bug: the case is expected to fail on the kernels it names.
+/// A known kernel bug: the case is expected to fail on the kernels it names, with this symptom.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Xfail {
     pub kernel: Vec<Constraint>,
     pub reason: String,
     pub link: String,
+    pub symptom: Symptom,
+}
+
+/// How a known bug shows: a step's errno or signal, or a message (a step's observation or a
+/// kernel-log line) matching a regular expression.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Symptom {
+    /// 1-based; `None` for a kernel-log symptom.
+    pub step: Option<usize>,
+    pub what: SymptomKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SymptomKind {
+    Errno(String),
+    Signal(String),
+    Message(String),
+}
+
+impl fmt::Display for Symptom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.step, &self.what) {
+            (Some(n), SymptomKind::Errno(e)) => write!(f, "step {n} fails with {e}"),
+            (Some(n), SymptomKind::Signal(s)) => write!(f, "step {n} is killed by {s}"),
+            (Some(n), SymptomKind::Message(m)) => write!(f, "step {n} shows /{m}/"),
+            (None, SymptomKind::Message(m)) => write!(f, "the kernel logs /{m}/"),
+            (None, other) => write!(f, "{other:?}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -704,6 +751,13 @@ fn expand_case(
             let mut xfail = Vec::new();
             for spanned in &c.xfail {
                 let x = spanned.get_ref();
+                let symptom = match symptom(x, c.steps.len()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        diags.push(at(spanned.span().start, e));
+                        continue;
+                    }
+                };
                 if cell_matches(&x.when, *fs, mount) {
                     xfail.push(Xfail {
                         kernel: constraints(
@@ -713,6 +767,7 @@ fn expand_case(
                         ),
                         reason: x.reason.clone(),
                         link: x.link.clone(),
+                        symptom,
                     });
                 }
             }
@@ -773,6 +828,42 @@ fn expand_case(
     }
 }
 
+/// The symptom an xfail names, checked: exactly one of errno, signal and message; errno and
+/// signal with the step they happen at; a step the case has; a message that is a regex.
+fn symptom(x: &XfailDef, steps: usize) -> Result<Symptom, String> {
+    let fix = "name the symptom of the bug: step = N with errno = \"E...\" or signal = \
+               \"SIG...\", or message = \"regex\" (of the step's observation with step, of the \
+               kernel-log line without)";
+    let what = match (&x.errno, &x.signal, &x.message) {
+        (Some(e), None, None) => {
+            if !ERRNOS.contains(&e.as_str()) {
+                return Err(format!("xfail errno = {e:?}: not an errno name"));
+            }
+            SymptomKind::Errno(e.clone())
+        }
+        (None, Some(s), None) => SymptomKind::Signal(s.clone()),
+        (None, None, Some(m)) => {
+            regex::Regex::new(m).map_err(|e| {
+                let e = e.to_string();
+                let why = e.lines().last().unwrap_or_default().trim_start_matches("error: ");
+                format!("xfail message {m:?} is not a regular expression: {why}")
+            })?;
+            SymptomKind::Message(m.clone())
+        }
+        (None, None, None) => return Err(format!("xfail without a symptom: {fix}")),
+        _ => return Err(format!("xfail names more than one symptom: {fix}")),
+    };
+    match x.step {
+        Some(n) if n == 0 || n > steps => {
+            Err(format!("xfail step = {n}: the case has steps 1 to {steps}"))
+        }
+        None if !matches!(what, SymptomKind::Message(_)) => {
+            Err(format!("xfail errno or signal without `step`: say which step shows it ({fix})"))
+        }
+        step => Ok(Symptom { step, what }),
+    }
+}
+
 /// FNV-1a of the id: a seed that stays the same from run to run and differs between cases.
 fn stable_seed(id: &str) -> u64 {
     id.bytes().fold(0xcbf29ce484222325, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
@@ -790,7 +881,7 @@ fn impossible(
         Some(i) => &expect[..=i],
         None => expect,
     };
-    if !reachable.iter().any(|(_, e)| matches!(e, Expect::Ok)) {
+    if !reachable.iter().any(|(_, e)| matches!(e.outcome, Outcome::Ok)) {
         return None;
     }
     match op {
@@ -807,6 +898,15 @@ fn impossible(
              (matrix = { fs = [\"xfs\"] })"
                 .into(),
         ),
+        Op::RaceToggleWrite { .. }
+            if mount.split(',').any(|o| matches!(o, "dax" | "dax=always" | "dax=never")) =>
+        {
+            Some(format!(
+                "race_toggle_write cannot race under {mount}: the mount option fixes the DAX \
+                 mode, so toggling the flag never changes it; restrict the case to dax=inode \
+                 (matrix = {{ mount = [\"dax=inode\"] }})"
+            ))
+        }
         Op::Mmap { kind: MapKind::Sync, .. } if mount.split(',').any(|o| o == "dax=never") => Some(
             "mmap kind = \"sync\" (MAP_SYNC) cannot succeed under dax=never: without DAX \
                  the kernel refuses it with EOPNOTSUPP; expect { errno = \"EOPNOTSUPP\" } there \
@@ -884,6 +984,7 @@ fn empty_expect() -> ExpectDef {
         since: None,
         shared: None,
         exit: None,
+        faults: None,
     }
 }
 
@@ -934,6 +1035,15 @@ fn expectation(d: &ExpectDef, vars: &BTreeMap<String, String>) -> Result<Expect,
     .filter(|(_, set)| *set)
     .map(|(k, _)| *k)
     .collect();
+    let faults = match &d.faults {
+        None => None,
+        Some(CountDef::Number(n)) => Some(Count { cmp: daxtest_proto::case::Cmp::Eq, n: *n }),
+        Some(CountDef::Text(t)) => Some(Count::parse(&substitute(t, vars)?).ok_or_else(|| {
+            format!("faults = {t:?}: write a count (0) or a comparison (\">=1\", \"<4\")")
+        })?),
+    };
+    // `faults` alone: the access must succeed, with that many faults.
+    let given = if given.is_empty() && faults.is_some() { vec!["ok"] } else { given };
     if given.len() != 1 {
         return Err(format!(
             "an expectation names exactly one of ok, errno, signal, content, dax, flag, extents, \
@@ -941,11 +1051,23 @@ fn expectation(d: &ExpectDef, vars: &BTreeMap<String, String>) -> Result<Expect,
             if given.is_empty() { "none".to_string() } else { given.join(", ") }
         ));
     }
-    if d.since.is_some() != d.extents.is_some() {
+    if faults.is_some() && !["ok", "content"].contains(&given[0]) {
+        return Err(format!(
+            "faults go with an access that completes (ok or content), not with {}: a faulting \
+             access killed by a signal has no count",
+            given[0]
+        ));
+    }
+    let extents = sub(&d.extents)?;
+    if extents.as_deref() == Some("none") {
+        if d.since.is_some() {
+            return Err("extents = \"none\" (a hole) compares with nothing: drop `since`".into());
+        }
+    } else if d.since.is_some() != d.extents.is_some() {
         return Err("`since` goes with `extents` (and `extents` needs `since`)".into());
     }
-    Ok(match given[0] {
-        "ok" if d.ok == Some(true) => Expect::Ok,
+    let outcome = match given[0] {
+        "ok" if d.ok != Some(false) => Outcome::Ok,
         "ok" => return Err("ok = false says nothing: name the errno or signal".into()),
         "errno" => {
             let e = sub(&d.errno)?.unwrap_or_default();
@@ -954,72 +1076,84 @@ fn expectation(d: &ExpectDef, vars: &BTreeMap<String, String>) -> Result<Expect,
                     "errno = {e:?}: not an errno name (EINVAL, EOPNOTSUPP, ETXTBSY, ...)"
                 ));
             }
-            Expect::Errno(e)
+            Outcome::Errno(e)
         }
         "signal" => {
             let s = sub(&d.signal)?.unwrap_or_default();
             if !["SIGBUS", "SIGSEGV"].contains(&s.as_str()) {
                 return Err(format!("signal = {s:?}: an access can raise SIGBUS or SIGSEGV"));
             }
-            Expect::Signal(s)
+            Outcome::Signal(s)
         }
         "content" => {
             let c = sub(&d.content)?.unwrap_or_default();
             let mut chars = c.chars();
             match (chars.next(), chars.next()) {
-                (Some(ch), None) if ch.is_ascii() => Expect::Content(ch),
-                _ if c == "\\0" || c == "zero" => Expect::Content('\0'),
+                (Some(ch), None) if ch.is_ascii() => Outcome::Content(ch),
+                _ if c == "\\0" || c == "zero" => Outcome::Content('\0'),
                 _ => return Err(format!("content = {c:?}: one ASCII character, or \"zero\"")),
             }
         }
-        "dax" => Expect::Dax(on_off("dax", &sub(&d.dax)?.unwrap_or_default())?),
-        "flag" => Expect::Flag(on_off("flag", &sub(&d.flag)?.unwrap_or_default())?),
+        "dax" => Outcome::Dax(on_off("dax", &sub(&d.dax)?.unwrap_or_default())?),
+        "flag" => Outcome::Flag(on_off("flag", &sub(&d.flag)?.unwrap_or_default())?),
         "extents" => {
             let since = sub(&d.since)?.unwrap_or_default();
-            match sub(&d.extents)?.unwrap_or_default().as_str() {
-                "unchanged" => Expect::Extents { since, same: true },
-                "changed" => Expect::Extents { since, same: false },
+            match extents.unwrap_or_default().as_str() {
+                "unchanged" => Outcome::Extents { since, same: true },
+                "changed" => Outcome::Extents { since, same: false },
+                "none" => Outcome::NoExtents,
                 other => {
-                    return Err(format!("extents = {other:?}: write \"unchanged\" or \"changed\""))
+                    return Err(format!(
+                        "extents = {other:?}: write \"unchanged\" or \"changed\" (with since), \
+                         or \"none\" for a hole"
+                    ))
                 }
             }
         }
         "shared" => match sub(&d.shared)?.unwrap_or_default().as_str() {
-            "all" => Expect::Shared(Shared::All),
-            "none" => Expect::Shared(Shared::None),
-            "some" => Expect::Shared(Shared::Some),
+            "all" => Outcome::Shared(Shared::All),
+            "none" => Outcome::Shared(Shared::None),
+            "some" => Outcome::Shared(Shared::Some),
             other => {
                 return Err(format!("shared = {other:?}: write \"all\", \"none\" or \"some\""))
             }
         },
-        _ => Expect::Exit(d.exit.unwrap_or_default()),
-    })
+        _ => Outcome::Exit(d.exit.unwrap_or_default()),
+    };
+    Ok(Expect { outcome, faults })
 }
 
 /// Whether each expectation can be observed by the operation (content needs read or load...).
 fn check_fits(op: &Op, alternatives: &[(Vec<Constraint>, Expect)]) -> Result<(), String> {
+    let access = matches!(op, Op::Store { .. } | Op::Load { .. });
     for (_, e) in alternatives {
+        if e.faults.is_some() && !access {
+            return Err(format!(
+                "op {} cannot observe faults: only store and load count them (the faults of \
+                 the process that holds the mapping)",
+                op.name()
+            ));
+        }
         // Whether `op` can observe `e`, and which ops can.
-        let (fits, by) = match e {
-            Expect::Ok | Expect::Errno(_) => (true, "every op"),
-            Expect::Signal(_) => {
-                (matches!(op, Op::Store { .. } | Op::Load { .. }), "store and load")
-            }
-            Expect::Content(_) => {
+        let (fits, by) = match &e.outcome {
+            Outcome::Ok | Outcome::Errno(_) => (true, "every op"),
+            Outcome::Signal(_) => (access, "store and load"),
+            Outcome::Content(_) => {
                 (matches!(op, Op::Read { .. } | Op::Load { .. }), "read and load")
             }
-            Expect::Dax(_) => (matches!(op, Op::Statx { .. }), "statx"),
-            Expect::Flag(_) => (matches!(op, Op::GetFlag { .. }), "get_flag"),
-            Expect::Extents { .. } | Expect::Shared(_) => {
+            Outcome::Dax(_) => (matches!(op, Op::Statx { .. }), "statx"),
+            Outcome::Flag(_) => (matches!(op, Op::GetFlag { .. }), "get_flag"),
+            Outcome::Extents { .. } | Outcome::NoExtents | Outcome::Shared(_) => {
                 (matches!(op, Op::Fiemap { .. }), "fiemap")
             }
-            Expect::Exit(_) => (matches!(op, Op::Shell { .. }), "shell"),
+            Outcome::Exit(_) => (matches!(op, Op::Shell { .. }), "shell"),
         };
         if !fits {
             return Err(format!(
-                "op {} cannot observe \"{e}\": only {by} can; expect {{ ok = true }} or an errno \
+                "op {} cannot observe \"{}\": only {by} can; expect {{ ok = true }} or an errno \
                  here and check it with a {by} step",
-                op.name()
+                op.name(),
+                e.outcome
             ));
         }
     }
@@ -1098,13 +1232,26 @@ impl Usage {
                 self.maps.remove(map);
                 self.ended.insert(("mapping", map.clone()), what);
             }
-            Op::Store { map, .. }
-            | Op::Load { map, .. }
-            | Op::Msync { map }
-            | Op::RaceStoreClone { map, .. } => {
+            Op::Store { map, .. } | Op::Load { map, .. } => {
+                need(&self.maps, &self.ended, "mapping", map, &mut errors);
+                // A signal kills the process that holds the mapping: the mapping goes with it.
+                if let Some(sig) = expect.iter().find_map(|(_, e)| match &e.outcome {
+                    Outcome::Signal(s) => Some(s),
+                    _ => None,
+                }) {
+                    self.maps.remove(map);
+                    self.ended.insert(
+                        ("mapping", map.clone()),
+                        format!(
+                            "the {sig} expected at line {line} (it kills the mapping's process)"
+                        ),
+                    );
+                }
+            }
+            Op::Msync { map } | Op::RaceStoreClone { map, .. } => {
                 need(&self.maps, &self.ended, "mapping", map, &mut errors)
             }
-            Op::Evict | Op::Remount => {
+            Op::Evict | Op::Remount | Op::RaceToggleWrite { .. } => {
                 for h in self.handles.drain() {
                     self.ended.insert(("handle", h), what.clone());
                 }
@@ -1115,7 +1262,7 @@ impl Usage {
             _ => {}
         }
         for (_, e) in expect {
-            if let Expect::Extents { since, .. } = e {
+            if let Outcome::Extents { since, .. } = &e.outcome {
                 need(&self.saved, &self.ended, "saved extent map", since, &mut errors);
             }
         }

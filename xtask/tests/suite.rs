@@ -69,6 +69,40 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
             "fail",
             "kernel log: nothing matched the expected pattern \"this line is never logged\"",
         ),
+        // Faults are counted by the process that holds the mapping, whose entries stay live.
+        (
+            "wrong/faults/xfs/dax=always",
+            "fail",
+            "step 3 (line 106, load): expected every byte 'a' with faults = 0, got bytes ['a' \
+             x4096 at 0], ",
+        ),
+        (
+            "wrong/no-fault-again/xfs/dax=always",
+            "fail",
+            "step 4 (line 116, load): expected every byte 'b' with faults >= 1, got bytes ['b' \
+             x4096 at 0], 0 faults",
+        ),
+        (
+            "wrong/short-read/xfs/dax=always",
+            "fail",
+            "step 2 (line 124, read): expected every byte 'b', got bytes [] (asked 4096, got 0)",
+        ),
+        (
+            "wrong/hole-is-not-unshared/xfs/dax=always",
+            "fail",
+            "step 3 (line 133, fiemap): expected none extents shared, got no extents",
+        ),
+        (
+            "wrong/xfail-and-a-warning/xfs/dax=always",
+            "fail",
+            "step 2 (line 142, unlink): expected success, got error ENOENT; kernel log: [",
+        ),
+        (
+            "wrong/xfail-symptom/xfs/dax=always",
+            "xfail",
+            "known bug: the missing file (https://example.org/bug): step 1 (line 149, unlink): \
+             expected success, got error ENOENT",
+        ),
     ];
     let cases = results["cases"].as_array().unwrap();
     assert_eq!(cases.len(), want.len());

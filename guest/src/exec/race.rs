@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// xorshift64*: enough to vary interleavings reproducibly from a seed.
 struct Rng(u64);
@@ -41,38 +41,72 @@ fn record(i: u64) -> Vec<u8> {
 /// What the toggler prints once it runs.
 pub const TOGGLER_READY: &str = "toggler ready";
 
-/// Toggles FS_XFLAG_DAX on `path` `rounds` times, opening the file anew each time (the mode
-/// may only change while nothing holds the inode); returns the refusals.
+/// One round of the toggler, as it prints it: `mode on` when a lookup right after the toggle
+/// found the file in DAX mode, `mode off` when not, or the refusal.
 pub fn toggle(path: &Path, rounds: u64, seed: u64) -> Vec<String> {
     let mut rng = Rng::new(seed);
-    let mut errors = Vec::new();
+    let mut lines = Vec::new();
     for i in 0..rounds {
         let r = File::open(path).and_then(|f| sys::set_dax_flag(f.as_fd(), i % 2 == 0));
-        if let Err(e) = r {
-            errors.push(format!("toggle {i}: {}", sys::errno_name(e.raw_os_error().unwrap_or(0))));
+        match r {
+            Err(e) => lines
+                .push(format!("toggle {i}: {}", sys::errno_name(e.raw_os_error().unwrap_or(0)))),
+            Ok(()) => lines.push(match dax_mode(path) {
+                Some(true) => "mode on".into(),
+                Some(false) => "mode off".into(),
+                None => format!("toggle {i}: statx failed"),
+            }),
         }
         rng.jitter();
     }
-    errors
+    lines
+}
+
+/// STATX_ATTR_DAX of the file at `path` (a lookup: it loads the inode if it was evicted).
+fn dax_mode(path: &Path) -> Option<bool> {
+    crate::stat::statx_dax(&path.to_string_lossy()).ok().flatten()
+}
+
+/// What the two sides of race_toggle_write saw.
+pub struct ToggleRace {
+    /// Refused toggles, failed writes, a toggler that did not run.
+    pub problems: Vec<String>,
+    /// How often the file's DAX mode was seen to change, by the writer (through each write's
+    /// fd) and by the toggler (at a lookup after each toggle).
+    pub writer_transitions: usize,
+    pub toggler_transitions: usize,
 }
 
 /// Two processes, as the catalogue asks: a child (this agent again, `toggle-dax-flag`) toggles
-/// FS_XFLAG_DAX `rounds` times while this process writes record i at i * 4 KiB; then every
-/// record must read back. A toggle refused by the kernel is a problem too: the scenarios use
-/// this only where the flag may change.
-pub fn toggle_write(path: &Path, rounds: u64, seed: u64) -> Observed {
-    let mut problems = Vec::new();
-    let toggler = std::process::Command::new("/proc/self/exe")
-        .arg("toggle-dax-flag")
+/// FS_XFLAG_DAX `rounds` times while this process writes record i at i * 4 KiB. The records are
+/// checked by the caller ([`check_records`]), also after eviction and remount. A toggle refused
+/// by the kernel is a problem too: the scenarios use this only where the flag may change.
+pub fn toggle_write(
+    path: &Path,
+    rounds: u64,
+    seed: u64,
+    cgroup_procs: Option<&Path>,
+) -> ToggleRace {
+    let failed = |why: String| ToggleRace {
+        problems: vec![why],
+        writer_transitions: 0,
+        toggler_transitions: 0,
+    };
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.arg("toggle-dax-flag")
         .arg(path)
         .arg(rounds.to_string())
         .arg(seed.to_string())
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .spawn();
-    let mut toggler = match toggler {
+        .stdout(std::process::Stdio::piped());
+    if let Some(procs) = cgroup_procs {
+        if let Err(e) = sys::spawn_into_cgroup(&mut cmd, procs) {
+            return failed(format!("toggler: {e}"));
+        }
+    }
+    let mut toggler = match cmd.spawn() {
         Ok(child) => child,
-        Err(e) => return Observed::Race { rounds, problems: vec![format!("toggler: {e}")] },
+        Err(e) => return failed(format!("toggler: {e}")),
     };
     // Exec takes longer than the writes: wait for the toggler to begin.
     let mut out = std::io::BufReader::new(toggler.stdout.take().expect("piped stdout"));
@@ -80,44 +114,61 @@ pub fn toggle_write(path: &Path, rounds: u64, seed: u64) -> Observed {
     if std::io::BufRead::read_line(&mut out, &mut first).is_err() || first.trim() != TOGGLER_READY {
         let _ = toggler.kill();
         let _ = toggler.wait();
-        return Observed::Race {
-            rounds,
-            problems: vec![format!("toggler did not start: {first:?}")],
-        };
+        return failed(format!("toggler did not start: {first:?}"));
     }
-    let writes = write_records(path, rounds, seed);
+    let (writes, modes) = write_records(path, rounds, seed);
     let mut rest = String::new();
     let read = std::io::Read::read_to_string(&mut out, &mut rest);
-    let toggles = match (toggler.wait(), read) {
-        (Ok(status), Ok(_)) if status.success() => rest.lines().map(str::to_string).collect(),
-        (Ok(status), _) => vec![format!("toggler exited with {status}: {}", rest.trim())],
-        (Err(e), _) => vec![format!("toggler: {e}")],
-    };
-    problems.extend(toggles);
+    let mut problems = Vec::new();
+    let mut toggler_modes = Vec::new();
+    match (toggler.wait(), read) {
+        (Ok(status), Ok(_)) if status.success() => {
+            for line in rest.lines() {
+                match line {
+                    "mode on" => toggler_modes.push(true),
+                    "mode off" => toggler_modes.push(false),
+                    other => problems.push(other.to_string()),
+                }
+            }
+        }
+        (Ok(status), _) => problems.push(format!("toggler exited with {status}: {}", rest.trim())),
+        (Err(e), _) => problems.push(format!("toggler: {e}")),
+    }
     problems.extend(writes);
-    problems.extend(check_records(path, rounds));
-    Observed::Race { rounds, problems }
+    ToggleRace {
+        problems,
+        writer_transitions: transitions(&modes),
+        toggler_transitions: transitions(&toggler_modes),
+    }
 }
 
-/// The writing side: record i at i * 4 KiB, each through a fresh open; returns the errors.
-fn write_records(path: &Path, rounds: u64, seed: u64) -> Vec<String> {
+fn transitions(modes: &[bool]) -> usize {
+    modes.windows(2).filter(|w| w[0] != w[1]).count()
+}
+
+/// The writing side: record i at i * 4 KiB, each through a fresh open; returns the errors and
+/// the DAX mode each write went through (STATX_ATTR_DAX of its fd).
+fn write_records(path: &Path, rounds: u64, seed: u64) -> (Vec<String>, Vec<bool>) {
     let mut rng = Rng::new(seed.rotate_left(17));
     let mut errors = Vec::new();
+    let mut modes = Vec::new();
     for i in 0..rounds {
-        let r = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .and_then(|f| f.write_all_at(&record(i), i * RECORD));
-        if let Err(e) = r {
-            errors.push(format!("write {i}: {e}"));
+        let r = OpenOptions::new().write(true).open(path).and_then(|f| {
+            f.write_all_at(&record(i), i * RECORD)?;
+            Ok(crate::stat::fd_dax(f.as_fd()))
+        });
+        match r {
+            Ok(Some(mode)) => modes.push(mode),
+            Ok(None) => {}
+            Err(e) => errors.push(format!("write {i}: {e}")),
         }
         rng.jitter();
     }
-    errors
+    (errors, modes)
 }
 
-/// Every record must read back as written.
-fn check_records(path: &Path, rounds: u64) -> Vec<String> {
+/// Every record must read back as written; `when` says at which point of the check.
+pub fn check_records(path: &Path, rounds: u64, when: &str) -> Vec<String> {
     let mut problems = Vec::new();
     match File::open(path) {
         Ok(f) => {
@@ -126,27 +177,35 @@ fn check_records(path: &Path, rounds: u64) -> Vec<String> {
                 match f.read_exact_at(&mut buf, i * RECORD) {
                     Ok(()) if buf == record(i) => {}
                     Ok(()) => problems.push(format!(
-                        "record {i} at {}: expected the value {} in every word, found {:?}...",
+                        "{when}: record {i} at {}: expected the value {} in every word, found \
+                         {:?}...",
                         i * RECORD,
                         i + 1,
                         &buf[..16]
                     )),
-                    Err(e) => problems.push(format!("record {i}: {e}")),
+                    Err(e) => problems.push(format!("{when}: record {i}: {e}")),
+                }
+                if problems.len() > 20 {
+                    problems.push(format!("{when}: (more problems not listed)"));
+                    break;
                 }
             }
         }
-        Err(e) => problems.push(format!("reopen: {e}")),
+        Err(e) => problems.push(format!("{when}: reopen: {e}")),
     }
     problems
 }
 
 const SLOT: usize = 512;
 
-/// A thread stores (slot << 32 | seq) into every 8-byte slot (one per 512 bytes) of a shared
-/// mapping, pass after pass, while another clones the file `rounds` times. Checked afterwards:
+/// A thread stores (slot << 32 | pass) into every 8-byte slot (one per 512 bytes) of a shared
+/// mapping, pass after pass, publishing each pass number before it begins, while another thread
+/// clones the file `rounds` times and notes the pass running right before each FICLONE and
+/// right after it returned. Checked afterwards ([`check_clone`]):
 /// - the source holds the last pass in every slot (no store lost to a clone's copy-on-write);
-/// - every clone holds, in every slot, 0 or a value of that slot from a pass that happened;
-/// - clones are taken one after another, so per slot a later clone never holds an older pass.
+/// - every clone is as long as the source, and every slot of it holds a pass between the one
+///   completed before its FICLONE began and the one running when it returned: a clone that
+///   went on receiving the source's stores afterwards holds a later pass.
 ///
 /// A clone is not checked for being one instant's snapshot across slots: the write-protection of
 /// the source range (xfs_reflink_remap_prep) proceeds page by page while stores go on.
@@ -154,7 +213,8 @@ pub fn store_clone(map: &sys::Mapping, mnt: &Path, file: &str, rounds: u64, seed
     let slots = map.len / SLOT;
     let src = mnt.join(file);
     let cloning_done = AtomicBool::new(false);
-    let (last_pass, clone_errors) = std::thread::scope(|s| {
+    let current = AtomicU64::new(0);
+    let (last_pass, (clone_errors, bounds)) = std::thread::scope(|s| {
         let writer = s.spawn(|| {
             let mut rng = Rng::new(seed);
             let mut pass = 0u64;
@@ -162,6 +222,7 @@ pub fn store_clone(map: &sys::Mapping, mnt: &Path, file: &str, rounds: u64, seed
             let mut after_done = 0;
             while after_done < 2 {
                 pass += 1;
+                current.store(pass, Ordering::SeqCst);
                 for k in 0..slots {
                     sys::store_u64(map, k * SLOT, ((k as u64) << 32) | pass);
                 }
@@ -175,23 +236,30 @@ pub fn store_clone(map: &sys::Mapping, mnt: &Path, file: &str, rounds: u64, seed
         let cloner = s.spawn(|| {
             let mut rng = Rng::new(seed.rotate_left(23));
             let mut errors = Vec::new();
+            let mut bounds = Vec::new();
             for r in 0..rounds {
                 let dst = mnt.join(format!("{file}.clone{r}"));
                 let res = File::open(&src).and_then(|sf| {
                     let df =
                         OpenOptions::new().write(true).create(true).truncate(true).open(&dst)?;
-                    sys::ficlone(df.as_fd(), sf.as_fd())
+                    let lo = current.load(Ordering::SeqCst);
+                    sys::ficlone(df.as_fd(), sf.as_fd())?;
+                    Ok((lo, current.load(Ordering::SeqCst)))
                 });
-                if let Err(e) = res {
-                    errors.push(format!(
-                        "clone {r}: {}",
-                        sys::errno_name(e.raw_os_error().unwrap_or(0))
-                    ));
+                match res {
+                    Ok(b) => bounds.push(Some(b)),
+                    Err(e) => {
+                        bounds.push(None);
+                        errors.push(format!(
+                            "clone {r}: {}",
+                            sys::errno_name(e.raw_os_error().unwrap_or(0))
+                        ));
+                    }
                 }
                 rng.jitter();
             }
             cloning_done.store(true, Ordering::Release);
-            errors
+            (errors, bounds)
         });
         (writer.join().expect("writer panicked"), cloner.join().expect("cloner panicked"))
     });
@@ -199,18 +267,9 @@ pub fn store_clone(map: &sys::Mapping, mnt: &Path, file: &str, rounds: u64, seed
     if let Err(e) = sys::msync(map) {
         problems.push(format!("msync: {e}"));
     }
-    let read_slots = |path: &Path| -> std::io::Result<Vec<u64>> {
-        let data = std::fs::read(path)?;
-        Ok((0..slots)
-            .map(|k| {
-                let b = data.get(k * SLOT..k * SLOT + 8).unwrap_or(&[0; 8]);
-                u64::from_ne_bytes(b.try_into().expect("8 bytes"))
-            })
-            .collect())
-    };
-    match read_slots(&src) {
-        Ok(values) => {
-            for (k, v) in values.iter().enumerate() {
+    match std::fs::read(&src) {
+        Ok(data) if data.len() >= slots * SLOT => {
+            for (k, v) in slot_values(&data, slots).iter().enumerate() {
                 let want = ((k as u64) << 32) | last_pass;
                 if *v != want {
                     problems.push(format!(
@@ -219,33 +278,73 @@ pub fn store_clone(map: &sys::Mapping, mnt: &Path, file: &str, rounds: u64, seed
                 }
             }
         }
+        Ok(data) => problems.push(format!(
+            "the source is {} bytes long, shorter than its mapping ({})",
+            data.len(),
+            slots * SLOT
+        )),
         Err(e) => problems.push(format!("reading the source: {e}")),
     }
-    let mut previous: Vec<u64> = vec![0; slots];
-    for r in 0..rounds {
-        let path = mnt.join(format!("{file}.clone{r}"));
-        let Ok(values) = read_slots(&path) else {
-            continue; // its clone failed, already reported
-        };
-        for (k, v) in values.iter().enumerate() {
-            let pass = v & 0xffff_ffff;
-            if *v != 0 && (v >> 32 != k as u64 || pass > last_pass) {
-                problems.push(format!("clone {r} slot {k}: {v:#x} was never stored there"));
-            } else if pass < previous[k] {
-                problems.push(format!(
-                    "clone {r} slot {k}: pass {pass} older than the previous clone's {}",
-                    previous[k]
-                ));
-            } else {
-                previous[k] = pass;
-            }
-        }
+    for (r, b) in bounds.iter().enumerate() {
+        // A clone that failed is reported above.
+        let Some((lo, hi)) = *b else { continue };
+        let data = std::fs::read(mnt.join(format!("{file}.clone{r}")));
+        problems.extend(check_clone(r, data, slots, lo, hi));
         if problems.len() > 20 {
             problems.push("(more problems not listed)".into());
             break;
         }
     }
     Observed::Race { rounds, problems }
+}
+
+fn slot_values(data: &[u8], slots: usize) -> Vec<u64> {
+    (0..slots)
+        .map(|k| u64::from_ne_bytes(data[k * SLOT..k * SLOT + 8].try_into().expect("8 bytes")))
+        .collect()
+}
+
+/// The problems of clone `r`, read as `data`, of a mapping with `slots` slots, whose FICLONE
+/// began while pass `lo` was running and returned while pass `hi` was: every slot must hold pass
+/// `lo - 1` (complete before it began) up to `hi`, and be the slot's own value; pass 0 is the
+/// file's initial zeros.
+fn check_clone(
+    r: usize,
+    data: std::io::Result<Vec<u8>>,
+    slots: usize,
+    lo: u64,
+    hi: u64,
+) -> Vec<String> {
+    let data = match data {
+        Ok(d) if d.len() >= slots * SLOT => d,
+        Ok(d) => {
+            return vec![format!(
+                "clone {r}: {} bytes long, the source {}: not a copy of the whole file",
+                d.len(),
+                slots * SLOT
+            )]
+        }
+        Err(e) => return vec![format!("clone {r}: unreadable: {e}")],
+    };
+    let mut problems = Vec::new();
+    for (k, v) in slot_values(&data, slots).iter().enumerate() {
+        let pass = v & 0xffff_ffff;
+        if *v != 0 && v >> 32 != k as u64 {
+            problems.push(format!("clone {r} slot {k}: {v:#x} was never stored there"));
+        } else if pass > hi {
+            problems.push(format!(
+                "clone {r} slot {k}: pass {pass}, later than pass {hi} that was running when its \
+                 FICLONE returned: the clone went on receiving the source's stores"
+            ));
+        } else if pass + 1 < lo {
+            problems.push(format!(
+                "clone {r} slot {k}: pass {pass}, older than pass {} that was complete before \
+                 its FICLONE began",
+                lo - 1
+            ));
+        }
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -261,16 +360,22 @@ mod tests {
 
     /// The two sides of race_toggle_write, each on its own (the race itself needs the agent
     /// binary and a DAX filesystem: the catalogue's toggle-while-writing runs it in the guest).
-    /// On the host's filesystem every toggle is refused and reported; every record is checked.
+    /// On the host's filesystem a toggle is refused or followed by the mode a lookup found;
+    /// every record is checked.
     #[test]
     fn toggles_report_refusals_and_records_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"").unwrap();
         let toggles = toggle(&path, 4, 1);
-        assert!(toggles.iter().all(|p| p.starts_with("toggle")), "{toggles:?}");
-        assert!(write_records(&path, 8, 1).is_empty());
-        assert!(check_records(&path, 8).is_empty());
+        assert_eq!(toggles.len(), 4, "{toggles:?}");
+        assert!(
+            toggles.iter().all(|p| p.starts_with("toggle ") || p.starts_with("mode o")),
+            "{toggles:?}"
+        );
+        let (errors, _modes) = write_records(&path, 8, 1);
+        assert!(errors.is_empty());
+        assert!(check_records(&path, 8, "after").is_empty());
         let data = std::fs::read(&path).unwrap();
         assert_eq!(&data[4096..4104], &2u64.to_le_bytes());
         std::fs::OpenOptions::new()
@@ -279,8 +384,43 @@ mod tests {
             .unwrap()
             .write_all_at(b"x", 8192)
             .unwrap();
-        let problems = check_records(&path, 8);
+        let problems = check_records(&path, 8, "after eviction");
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].starts_with("record 2 at 8192: expected the value 3"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("after eviction: record 2 at 8192: expected the value 3"),
+            "{problems:?}"
+        );
+        assert_eq!(transitions(&[true, true, false, true]), 2);
+        assert_eq!(transitions(&[false, false]), 0);
+    }
+
+    fn clone_of(values: &[u64]) -> std::io::Result<Vec<u8>> {
+        let mut data = vec![0u8; values.len() * SLOT];
+        for (k, v) in values.iter().enumerate() {
+            data[k * SLOT..k * SLOT + 8].copy_from_slice(&v.to_ne_bytes());
+        }
+        Ok(data)
+    }
+
+    /// The snapshot check on synthetic records: a clone taken while passes 3 to 4 ran may hold
+    /// passes 2 to 4; one that kept receiving stores after FICLONE returned holds a later pass;
+    /// a short or unreadable clone is a problem, never zeros.
+    #[test]
+    fn a_clone_that_is_not_a_snapshot_is_caught() {
+        let v = |k: u64, pass: u64| (k << 32) | pass;
+        assert!(check_clone(0, clone_of(&[v(0, 2), v(1, 4), v(2, 3)]), 3, 3, 4).is_empty());
+        // Pass 0: the initial zeros, complete before a clone that began during pass 1.
+        assert!(check_clone(0, clone_of(&[0, v(1, 1)]), 2, 1, 1).is_empty());
+        let later = check_clone(1, clone_of(&[v(0, 9), v(1, 4)]), 2, 3, 4);
+        assert_eq!(later.len(), 1, "{later:?}");
+        assert!(later[0].starts_with("clone 1 slot 0: pass 9, later than pass 4"), "{later:?}");
+        let older = check_clone(2, clone_of(&[v(0, 1), v(1, 4)]), 2, 3, 4);
+        assert!(older[0].starts_with("clone 2 slot 0: pass 1, older than pass 2"), "{older:?}");
+        let foreign = check_clone(0, clone_of(&[v(1, 3)]), 1, 3, 4);
+        assert!(foreign[0].contains("was never stored there"), "{foreign:?}");
+        let short = check_clone(3, Ok(vec![0u8; SLOT]), 2, 1, 1);
+        assert!(short[0].starts_with("clone 3: 512 bytes long, the source 1024"), "{short:?}");
+        let gone = check_clone(4, Err(std::io::ErrorKind::NotFound.into()), 2, 1, 1);
+        assert!(gone[0].starts_with("clone 4: unreadable"), "{gone:?}");
     }
 }

@@ -1,10 +1,12 @@
-//! The system calls rustix does not wrap (DAX-related ioctls, mappings, swap, fork for accesses
-//! that may raise SIGBUS). Every unsafe block of the agent is here, each with its SAFETY note.
+//! The system calls rustix does not wrap (DAX-related ioctls, mappings, swap, fault counters,
+//! moving a child into a cgroup). Every unsafe block of the agent is here, each with its SAFETY
+//! note.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// FS_XFLAG_DAX (include/uapi/linux/fs.h)
@@ -163,7 +165,6 @@ pub fn fallocate(fd: BorrowedFd, mode: libc::c_int, offset: u64, len: u64) -> io
 pub struct Mapping {
     pub addr: usize,
     pub len: usize,
-    pub private: bool,
 }
 
 pub fn mmap(fd: BorrowedFd, offset: u64, len: u64, flags: libc::c_int) -> io::Result<Mapping> {
@@ -181,7 +182,26 @@ pub fn mmap(fd: BorrowedFd, offset: u64, len: u64, flags: libc::c_int) -> io::Re
     if p == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    Ok(Mapping { addr: p as usize, len: len as usize, private: flags & libc::MAP_PRIVATE != 0 })
+    Ok(Mapping { addr: p as usize, len: len as usize })
+}
+
+/// Private anonymous memory, as a [`Mapping`] (scratch space for the mapping holder).
+pub fn anonymous(len: usize) -> io::Result<Mapping> {
+    // SAFETY: a fresh anonymous mapping chosen by the kernel; nothing aliases it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Mapping { addr: p as usize, len })
 }
 
 pub fn munmap(m: &Mapping) -> io::Result<()> {
@@ -194,32 +214,6 @@ pub fn msync(m: &Mapping) -> io::Result<()> {
     check(unsafe { libc::msync(m.addr as *mut libc::c_void, m.len, libc::MS_SYNC) })
 }
 
-/// How an access through a mapping ended.
-pub enum Access {
-    Done(Vec<u8>),
-    Signal(i32),
-}
-
-/// Loads `len` bytes at `offset` of the mapping in a child process, so that a SIGBUS kills the
-/// child and is observed instead of killing the agent. MAP_SHARED and MAP_PRIVATE pages read the
-/// same in the child (fork copies the page tables).
-pub fn load(m: &Mapping, offset: usize, len: usize) -> io::Result<Access> {
-    in_child(m, offset, len, None)
-}
-
-/// Stores `len` bytes of `byte`. Through MAP_SHARED the child's store reaches the file; a store
-/// through MAP_PRIVATE must stay in this process (copy-on-write), so it is done here and a SIGBUS
-/// there cannot be observed.
-pub fn store(m: &Mapping, offset: usize, len: usize, byte: u8) -> io::Result<Access> {
-    check_range(m, offset, len)?;
-    if m.private {
-        // SAFETY: the range lies inside the live mapping (checked above).
-        unsafe { std::ptr::write_bytes((m.addr + offset) as *mut u8, byte, len) };
-        return Ok(Access::Done(vec![]));
-    }
-    in_child(m, offset, len, Some(byte))
-}
-
 fn check_range(m: &Mapping, offset: usize, len: usize) -> io::Result<()> {
     if offset.checked_add(len).is_none_or(|end| end > m.len) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "access outside the mapping"));
@@ -227,72 +221,70 @@ fn check_range(m: &Mapping, offset: usize, len: usize) -> io::Result<()> {
     Ok(())
 }
 
-fn in_child(m: &Mapping, offset: usize, len: usize, store: Option<u8>) -> io::Result<Access> {
+/// Stores `len` bytes of `byte` at `offset` of the mapping, in this process: its page-table
+/// entries are the ones under test. A SIGBUS kills the process (the mapping holder).
+pub fn store(m: &Mapping, offset: usize, len: usize, byte: u8) -> io::Result<()> {
     check_range(m, offset, len)?;
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: pipe2 fills two fds.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: the fds are fresh and owned here from now on.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let src = (m.addr + offset) as *mut u8;
-    // Allocated before fork: the child copies into it with CPU loads, which is the access under
-    // test (a SIGBUS kills the child); handing the mapping to write(2) instead would turn the
-    // fault into EFAULT from the kernel's copy.
-    let mut buf = vec![0u8; if store.is_some() { 0 } else { len }];
-    let dst = buf.as_mut_ptr();
-    // SAFETY: the agent is single-threaded here (race threads are joined before), so the child
-    // may run ordinary code; it only touches the mapping, the buffer and the pipe, then _exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if pid == 0 {
-        drop(rd);
-        // SAFETY: [src, src+len) is inside the mapping (checked) and [dst, dst+len) is the
-        // buffer; a fault kills only this child.
-        unsafe {
-            match store {
-                Some(b) => std::ptr::write_bytes(src, b, len),
-                None => {
-                    std::ptr::copy_nonoverlapping(src, dst, len);
-                    let mut done = 0;
-                    while done < len {
-                        let n = libc::write(
-                            wr.as_raw_fd(),
-                            dst.add(done) as *const libc::c_void,
-                            len - done,
-                        );
-                        if n <= 0 {
-                            // The errno says why, in the exit status.
-                            libc::_exit(*libc::__errno_location() & 0x7f);
-                        }
-                        done += n as usize;
-                    }
-                }
+    // SAFETY: the range lies inside the live mapping (checked above); other processes may
+    // change the same bytes, which is what a shared file mapping is for.
+    unsafe { std::ptr::write_bytes((m.addr + offset) as *mut u8, byte, len) };
+    Ok(())
+}
+
+/// The `len` bytes at `offset` of the mapping, read in place (no copy: the only memory touched
+/// is the mapping's), as runs into `out`; true when there were more runs than `out` keeps.
+pub fn load_runs(
+    m: &Mapping,
+    offset: usize,
+    len: usize,
+    out: &mut Vec<daxtest_proto::case::Run>,
+) -> io::Result<bool> {
+    check_range(m, offset, len)?;
+    // SAFETY: the range lies inside the live mapping (checked above) and is only read here.
+    let data = unsafe { std::slice::from_raw_parts((m.addr + offset) as *const u8, len) };
+    Ok(daxtest_proto::case::runs_into(offset as u64, data, out))
+}
+
+/// Page faults this process has taken so far (minor plus major), from getrusage.
+pub fn faults() -> u64 {
+    // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer cannot fail.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    (u.ru_minflt + u.ru_majflt) as u64
+}
+
+/// Makes `cmd`'s child join the cgroup whose `cgroup.procs` is `procs` before it executes, so
+/// that it and everything it forks can be killed as one.
+pub fn spawn_into_cgroup(cmd: &mut std::process::Command, procs: &Path) -> io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let path = cpath(procs)?;
+    // SAFETY: the closure runs in the forked child before exec and only makes system calls
+    // (open, write, close) on a path prepared before the fork: no allocation, no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
             }
-            libc::_exit(0);
-        }
-    }
-    drop(wr);
-    drop(buf);
-    let mut data = Vec::with_capacity(len);
-    let mut file = std::fs::File::from(rd);
-    io::Read::read_to_end(&mut file, &mut data)?;
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    if unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if libc::WIFSIGNALED(status) {
-        return Ok(Access::Signal(libc::WTERMSIG(status)));
-    }
-    if libc::WEXITSTATUS(status) != 0 {
-        return Err(io::Error::other(format!(
-            "the access child failed: {}",
-            errno_name(libc::WEXITSTATUS(status))
-        )));
-    }
-    Ok(Access::Done(data))
+            // "0": the writing process itself.
+            let ok = libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1) == 1;
+            let err = io::Error::last_os_error();
+            libc::close(fd);
+            if ok {
+                Ok(())
+            } else {
+                Err(err)
+            }
+        })
+    };
+    Ok(())
+}
+
+/// Opens a block device with O_EXCL, which fails with EBUSY while it is mounted or claimed:
+/// the check that the next case's mkfs will find it free.
+pub fn open_exclusive(dev: &Path) -> io::Result<()> {
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_EXCL).open(dev).map(drop)
 }
 
 /// An 8-byte atomic store into a shared mapping (race_store_clone's writer).
@@ -371,24 +363,31 @@ mod tests {
         assert_eq!(errno_name(4000), "E4000");
     }
 
-    /// Real syscalls on the host's filesystem: a load past EOF after truncate raises SIGBUS in
-    /// the child and the agent lives on; stores through a shared mapping reach the file.
+    /// Real syscalls on the host's filesystem: stores through a shared mapping reach the file,
+    /// loads read them back in place, and the fault counter sees the first touch of a page but
+    /// not a second one.
     #[test]
-    fn sigbus_is_observed_and_shared_stores_land() {
+    fn shared_stores_land_and_faults_are_counted() {
         use std::os::fd::AsFd;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, vec![b'a'; 16384]).unwrap();
         let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
         let m = mmap(f.as_fd(), 0, 16384, libc::MAP_SHARED).unwrap();
-        assert!(matches!(store(&m, 0, 4096, b'b').unwrap(), Access::Done(_)));
-        assert_eq!(&std::fs::read(&path).unwrap()[..4096], &[b'b'; 4096][..]);
-        f.set_len(4096).unwrap();
-        assert!(matches!(load(&m, 8192, 16).unwrap(), Access::Signal(libc::SIGBUS)));
-        match load(&m, 0, 4096).unwrap() {
-            Access::Done(d) => assert_eq!(d, vec![b'b'; 4096]),
-            Access::Signal(s) => panic!("signal {s}"),
-        }
+        let mut runs = Vec::with_capacity(daxtest_proto::case::MAX_RUNS);
+        // Warm the code paths: their first run may fault in the test binary's own pages.
+        load_runs(&m, 0, 1, &mut runs).unwrap();
+        runs.clear();
+        let before = faults();
+        store(&m, 4096, 4096, b'b').unwrap();
+        assert!(faults() > before, "the first store to a page faults");
+        let before = faults();
+        store(&m, 4096, 4096, b'c').unwrap();
+        assert!(load_runs(&m, 4096, 4096, &mut runs).is_ok());
+        assert_eq!(faults(), before, "the page is mapped now");
+        assert_eq!(runs, [daxtest_proto::case::Run { offset: 4096, len: 4096, byte: b'c' }]);
+        assert_eq!(&std::fs::read(&path).unwrap()[4096..8192], &[b'c'; 4096][..]);
+        assert!(store(&m, 16380, 8, b'x').is_err(), "past the end of the mapping");
         munmap(&m).unwrap();
     }
 }

@@ -1,20 +1,31 @@
 //! The console: a line per case as it finishes, then a summary table and the totals.
 
 use super::Reporter;
-use crate::events::{CaseResult, Event, Status};
+use crate::events::{CaseResult, Event, OutsideCases, Status};
 use std::io::Write;
 
 pub struct Console {
     out: Box<dyn Write>,
     results: Vec<CaseResult>,
+    outside: Vec<OutsideCases>,
     run_dir: String,
     total: usize,
 }
 
 impl Console {
     pub fn new(out: Box<dyn Write>) -> Console {
-        Console { out, results: Vec::new(), run_dir: String::new(), total: 0 }
+        Console { out, results: Vec::new(), outside: Vec::new(), run_dir: String::new(), total: 0 }
     }
+}
+
+/// One line on kernel messages outside every case window that fail the run.
+fn outside_summary(o: &OutsideCases) -> String {
+    let what = match (o.bad.len(), &o.gap) {
+        (0, Some(_)) => "kernel log records lost".to_string(),
+        (n, None) => format!("{n} kernel log line(s) matching a failure pattern"),
+        (n, Some(_)) => format!("{n} kernel log line(s) matching a failure pattern, records lost"),
+    };
+    format!("{what} outside every case, {}: the run fails", o.place)
 }
 
 fn secs(d: std::time::Duration) -> String {
@@ -50,6 +61,13 @@ impl Reporter for Console {
                 }
                 self.results.push(r.clone());
             }
+            Event::KernelLogOutsideCases(o) => {
+                writeln!(self.out, "daxtest: {}", outside_summary(o))?;
+                for line in o.bad.iter().chain(&o.gap) {
+                    writeln!(self.out, "    | {line}")?;
+                }
+                self.outside.push(o.clone());
+            }
             Event::VmBooted { boot_time, reason, .. } => {
                 writeln!(self.out, "daxtest: VM ready in {} ({reason})", secs(*boot_time))?;
             }
@@ -73,7 +91,7 @@ impl Reporter for Console {
                 let width = self.results.iter().map(|r| r.id.len()).max().unwrap_or(4).max(4);
                 writeln!(self.out, "{:<width$}  {:<6} {:>7}  details", "case", "status", "time")?;
                 for r in &self.results {
-                    let details = match &r.failed_step {
+                    let details = match r.failed_step() {
                         Some(s) if r.status == Status::Fail || r.status == Status::Xfail => {
                             format!(
                                 "step {} (line {}, {}): expected {}, got {}",
@@ -90,7 +108,7 @@ impl Reporter for Console {
                         secs(r.duration),
                         details
                     )?;
-                    for line in &r.bad_kernel_lines {
+                    for line in r.bad_kernel_lines() {
                         writeln!(self.out, "{:<width$}  {:<6} {:>7}    | {line}", "", "", "")?;
                     }
                 }
@@ -107,6 +125,9 @@ impl Reporter for Console {
                     count(Status::Error),
                     secs(*elapsed)
                 )?;
+                for o in &self.outside {
+                    writeln!(self.out, "{}", outside_summary(o))?;
+                }
                 if !boot_failures.is_empty() {
                     writeln!(
                         self.out,

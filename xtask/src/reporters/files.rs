@@ -2,7 +2,7 @@
 //! cut short keeps what it had), results.json and serial.log at the end.
 
 use super::Reporter;
-use crate::events::{CaseResult, Event, RunInfo, Status};
+use crate::events::{CaseResult, Event, OutsideCases, RunInfo, Status};
 use anyhow::Context;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,7 @@ pub struct Files {
     dir: PathBuf,
     info: Option<RunInfo>,
     results: Vec<CaseResult>,
+    outside: Vec<OutsideCases>,
     /// QEMU command lines of the VMs booted so far.
     vms: Vec<String>,
     /// The VM that is up (1-based), if one is: a failed boot leaves none.
@@ -31,6 +32,7 @@ impl Files {
             dir: dir.to_path_buf(),
             info: None,
             results: Vec::new(),
+            outside: Vec::new(),
             vms: Vec::new(),
             current_vm: None,
             result_vms: Vec::new(),
@@ -50,6 +52,8 @@ struct Results<'a> {
     /// Logs of VM boots that failed (each retried once), in the run directory.
     boot_failures: Vec<PathBuf>,
     cases: Vec<CaseEntry<'a>>,
+    /// Kernel messages outside every case window that failed the run.
+    kernel_log_outside_cases: &'a [OutsideCases],
     /// Added for `cargo xtask repro`: the run's inputs and each VM's QEMU command line.
     rerun: &'a crate::events::RerunInfo,
     qemu_command_lines: &'a [String],
@@ -63,10 +67,10 @@ struct CaseEntry<'a> {
     status: Status,
     duration_s: f64,
     message: &'a str,
-    failed_step: &'a Option<crate::events::FailedStep>,
+    /// Why it did not pass, as data (each with a `kind`).
+    problems: &'a [crate::events::Problem],
     seed: u64,
     kernel_log_path: PathBuf,
-    bad_kernel_lines: &'a [String],
     /// The VM that ran the case (1-based index into `qemu_command_lines`).
     vm: Option<usize>,
 }
@@ -78,6 +82,7 @@ impl Reporter for Files {
             // Nothing to write until a case has a result.
             Event::CaseStarted { .. } => {}
             Event::BootFailed { .. } => self.current_vm = None,
+            Event::KernelLogOutsideCases(o) => self.outside.push(o.clone()),
             Event::VmBooted { command_line, .. } => {
                 self.vms.push(command_line.clone());
                 self.current_vm = Some(self.vms.len());
@@ -125,13 +130,13 @@ impl Reporter for Files {
                             status: r.status,
                             duration_s: r.duration.as_secs_f64(),
                             message: &r.message,
-                            failed_step: &r.failed_step,
+                            problems: &r.problems,
                             seed: r.seed,
                             kernel_log_path: kernel_log_path(&r.id),
-                            bad_kernel_lines: &r.bad_kernel_lines,
                             vm: *vm,
                         })
                         .collect(),
+                    kernel_log_outside_cases: &self.outside,
                     rerun: &info.rerun,
                     qemu_command_lines: &self.vms,
                 };

@@ -33,6 +33,22 @@ impl Reporter for Junit {
                 let case = test_case(r);
                 self.suite.as_mut().context("CaseFinished before RunStarted")?.add_test_case(case);
             }
+            // A testcase of its own, failing: CI must not miss it.
+            Event::KernelLogOutsideCases(o) => {
+                let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                status
+                    .set_message(format!("kernel log outside every case, {}", o.place))
+                    .set_type("kernel-log")
+                    .set_description(
+                        o.bad.iter().chain(&o.gap).cloned().collect::<Vec<_>>().join("\n"),
+                    );
+                let mut case = TestCase::new(format!("kernel-log/{}", o.place), status);
+                case.set_classname("daxtest").set_system_out(o.lines.join("\n"));
+                self.suite
+                    .as_mut()
+                    .context("KernelLogOutsideCases before RunStarted")?
+                    .add_test_case(case);
+            }
             Event::RunFinished { elapsed, .. } => {
                 let mut suite = self.suite.take().context("RunFinished before RunStarted")?;
                 suite.set_time(*elapsed);
@@ -63,8 +79,9 @@ pub(super) fn test_case(r: &CaseResult) -> TestCase {
         _ => r.message.clone(),
     };
     status.set_message(message).set_type(r.status.name());
-    if !r.bad_kernel_lines.is_empty() {
-        status.set_description(r.bad_kernel_lines.join("\n"));
+    let bad = r.bad_kernel_lines();
+    if !bad.is_empty() {
+        status.set_description(bad.join("\n"));
     }
     let (classname, name) = r.id.split_once('/').unwrap_or(("daxtest", &r.id));
     let mut case = TestCase::new(name, status);

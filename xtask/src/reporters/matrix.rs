@@ -212,9 +212,8 @@ mod tests {
             status,
             duration: Duration::from_millis(200),
             message: message.into(),
-            failed_step: None,
+            problems: vec![],
             kernel_log: vec![],
-            bad_kernel_lines: vec![],
             seed: 7,
         }
     }

@@ -3,7 +3,8 @@
 //! commit them.
 
 use super::*;
-use crate::events::{CaseResult, Event, FailedStep, RunInfo, Status};
+use crate::events::{CaseResult, Event, FailedStep, OutsideCases, Problem, RunInfo, Status};
+use daxtest_proto::case::{Expect, Observed, Outcome, Run};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,9 +16,11 @@ fn case(id: &str, status: Status, message: &str) -> CaseResult {
         status,
         duration: Duration::from_millis(1250),
         message: message.into(),
-        failed_step: None,
+        problems: match status {
+            Status::Pass | Status::Skip => vec![],
+            _ => vec![Problem::Run { message: message.into() }],
+        },
         kernel_log: vec!["[   3.100000] XFS (pmem0): Mounting V5 Filesystem".into()],
-        bad_kernel_lines: vec![],
         seed: 42,
     }
 }
@@ -28,14 +31,22 @@ fn events(run_dir: &Path, serial: &Path) -> Vec<Event> {
         Status::Fail,
         "step 3 (line 20, read): expected every byte 'b', got bytes ['c' x4096 at 0]; kernel log: [   3.2] WARNING: CPU: 0 PID: 1 at fs/dax.c:1 x",
     );
-    fail.failed_step = Some(FailedStep {
-        number: 3,
-        line: 20,
-        op: "read".into(),
-        expected: "every byte 'b'".into(),
-        observed: "bytes ['c' x4096 at 0]".into(),
-    });
-    fail.bad_kernel_lines = vec!["[   3.2] WARNING: CPU: 0 PID: 1 at fs/dax.c:1 x".into()];
+    fail.problems = vec![
+        Problem::Step(FailedStep {
+            number: 3,
+            line: 20,
+            op: "read".into(),
+            expected: Expect::outcome(Outcome::Content('b')),
+            observed: Observed::Bytes {
+                asked: 4096,
+                got: 4096,
+                runs: vec![Run { offset: 0, len: 4096, byte: b'c' }],
+                truncated: false,
+                faults: None,
+            },
+        }),
+        Problem::KernelLine { line: "[   3.2] WARNING: CPU: 0 PID: 1 at fs/dax.c:1 x".into() },
+    ];
     let mut skip =
         case("demo/new/xfs/dax=always", Status::Skip, "needs kernel >=6.2, this is 6.1.192");
     skip.duration = Duration::ZERO;
@@ -75,6 +86,15 @@ fn events(run_dir: &Path, serial: &Path) -> Vec<Event> {
         Event::CaseStarted { id: "demo/flag/xfs/dax=inode".into() },
         Event::CaseFinished(case("demo/flag/xfs/dax=inode", Status::Pass, "")),
         Event::CaseFinished(fail),
+        Event::KernelLogOutsideCases(OutsideCases {
+            place: "between demo/clone/xfs/dax=always and demo/new/xfs/dax=always (VM 1)".into(),
+            bad: vec!["[   4.0] WARNING: CPU: 1 PID: 9 at fs/dax.c:2 y".into()],
+            gap: None,
+            lines: vec![
+                "[   3.9] XFS (pmem0): Unmounting Filesystem".into(),
+                "[   4.0] WARNING: CPU: 1 PID: 9 at fs/dax.c:2 y".into(),
+            ],
+        }),
         Event::CaseFinished(skip),
         Event::CaseFinished(case(
             "demo/old-bug/xfs/dax=always",

@@ -148,14 +148,16 @@ runs_of() {
 	}' 
 }
 
-# data_result "OK|BAD N [runs]": GOT becomes "bytes [runs]", DATA_OK whether every byte was the
-# wanted one (as the agent: a short read at EOF passes if what was read matches).
+# data_result "OK|BAD N [runs]" ASKED: GOT becomes "bytes [runs]", DATA_OK whether all ASKED
+# bytes came back and every one was the wanted one (as the agent: a short read fails).
 data_result() {
+	got=$(echo "$1" | awk '{ print $2 }')
 	case $1 in
-	OK*) DATA_OK=1 ;;
+	OK*) [ "$got" = "$2" ] && DATA_OK=1 || DATA_OK=0 ;;
 	*) DATA_OK=0 ;;
 	esac
 	GOT="bytes [${1#*\[}"
+	[ "$got" = "$2" ] || GOT="$GOT (asked $2, got $got)"
 }
 
 expect_content() {
@@ -182,7 +184,8 @@ expect_extents() {
 	fi
 }
 
-# expect_shared all|none|some: FIEMAP_EXTENT_SHARED (0x2000) on the extent lines.
+# expect_shared all|none|some|hole: FIEMAP_EXTENT_SHARED (0x2000) on the extent lines; a range
+# without extents is a hole, which only `hole` accepts.
 expect_shared() {
 	case $GOT in extents*) ;; *) verdict bad; return ;; esac
 	total=0
@@ -192,8 +195,9 @@ expect_shared() {
 		[ $((f & 0x2000)) -ne 0 ] && shared=$((shared + 1))
 	done
 	case $1 in
+	hole) [ $total -eq 0 ] ;;
 	all) [ $total -gt 0 ] && [ $shared -eq $total ] ;;
-	none) [ $shared -eq 0 ] ;;
+	none) [ $total -gt 0 ] && [ $shared -eq 0 ] ;;
 	some) [ $shared -gt 0 ] && [ $shared -lt $total ] ;;
 	esac && verdict ok || verdict bad
 }
@@ -239,7 +243,7 @@ get_flag() {
 read_data() {
 	run od -A d -t x1 -j "$1" -N "$2" "$3"
 	[ "$GOT" = success ] || return
-	data_result "$(runs_of od "$WANT_HEX" <"$W/o")"
+	data_result "$(runs_of od "$WANT_HEX" <"$W/o")" "$2"
 }
 
 # The kernel log of the case: everything after our start marker.
@@ -308,7 +312,7 @@ s_load() {
 		GOT="exit 255: only $(wc -l <"$W/dump") of $lines lines of xfs_io's dump came out"
 		return
 	fi
-	data_result "$(runs_of dump "$WANT_HEX" <"$W/dump")"
+	data_result "$(runs_of dump "$WANT_HEX" <"$W/dump")" "$2"
 }
 
 s_stop() {

@@ -46,17 +46,17 @@ fn f(s: &str) -> String {
 /// One step of every op, each with a translation and nothing unsupported.
 fn every_op() -> Vec<(Op, Expect)> {
     use Op::*;
-    let ok = || Expect::Ok;
+    let ok = || Expect::outcome(Outcome::Ok);
     vec![
         (Create { file: f("c") }, ok()),
         (Mkdir { dir: f("d") }, ok()),
         (Write { file: f("f"), offset: 0, len: 65536, pattern: 'a' }, ok()),
-        (Read { file: f("f"), offset: 0, len: 4096 }, Expect::Content('a')),
+        (Read { file: f("f"), offset: 0, len: 4096 }, Expect::outcome(Outcome::Content('a'))),
         (Fsync { file: f("f") }, ok()),
         (Truncate { file: f("f"), size: 65536 }, ok()),
         (Fallocate { file: f("f"), mode: FallocMode::PunchHole, offset: 0, len: 4096 }, ok()),
-        (Statx { file: f("f") }, Expect::Dax(true)),
-        (GetFlag { file: f("f") }, Expect::Flag(false)),
+        (Statx { file: f("f") }, Expect::outcome(Outcome::Dax(true))),
+        (GetFlag { file: f("f") }, Expect::outcome(Outcome::Flag(false))),
         (SetFlag { file: f("f"), on: true }, ok()),
         (Clone { src: f("f"), dst: f("g") }, ok()),
         (CloneRange { src: f("f"), dst: f("g"), src_offset: 0, len: 4096, dst_offset: 8192 }, ok()),
@@ -66,27 +66,33 @@ fn every_op() -> Vec<(Op, Expect)> {
         (Close { handle: f("h") }, ok()),
         (Mmap { file: f("f"), map: f("m"), offset: 0, len: 65536, kind: MapKind::Shared }, ok()),
         (Store { map: f("m"), offset: 4096, len: 4096, pattern: 'b' }, ok()),
-        (Load { map: f("m"), offset: 4096, len: 4096 }, Expect::Content('b')),
+        (Load { map: f("m"), offset: 4096, len: 4096 }, Expect::outcome(Outcome::Content('b'))),
         (Msync { map: f("m") }, ok()),
         (Fiemap { file: f("f"), offset: 0, len: 0, save: Some(f("before")) }, ok()),
         (
             Fiemap { file: f("f"), offset: 0, len: 0, save: None },
-            Expect::Extents { since: f("before"), same: true },
+            Expect::outcome(Outcome::Extents { since: f("before"), same: true }),
         ),
-        (Fiemap { file: f("f"), offset: 0, len: 4096, save: None }, Expect::Shared(Shared::None)),
+        (
+            Fiemap { file: f("f"), offset: 0, len: 4096, save: None },
+            Expect::outcome(Outcome::Shared(Shared::None)),
+        ),
         (RaceStoreClone { map: f("m"), file: f("f"), rounds: 3 }, ok()),
         (Munmap { map: f("m") }, ok()),
         (Evict, ok()),
         (Remount, ok()),
         (Write { file: f("swap"), offset: 0, len: 16777216, pattern: 's' }, ok()),
         (Mkswap { file: f("swap") }, ok()),
-        (Swapon { file: f("swap") }, Expect::Errno(f("EINVAL"))),
-        (Swapoff { file: f("swap") }, Expect::Errno(f("EINVAL"))),
+        (Swapon { file: f("swap") }, Expect::outcome(Outcome::Errno(f("EINVAL")))),
+        (Swapoff { file: f("swap") }, Expect::outcome(Outcome::Errno(f("EINVAL")))),
         (Freeze, ok()),
         (Thaw, ok()),
         (RaceToggleWrite { file: f("t"), rounds: 4 }, ok()),
         (Sleep { millis: 1500 }, ok()),
-        (Shell { command: f("echo 'it''s' \"$HOME\"; exit 3") }, Expect::Exit(3)),
+        (
+            Shell { background: false, command: f("echo 'it''s' \"$HOME\"; exit 3") },
+            Expect::outcome(Outcome::Exit(3)),
+        ),
     ]
 }
 
@@ -145,7 +151,10 @@ fn quoting_survives_any_text() {
     assert_eq!(quote("it's"), r"'it'\''s'");
     assert_eq!(quote("$HOME;rm -rf /"), "'$HOME;rm -rf /'");
     // The shell command of a step runs exactly as written, and is shown as written.
-    let out = script(&spec(vec![(Op::Shell { command: f("echo \"a'b\" $x") }, Expect::Exit(0))]));
+    let out = script(&spec(vec![(
+        Op::Shell { background: false, command: f("echo \"a'b\" $x") },
+        Expect::outcome(Outcome::Exit(0)),
+    )]));
     assert!(out.text.contains(r#"/bin/sh -c 'echo "a'\''b" $x'"#), "{}", out.text);
     assert_parses(&out.text);
 }
@@ -153,10 +162,13 @@ fn quoting_survives_any_text() {
 #[test]
 fn what_cannot_be_expressed_is_said_loudly() {
     let out = script(&spec(vec![
-        (Op::Write { file: f("we ird"), offset: 0, len: 1, pattern: 'a' }, Expect::Ok),
+        (
+            Op::Write { file: f("we ird"), offset: 0, len: 1, pattern: 'a' },
+            Expect::outcome(Outcome::Ok),
+        ),
         (
             Op::Mmap { file: f("f"), map: f("p"), offset: 0, len: 4096, kind: MapKind::Private },
-            Expect::Ok,
+            Expect::outcome(Outcome::Ok),
         ),
     ]));
     assert_eq!(out.unsupported.len(), 2, "{:?}", out.unsupported);
@@ -169,14 +181,20 @@ fn what_cannot_be_expressed_is_said_loudly() {
 #[test]
 fn an_expected_sigbus_maps_the_files_again_for_later_steps() {
     let out = script(&spec(vec![
-        (Op::Write { file: f("f"), offset: 0, len: 65536, pattern: 'a' }, Expect::Ok),
+        (
+            Op::Write { file: f("f"), offset: 0, len: 65536, pattern: 'a' },
+            Expect::outcome(Outcome::Ok),
+        ),
         (
             Op::Mmap { file: f("f"), map: f("m"), offset: 0, len: 65536, kind: MapKind::Shared },
-            Expect::Ok,
+            Expect::outcome(Outcome::Ok),
         ),
-        (Op::Truncate { file: f("f"), size: 8192 }, Expect::Ok),
-        (Op::Load { map: f("m"), offset: 16384, len: 4096 }, Expect::Signal(f("SIGBUS"))),
-        (Op::Load { map: f("m"), offset: 0, len: 8192 }, Expect::Content('a')),
+        (Op::Truncate { file: f("f"), size: 8192 }, Expect::outcome(Outcome::Ok)),
+        (
+            Op::Load { map: f("m"), offset: 16384, len: 4096 },
+            Expect::outcome(Outcome::Signal(f("SIGBUS"))),
+        ),
+        (Op::Load { map: f("m"), offset: 0, len: 8192 }, Expect::outcome(Outcome::Content('a'))),
     ]));
     // The steps, after the helpers.
     let t = &out.text[out.text.find("\nsetup\n").unwrap()..];
@@ -194,13 +212,13 @@ fn an_mmap_expected_to_fail_does_not_enter_the_tables() {
     let out = script(&spec(vec![
         (
             Op::Mmap { file: f("f"), map: f("m"), offset: 0, len: 4096, kind: MapKind::Sync },
-            Expect::Errno(f("EOPNOTSUPP")),
+            Expect::outcome(Outcome::Errno(f("EOPNOTSUPP"))),
         ),
         (
             Op::Mmap { file: f("f"), map: f("p"), offset: 0, len: 4096, kind: MapKind::Shared },
-            Expect::Ok,
+            Expect::outcome(Outcome::Ok),
         ),
-        (Op::Load { map: f("p"), offset: 0, len: 4096 }, Expect::Content('a')),
+        (Op::Load { map: f("p"), offset: 0, len: 4096 }, Expect::outcome(Outcome::Content('a'))),
     ]));
     let t = &out.text;
     assert!(t.contains("\"mmap -rw -S 0 4096\"\nexpect_errno EOPNOTSUPP\ns_do close >/dev/null"));
@@ -211,13 +229,21 @@ fn an_mmap_expected_to_fail_does_not_enter_the_tables() {
 
 #[test]
 fn kernel_log_rules_and_xfail_reach_the_script() {
-    let s = spec(vec![(Op::Create { file: f("f") }, Expect::Ok)]);
+    let s = spec(vec![(Op::Create { file: f("f") }, Expect::outcome(Outcome::Ok))]);
     let rules = KernelLogDef {
         expected: vec![r"XFS \(pmem0\): Mounting".into()],
         benign: vec![r"dax_insert_entry\d".into()],
         forbidden: vec!["nope".into()],
     };
-    let xfail = Xfail { kernel: vec![], reason: "known WARN".into(), link: "https://x".into() };
+    let xfail = Xfail {
+        kernel: vec![],
+        reason: "known WARN".into(),
+        link: "https://x".into(),
+        symptom: crate::scenario::Symptom {
+            step: None,
+            what: crate::scenario::SymptomKind::Message("WARNING".into()),
+        },
+    };
     let out = generate(&Input {
         spec: &s,
         kernel_log: &rules,

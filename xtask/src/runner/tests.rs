@@ -11,7 +11,10 @@ summary = "judge tests"
 [[case]]
 id = "c"
 summary = "two steps"
-xfail = [{ when = { kernel = "6.1" }, reason = "bug X", link = "https://example.org/bug" }]
+xfail = [
+  { when = { kernel = "6.1" }, reason = "bug X", link = "https://example.org/bug", step = 2, message = "'b' x4096" },
+  { when = { kernel = "6.2" }, reason = "bug Y", link = "https://example.org/y", message = "WARNING: .* dax_insert_entry" },
+]
 kernel_log = { benign = ["WARNING: harmless thing"] }
 steps = [
   { op = "write", file = "f", offset = 0, len = 4096, pattern = "a" },
@@ -42,7 +45,11 @@ fn report(read: Observed) -> CaseReport {
             StepReport { index: 1, line: 14, op: "read".into(), observed: read, millis: 1 },
         ],
         teardown_error: None,
+        left_behind: vec![],
+        residue: vec![],
+        kernel_log_before: vec![],
         kernel_log: vec!["[    5.000000] XFS (pmem0): Mounting V5 Filesystem".into()],
+        kernel_log_gap: None,
         tainted_before: 0,
         tainted_after: 0,
         millis: 5,
@@ -51,7 +58,8 @@ fn report(read: Observed) -> CaseReport {
 
 fn bytes(data: &[u8]) -> Observed {
     let (runs, truncated) = daxtest_proto::case::runs(0, data);
-    Observed::Bytes { runs, truncated }
+    let n = data.len() as u64;
+    Observed::Bytes { asked: 4096, got: n, runs, truncated, faults: None }
 }
 
 fn base() -> CaseResult {
@@ -62,15 +70,15 @@ fn base() -> CaseResult {
         status: Status::Pass,
         duration: Duration::from_millis(5),
         message: String::new(),
-        failed_step: None,
+        problems: vec![],
         kernel_log: vec![],
-        bad_kernel_lines: vec![],
         seed: 1,
     }
 }
 
 const NEW: KernelVersion = KernelVersion(6, 12, 117);
 const OLD: KernelVersion = KernelVersion(6, 1, 192);
+const Y: KernelVersion = KernelVersion(6, 2, 0);
 
 fn judged(kernel: KernelVersion, r: &CaseReport) -> CaseResult {
     let (case, spec, xfail) = setup(kernel);
@@ -92,10 +100,10 @@ fn a_wrong_value_fails_naming_step_line_expectation_and_observation() {
     assert_eq!(r.status, Status::Fail);
     assert_eq!(
         r.message,
-        "step 2 (line 13, read): expected every byte 'a', got bytes ['a' x100 at 0, 'z' x1 at 100, 'a' x3995 at 101]"
+        "step 2 (line 16, read): expected every byte 'a', got bytes ['a' x100 at 0, 'z' x1 at 100, 'a' x3995 at 101]"
     );
-    let step = r.failed_step.unwrap();
-    assert_eq!((step.number, step.line, step.op.as_str()), (2, 13, "read"));
+    let step = r.failed_step().unwrap();
+    assert_eq!((step.number, step.line, step.op.as_str()), (2, 16, "read"));
 }
 
 #[test]
@@ -105,7 +113,7 @@ fn an_errno_instead_of_success_fails() {
     rep.steps.truncate(1);
     let r = judged(NEW, &rep);
     assert_eq!(r.status, Status::Fail);
-    assert_eq!(r.message, "step 1 (line 12, write): expected success, got error ENOSPC");
+    assert_eq!(r.message, "step 1 (line 15, write): expected success, got error ENOSPC");
 }
 
 #[test]
@@ -116,7 +124,7 @@ fn a_kernel_warning_fails_a_passing_case_and_is_quoted() {
     rep.kernel_log.push("[    6.200000] WARNING: harmless thing happened".into());
     let r = judged(NEW, &rep);
     assert_eq!(r.status, Status::Fail);
-    assert_eq!(r.bad_kernel_lines, [line]);
+    assert_eq!(r.bad_kernel_lines(), [line]);
     assert!(r.message.contains("dax_insert_entry"), "{}", r.message);
 }
 
@@ -149,7 +157,7 @@ fn steps_missing_without_a_failure_is_an_error() {
 }
 
 #[test]
-fn a_known_bug_turns_a_failure_into_xfail_and_a_pass_into_a_failure() {
+fn a_known_bug_turns_its_symptom_into_xfail_and_a_pass_into_a_failure() {
     let r = judged(OLD, &report(bytes(&[b'b'; 4096])));
     assert_eq!(r.status, Status::Xfail);
     assert!(
@@ -160,6 +168,98 @@ fn a_known_bug_turns_a_failure_into_xfail_and_a_pass_into_a_failure() {
     let r = judged(OLD, &report(bytes(&[b'a'; 4096])));
     assert_eq!(r.status, Status::Fail);
     assert!(r.message.starts_with("passed, but the scenario expects it to fail"), "{}", r.message);
+    assert!(matches!(r.problems[..], [Problem::UnexpectedPass { .. }]), "{:?}", r.problems);
     // The xfail names 6.1 only: on 6.12 a failure is a failure.
     assert_eq!(judged(NEW, &report(bytes(&[b'b'; 4096]))).status, Status::Fail);
+}
+
+/// An xfail covers its symptom and nothing else: another observation of the same step, another
+/// step, a kernel warning or a taint change in an xfail case is a failure.
+#[test]
+fn an_xfail_absorbs_only_its_symptom() {
+    // Another observation at the symptom's step.
+    let r = judged(OLD, &report(bytes(&[b'c'; 4096])));
+    assert_eq!(r.status, Status::Fail, "{}", r.message);
+    // The symptom, and a kernel warning besides.
+    let mut rep = report(bytes(&[b'b'; 4096]));
+    rep.kernel_log.push("[    6.1] WARNING: CPU: 0 PID: 1 at fs/xfs/x.c:1 y".into());
+    rep.tainted_after = 512;
+    let r = judged(OLD, &rep);
+    assert_eq!(r.status, Status::Fail, "{}", r.message);
+    assert!(r.message.contains("WARNING"), "{}", r.message);
+    // Another step fails.
+    let mut rep = report(bytes(&[b'a'; 4096]));
+    rep.steps[0].observed = Observed::Errno("ENOSPC".into());
+    rep.steps.truncate(1);
+    assert_eq!(judged(OLD, &rep).status, Status::Fail);
+    // A kernel-log symptom covers its line and the W taint it brings, not another line.
+    let mut rep = report(bytes(&[b'a'; 4096]));
+    rep.kernel_log
+        .push("[    6.1] WARNING: CPU: 0 PID: 1 at fs/dax.c:9 dax_insert_entry+0x1".into());
+    rep.tainted_after = 512;
+    let r = judged(Y, &rep);
+    assert_eq!(r.status, Status::Xfail, "{}", r.message);
+    rep.kernel_log.push("[    6.2] XFS (pmem0): Metadata corruption detected at x".into());
+    assert_eq!(judged(Y, &rep).status, Status::Fail);
+    // A taint beyond W (here O, an out-of-tree module) is not the warning's.
+    let mut rep = report(bytes(&[b'a'; 4096]));
+    rep.kernel_log
+        .push("[    6.1] WARNING: CPU: 0 PID: 1 at fs/dax.c:9 dax_insert_entry+0x1".into());
+    rep.tainted_after = 512 | 4096;
+    assert_eq!(judged(Y, &rep).status, Status::Fail);
+}
+
+/// What the agent could not judge is an error, never a pass or an xfail.
+#[test]
+fn a_daxtest_error_or_a_gap_in_the_log_is_an_error_even_in_an_xfail_case() {
+    let mut rep = report(Observed::Error("mapping \"m\" is gone".into()));
+    let r = judged(OLD, &rep);
+    assert_eq!(r.status, Status::Error, "{}", r.message);
+    assert_eq!(r.message, "step 2 (line 16, read): daxtest error: mapping \"m\" is gone");
+    rep.steps[1].observed = bytes(&[b'a'; 4096]);
+    rep.kernel_log_gap = Some("3 kernel log records lost".into());
+    let r = judged(NEW, &rep);
+    assert_eq!(r.status, Status::Error);
+    assert_eq!(r.message, "kernel log incomplete: 3 kernel log records lost");
+}
+
+/// A process the case left running fails it, naming the process; teardown trouble too.
+#[test]
+fn processes_left_behind_and_teardown_trouble_fail_the_case() {
+    let mut rep = report(bytes(&[b'a'; 4096]));
+    rep.left_behind = vec!["sh (pid 212)".into()];
+    let r = judged(NEW, &rep);
+    assert_eq!(r.status, Status::Fail);
+    assert!(r.message.starts_with("left 1 process behind: sh (pid 212)"), "{}", r.message);
+    let mut rep = report(bytes(&[b'a'; 4096]));
+    rep.teardown_error = Some("umount /mnt/test: Device or resource busy (detached)".into());
+    let r = judged(NEW, &rep);
+    assert_eq!(r.status, Status::Fail);
+    assert_eq!(r.message, "teardown: umount /mnt/test: Device or resource busy (detached)");
+}
+
+/// Short reads: a content check needs every byte asked for.
+#[test]
+fn a_short_read_fails_a_content_check() {
+    let r = judged(NEW, &report(bytes(&[b'a'; 100])));
+    assert_eq!(r.status, Status::Fail);
+    assert_eq!(
+        r.message,
+        "step 2 (line 16, read): expected every byte 'a', got bytes ['a' x100 at 0] (asked 4096, \
+         got 100)"
+    );
+}
+
+#[test]
+fn kernel_lines_outside_windows_are_judged_by_the_built_in_patterns() {
+    let quiet = vec!["[ 1.0] XFS (pmem0): Unmounting Filesystem".to_string()];
+    assert_eq!(outside_cases("boot".into(), quiet), None);
+    let o = outside_cases(
+        "between a and b".into(),
+        vec!["[ 1.0] x".into(), "[ 1.1] WARNING: CPU: 0 PID: 1 at fs/dax.c:1 y".into()],
+    )
+    .unwrap();
+    assert_eq!(o.bad, ["[ 1.1] WARNING: CPU: 0 PID: 1 at fs/dax.c:1 y"]);
+    let lost = outside_cases("after b".into(), vec!["(daxtest: 3 records lost)".into()]).unwrap();
+    assert_eq!(lost.gap.as_deref(), Some("(daxtest: 3 records lost)"));
 }

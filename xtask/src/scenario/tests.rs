@@ -70,6 +70,10 @@ fn matrix_expands_to_stable_ids() {
     assert_ne!(s.cases[0].seed, s.cases[1].seed);
 }
 
+fn o(outcome: Outcome) -> Expect {
+    Expect::outcome(outcome)
+}
+
 fn expectations(c: &Case, kernel: KernelVersion) -> Vec<Expect> {
     match c.resolve(kernel, None).unwrap() {
         Resolved::Run { spec, .. } => spec.steps.into_iter().map(|s| s.expect).collect(),
@@ -84,11 +88,11 @@ fn variables_and_kernel_conditions_pick_the_expectation() {
     let new = KernelVersion(6, 12, 117);
     assert_eq!(
         expectations(&s.cases[0], old)[1..],
-        [Expect::Dax(true), Expect::Errno("EINVAL".into())]
+        [o(Outcome::Dax(true)), o(Outcome::Errno("EINVAL".into()))]
     );
-    assert_eq!(expectations(&s.cases[0], new)[1..], [Expect::Dax(true), Expect::Ok]);
-    assert_eq!(expectations(&s.cases[1], old)[1..], [Expect::Dax(false), Expect::Ok]);
-    assert_eq!(expectations(&s.cases[2], new)[2], Expect::Errno("EOPNOTSUPP".into()));
+    assert_eq!(expectations(&s.cases[0], new)[1..], [o(Outcome::Dax(true)), o(Outcome::Ok)]);
+    assert_eq!(expectations(&s.cases[1], old)[1..], [o(Outcome::Dax(false)), o(Outcome::Ok)]);
+    assert_eq!(expectations(&s.cases[2], new)[2], o(Outcome::Errno("EOPNOTSUPP".into())));
 }
 
 #[test]

@@ -1,0 +1,191 @@
+//! The filesystem as a whole: set-up (mkfs, mount, the check that DAX is as the mount asks),
+//! unmount, eviction, freezing, swap, and shell steps.
+
+use super::{sys, Executor};
+use daxtest_proto::case::{Fs, Observed};
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+impl Executor<'_> {
+    /// mkfs, mount, and the check that DAX is as the mount asks. Returns the mount's options.
+    pub(super) fn setup(&mut self) -> Result<String, String> {
+        let s = self.spec;
+        let mut mkfs = match s.fs {
+            Fs::Xfs => Command::new("mkfs.xfs"),
+            Fs::Ext4 => Command::new("mkfs.ext4"),
+        };
+        mkfs.arg(if s.fs == Fs::Xfs { "-f" } else { "-F" }).arg("-q").args(&s.mkfs_options);
+        mkfs.arg(&s.device);
+        let out = mkfs.stdin(Stdio::null()).output().map_err(|e| format!("mkfs: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mkfs.{} {}: {}",
+                s.fs,
+                s.mkfs_options.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        std::fs::create_dir_all(&self.mnt)
+            .map_err(|e| format!("mkdir {}: {e}", self.mnt.display()))?;
+        self.mount()?;
+        let options = mount_options(&self.mnt).unwrap_or_default();
+        self.check_dax_state(&options)?;
+        Ok(options)
+    }
+
+    pub(super) fn mount(&mut self) -> Result<(), String> {
+        let s = self.spec;
+        let data = std::ffi::CString::new(s.mount_options.clone()).map_err(|e| e.to_string())?;
+        rustix::mount::mount(
+            s.device.as_str(),
+            &self.mnt,
+            s.fs.name(),
+            rustix::mount::MountFlags::empty(),
+            Some(data.as_c_str()),
+        )
+        .map_err(|e| format!("mount -t {} -o {} {}: {e}", s.fs, s.mount_options, s.device))?;
+        self.mounted = true;
+        Ok(())
+    }
+
+    /// Unmounts at the end of the case, retrying for a second (a process being killed may
+    /// still hold the filesystem); what would not unmount is detached and reported.
+    pub(super) fn unmount(&mut self) -> Option<String> {
+        if !self.mounted {
+            return None;
+        }
+        self.mounted = false;
+        let mut last = None;
+        for _ in 0..20 {
+            match rustix::mount::unmount(&self.mnt, rustix::mount::UnmountFlags::empty()) {
+                Ok(()) => return None,
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = rustix::mount::unmount(&self.mnt, rustix::mount::UnmountFlags::DETACH);
+        last.map(|e| format!("umount {}: {e} (detached)", self.mnt.display()))
+    }
+
+    /// dax=always: a new file must have STATX_ATTR_DAX. dax=inode: a new file given the flag
+    /// must have it. dax=never: the mount must say so. Anything else means the case would run
+    /// without the DAX it is about (a raw namespace makes XFS silently turn DAX off).
+    fn check_dax_state(&self, options: &str) -> Result<(), String> {
+        let asked = self
+            .spec
+            .mount_options
+            .split(',')
+            .find(|o| o.starts_with("dax"))
+            .unwrap_or("dax=inode");
+        let probe = self.path(".daxtest-probe");
+        let result = match asked {
+            "dax" | "dax=always" => {
+                File::create(&probe).map_err(|e| format!("probe file: {e}"))?;
+                match crate::stat::statx_dax(&probe.to_string_lossy()) {
+                    Ok(Some(true)) => Ok(()),
+                    other => Err(format!(
+                        "DAX is off on a dax=always mount (statx: {other:?}; options {options}): \
+                         is {} an fsdax namespace?",
+                        self.spec.device
+                    )),
+                }
+            }
+            "dax=never" if options.split(',').any(|o| o == "dax=never") => Ok(()),
+            "dax=never" => Err(format!("the mount does not show dax=never: {options}")),
+            _ => {
+                File::create(&probe).map_err(|e| format!("probe file: {e}"))?;
+                // The flag is set on a closed file, so the next lookup loads it in DAX mode.
+                let flagged = File::open(&probe).and_then(|f| sys::set_dax_flag(f.as_fd(), true));
+                match (flagged, crate::stat::statx_dax(&probe.to_string_lossy())) {
+                    (Ok(()), Ok(Some(true))) => Ok(()),
+                    (f, st) => Err(format!(
+                        "DAX does not work on this dax=inode mount: FS_XFLAG_DAX on a new file \
+                         gave {f:?}, statx {st:?} (options {options})"
+                    )),
+                }
+            }
+        };
+        let _ = std::fs::remove_file(&probe);
+        result
+    }
+}
+
+/// syncfs, then drop clean caches, so that the next access looks the inode up again.
+pub fn evict(mnt: &Path) -> std::io::Result<()> {
+    let d = File::open(mnt)?;
+    rustix::fs::syncfs(&d)?;
+    std::fs::write("/proc/sys/vm/drop_caches", "2")
+}
+
+pub fn freeze(mnt: &Path, on: bool) -> std::io::Result<()> {
+    File::open(mnt).and_then(|d| sys::freeze(d.as_fd(), on))
+}
+
+pub fn mkswap(file: &Path, cwd: &Path) -> Observed {
+    match run_sh(&format!("mkswap {} >/dev/null", file.display()), cwd, None) {
+        Ok((0, _)) => Observed::Ok,
+        Ok((status, output)) => {
+            Observed::Error(format!("mkswap: exit {status}: {}", output.trim()))
+        }
+        Err(e) => Observed::Error(format!("mkswap: {e}")),
+    }
+}
+
+/// A shell step in the mount point; `cgroup_procs` puts it in the cgroup for processes that are
+/// left running on purpose.
+pub fn shell(command: &str, cwd: &Path, cgroup_procs: Option<&Path>) -> Observed {
+    match run_sh(command, cwd, cgroup_procs) {
+        Ok((status, output)) => Observed::Exit { status, output },
+        Err(e) => Observed::Error(format!("{command}: {e}")),
+    }
+}
+
+/// `/bin/sh -c` with its status and its output (stdout then stderr, at most 4 KiB). A process
+/// it leaves in the background holds the pipes open, so the output is read only until the
+/// shell itself exits.
+fn run_sh(
+    command: &str,
+    cwd: &Path,
+    cgroup_procs: Option<&Path>,
+) -> std::io::Result<(i32, String)> {
+    let dir = tempfile_dir()?;
+    let (out_path, err_path) = (dir.join("out"), dir.join("err"));
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(command)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path)?)
+        .stderr(File::create(&err_path)?);
+    if let Some(procs) = cgroup_procs {
+        sys::spawn_into_cgroup(&mut cmd, procs)?;
+    }
+    let status = cmd.status()?;
+    let mut output = std::fs::read_to_string(&out_path).unwrap_or_default();
+    output.push_str(&std::fs::read_to_string(&err_path).unwrap_or_default());
+    let _ = std::fs::remove_dir_all(&dir);
+    output.truncate(4096);
+    Ok((status.code().unwrap_or(128), output))
+}
+
+/// A private directory under /run for one shell step's output.
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let dir = Path::new("/run/daxtest").join(format!("sh-{}-{}", std::process::id(), t.tv_nsec));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The options column of /proc/mounts for the mount on `dir`.
+fn mount_options(dir: &Path) -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    let dir = dir.to_string_lossy();
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .rfind(|f| f.len() > 3 && f[1] == dir)
+        .map(|f| f[3].to_string())
+}

@@ -1,0 +1,206 @@
+//! What one case leaves behind must not fail, or pass, another. Every process a case starts runs
+//! in a cgroup of its own ([`Unit`]), which the agent empties at the end of the case: what was
+//! still running is named and killed. The guest state a case could change beyond its filesystem
+//! (mounts, sysctls) is compared with how it was before ([`Baseline`]); a difference makes the
+//! host boot a fresh VM before the next case.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const ROOT: &str = "/sys/fs/cgroup";
+const CASE: &str = "/sys/fs/cgroup/daxtest-case";
+/// Where the processes of steps that leave them running on purpose go.
+const BACKGROUND: &str = "/sys/fs/cgroup/daxtest-case/background";
+
+/// The case's cgroup, which the agent itself joins so that everything it starts is inside.
+pub struct Unit;
+
+/// What the sweep at the end of a case found.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    /// Processes still running that no step asked for, as `comm (pid N)`.
+    pub left_behind: Vec<String>,
+    /// Processes that did not die: the guest is not in a known state.
+    pub error: Option<String>,
+}
+
+impl Unit {
+    /// Makes the case's cgroup (emptying one a lost case left) and moves the agent into it.
+    pub fn enter() -> Result<Unit, String> {
+        if Path::new(CASE).exists() {
+            let leftover = kill_all(Path::new(CASE));
+            if let Some(e) = leftover.error {
+                return Err(format!("a previous case's processes would not die: {e}"));
+            }
+        }
+        std::fs::create_dir(CASE).map_err(|e| format!("mkdir {CASE}: {e}"))?;
+        std::fs::create_dir(BACKGROUND).map_err(|e| format!("mkdir {BACKGROUND}: {e}"))?;
+        join(Path::new(CASE))?;
+        Ok(Unit)
+    }
+
+    /// `cgroup.procs` of the cgroup for steps that leave processes running on purpose.
+    pub fn background_procs(&self) -> PathBuf {
+        Path::new(BACKGROUND).join("cgroup.procs")
+    }
+
+    /// `cgroup.procs` of the case's cgroup, for children that must be inside it.
+    pub fn procs(&self) -> PathBuf {
+        Path::new(CASE).join("cgroup.procs")
+    }
+
+    /// Leaves the cgroup, names what is still running in it, kills it all and removes it.
+    pub fn sweep(&self) -> Sweep {
+        if let Err(e) = join(Path::new(ROOT)) {
+            return Sweep { error: Some(e), ..Sweep::default() };
+        }
+        kill_all(Path::new(CASE))
+    }
+}
+
+fn join(cgroup: &Path) -> Result<(), String> {
+    let procs = cgroup.join("cgroup.procs");
+    std::fs::write(&procs, std::process::id().to_string())
+        .map_err(|e| format!("joining {}: {e}", procs.display()))
+}
+
+/// Names the processes of `cgroup` (not of its `background` child), kills them all with
+/// cgroup.kill, waits until the cgroup is empty and removes both.
+fn kill_all(cgroup: &Path) -> Sweep {
+    let background = cgroup.join("background");
+    // The background cgroup's processes were started to be left running: not named.
+    let mut sweep = Sweep { left_behind: members(cgroup), error: None };
+    let kill = std::fs::write(cgroup.join("cgroup.kill"), "1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while populated(cgroup) {
+        if Instant::now() > deadline {
+            let mut still = members(cgroup);
+            still.extend(members(&background));
+            sweep.error = Some(format!(
+                "still running 5 s after cgroup.kill ({}): {}",
+                match &kill {
+                    Ok(()) => "written".to_string(),
+                    Err(e) => format!("failed: {e}"),
+                },
+                still.join(", ")
+            ));
+            return sweep;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for dir in [&background, &cgroup.to_path_buf()] {
+        if let Err(e) = std::fs::remove_dir(dir) {
+            if dir.exists() {
+                sweep.error = Some(format!("rmdir {}: {e}", dir.display()));
+            }
+        }
+    }
+    sweep
+}
+
+/// The processes in a cgroup (not its children), as `comm (pid N)`.
+fn members(cgroup: &Path) -> Vec<String> {
+    let Ok(procs) = std::fs::read_to_string(cgroup.join("cgroup.procs")) else {
+        return Vec::new();
+    };
+    procs
+        .lines()
+        .filter_map(|p| p.trim().parse::<u32>().ok())
+        .map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim().to_string())
+                .unwrap_or_else(|_| "?".into());
+            format!("{comm} (pid {pid})")
+        })
+        .collect()
+}
+
+fn populated(cgroup: &Path) -> bool {
+    std::fs::read_to_string(cgroup.join("cgroup.events"))
+        .map(|e| e.lines().any(|l| l == "populated 1"))
+        .unwrap_or(false)
+}
+
+/// The guest state a case must give back: mounts and sysctls.
+pub struct Baseline {
+    mounts: Vec<String>,
+    sysctls: Vec<(String, String)>,
+}
+
+/// Sysctls that change by themselves (counters, the last pid) or are checked otherwise (taint).
+const VOLATILE_SYSCTLS: &[&str] = &[
+    "/proc/sys/kernel/ns_last_pid",
+    "/proc/sys/kernel/tainted",
+    "/proc/sys/kernel/random/",
+    "/proc/sys/fs/dentry-state",
+    "/proc/sys/fs/inode-nr",
+    "/proc/sys/fs/inode-state",
+    "/proc/sys/fs/file-nr",
+    "/proc/sys/kernel/hung_task_detect_count",
+];
+
+impl Baseline {
+    /// The mounts, and the sysctls when the case can change them: only a shell step can (no
+    /// other operation writes a sysctl), and reading them all costs about 0.2 s under TCG.
+    pub fn take(with_sysctls: bool) -> Baseline {
+        Baseline { mounts: mounts(), sysctls: if with_sysctls { sysctls() } else { Vec::new() } }
+    }
+
+    /// What differs now, one line each.
+    pub fn changes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let now = mounts();
+        for m in now.iter().filter(|m| !self.mounts.contains(m)) {
+            out.push(format!("a mount the case left: {m}"));
+        }
+        for m in self.mounts.iter().filter(|m| !now.contains(m)) {
+            out.push(format!("a mount the case removed: {m}"));
+        }
+        let now = if self.sysctls.is_empty() { Vec::new() } else { sysctls() };
+        for (path, before) in &self.sysctls {
+            match now.iter().find(|(p, _)| p == path) {
+                Some((_, after)) if after != before => out.push(format!(
+                    "sysctl {} changed from {before:?} to {after:?}",
+                    path.trim_start_matches("/proc/sys/").replace('/', ".")
+                )),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+fn mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/mounts")
+        .map(|m| m.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Every sysctl that root can read and write under the parts a DAX case could touch.
+fn sysctls() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for dir in ["/proc/sys/vm", "/proc/sys/fs", "/proc/sys/kernel"] {
+        collect(Path::new(dir), &mut out);
+    }
+    out
+}
+
+fn collect(dir: &Path, out: &mut Vec<(String, String)>) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        let shown = path.to_string_lossy().into_owned();
+        if VOLATILE_SYSCTLS.iter().any(|v| shown.starts_with(v)) {
+            continue;
+        }
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            collect(&path, out);
+        } else if meta.permissions().mode() & 0o600 == 0o600 {
+            if let Ok(value) = std::fs::read_to_string(&path) {
+                out.push((shown, value.trim().to_string()));
+            }
+        }
+    }
+}
