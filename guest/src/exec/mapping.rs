@@ -6,7 +6,7 @@
 //!
 //! An access that raises SIGBUS kills its holder: the step observes the signal, and the mapping
 //! is gone (a later access is a daxtest error, not a kernel failure). Each access reports the
-//! page faults the holder took around it (getrusage), so a scenario can tell an access that
+//! page faults the holder took around it (getrusage of its thread), so a scenario can tell an access that
 //! found its page-table entry (0 faults) from one that had to fault.
 
 use super::sys;

@@ -245,12 +245,13 @@ pub fn load_runs(
     Ok(daxtest_proto::case::runs_into(offset as u64, data, out))
 }
 
-/// Page faults this process has taken so far (minor plus major), from getrusage.
+/// Page faults the calling thread has taken so far (minor plus major), from getrusage: the
+/// thread that does the access, whatever other threads of the process do meanwhile.
 pub fn faults() -> u64 {
     // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer cannot fail.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    // SAFETY: RUSAGE_THREAD with a valid pointer cannot fail.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
     (u.ru_minflt + u.ru_majflt) as u64
 }
 
