@@ -653,6 +653,16 @@ pub struct CaseReport {
     pub tainted_before: u64,
     pub tainted_after: u64,
     pub millis: u64,
+    /// Where the case's time went, in order: set-up, steps, teardown and the kernel-log window,
+    /// each part on its own.
+    pub phases: Vec<CasePhase>,
+}
+
+/// A part of a case and how long it took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CasePhase {
+    pub name: String,
+    pub micros: u64,
 }
 
 #[cfg(test)]

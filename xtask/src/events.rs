@@ -1,7 +1,7 @@
 //! The interface between the runner and the reporters: the runner only emits [`Event`]s; the
 //! console, results.json, junit.xml and the per-case kernel logs are separate consumers.
 
-use daxtest_proto::case::{Expect, Observed};
+use daxtest_proto::case::{CasePhase, Expect, Observed};
 use serde::Serialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -164,6 +164,9 @@ pub struct CaseResult {
     pub problems: Vec<Problem>,
     /// Kernel messages emitted between the case's start and its end.
     pub kernel_log: Vec<String>,
+    /// Where the case's time went in the guest (set-up, steps, teardown, kernel-log window), when
+    /// the agent reported it.
+    pub phases: Vec<CasePhase>,
     /// The seed the case ran with.
     pub seed: u64,
 }

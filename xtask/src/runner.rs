@@ -564,6 +564,7 @@ impl Runner<'_> {
             },
             message,
             kernel_log: vec![],
+            phases: vec![],
             seed: match &p.resolved {
                 Ok(Resolved::Run { spec, .. }) => spec.seed,
                 _ => p.case.seed,
@@ -622,6 +623,7 @@ pub fn judge(
 ) -> CaseResult {
     let mut r = base;
     r.kernel_log = report.kernel_log.clone();
+    r.phases = report.phases.clone();
     let problems = problems(case, spec, report);
     let (status, problems) = verdict(problems, xfail);
     r.status = status;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 impl Executor<'_> {
     /// mkfs, mount, and the check that DAX is as the mount asks. Returns the mount's options.
-    pub(super) fn setup(&mut self) -> Result<String, String> {
+    pub(super) fn setup(&mut self, clock: &mut super::Clock) -> Result<String, String> {
         let s = self.spec;
         let mut mkfs = match s.fs {
             Fs::Xfs => Command::new("mkfs.xfs"),
@@ -28,11 +28,14 @@ impl Executor<'_> {
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
+        clock.lap("mkfs");
         std::fs::create_dir_all(&self.mnt)
             .map_err(|e| format!("mkdir {}: {e}", self.mnt.display()))?;
         self.mount()?;
+        clock.lap("mount");
         let options = mount_options(&self.mnt).unwrap_or_default();
         self.check_dax_state(&options)?;
+        clock.lap("dax-check");
         Ok(options)
     }
 

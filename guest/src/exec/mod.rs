@@ -15,7 +15,9 @@ pub mod mapping;
 pub mod race;
 pub mod sys;
 
-use daxtest_proto::case::{CaseReport, CaseSpec, Expect, Extent, Observed, Op, StepReport};
+use daxtest_proto::case::{
+    CasePhase, CaseReport, CaseSpec, Expect, Extent, Observed, Op, StepReport,
+};
 use mapping::{Holder, Map};
 use std::collections::HashMap;
 use std::fs::File;
@@ -24,6 +26,7 @@ use std::time::Instant;
 
 pub fn run(spec: &CaseSpec) -> CaseReport {
     let start = Instant::now();
+    let mut clock = Clock::default();
     let window = kmsg::Window::open(&spec.id);
     let shell = spec.steps.iter().any(|s| matches!(s.op, Op::Shell { .. }));
     let baseline = isolation::Baseline::take(shell);
@@ -42,16 +45,19 @@ pub fn run(spec: &CaseSpec) -> CaseReport {
         tainted_before,
         tainted_after: tainted_before,
         millis: 0,
+        phases: Vec::new(),
     };
     let unit = isolation::Unit::enter();
     let mut ex = Executor::new(spec, unit.as_ref().ok());
+    clock.lap("open");
     progress("setup");
     match &unit {
         Err(e) => report.setup_error = Some(format!("case cgroup: {e}")),
-        Ok(_) => match ex.setup() {
+        Ok(_) => match ex.setup(&mut clock) {
             Ok(options) => {
                 report.mount_options = options;
                 ex.steps(&mut report.steps);
+                clock.lap("steps");
             }
             Err(e) => report.setup_error = Some(e),
         },
@@ -63,24 +69,51 @@ pub fn run(spec: &CaseSpec) -> CaseReport {
         report.left_behind = sweep.left_behind;
         teardown.extend(sweep.error.map(|e| format!("processes of the case: {e}")));
     }
+    clock.lap("release");
     teardown.extend(ex.unmount());
+    clock.lap("unmount");
     // The next case's mkfs needs the device: nobody may hold it.
     if let Err(e) = sys::open_exclusive(Path::new(&spec.device)) {
         teardown.push(format!("{} is still in use after the unmount: {e}", spec.device));
     }
     report.teardown_error = (!teardown.is_empty()).then(|| teardown.join("; "));
     report.residue = baseline.changes();
+    clock.lap("residue");
     // Let what the case set off reach the log before its window closes: writeback, and the
     // kernel's deferred work.
     rustix::fs::sync();
     std::thread::sleep(std::time::Duration::from_millis(5));
     let lines = window.close();
+    clock.lap("window");
     report.kernel_log_before = lines.before;
     report.kernel_log = lines.window;
     report.kernel_log_gap = lines.gap;
     report.tainted_after = tainted();
     report.millis = start.elapsed().as_millis() as u64;
+    report.phases = clock.phases;
     report
+}
+
+/// Times the parts of a case one after another.
+struct Clock {
+    last: Instant,
+    phases: Vec<CasePhase>,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock { last: Instant::now(), phases: Vec::new() }
+    }
+}
+
+impl Clock {
+    /// Ends the part named `name`, which began at the previous lap.
+    fn lap(&mut self, name: &str) {
+        let now = Instant::now();
+        let micros = (now - self.last).as_micros() as u64;
+        self.phases.push(CasePhase { name: name.to_string(), micros });
+        self.last = now;
+    }
 }
 
 /// Tells the host, on stderr, what the case is doing now: it times steps out from these lines.

@@ -69,6 +69,8 @@ struct CaseEntry<'a> {
     message: &'a str,
     /// Why it did not pass, as data (each with a `kind`).
     problems: &'a [crate::events::Problem],
+    /// Where the time went in the guest, part by part.
+    phases: &'a [daxtest_proto::case::CasePhase],
     seed: u64,
     kernel_log_path: PathBuf,
     /// The VM that ran the case (1-based index into `qemu_command_lines`).
@@ -131,6 +133,7 @@ impl Reporter for Files {
                             duration_s: r.duration.as_secs_f64(),
                             message: &r.message,
                             problems: &r.problems,
+                            phases: &r.phases,
                             seed: r.seed,
                             kernel_log_path: kernel_log_path(&r.id),
                             vm: *vm,

@@ -214,6 +214,7 @@ mod tests {
             message: message.into(),
             problems: vec![],
             kernel_log: vec![],
+            phases: vec![],
             seed: 7,
         }
     }

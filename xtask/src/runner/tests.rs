@@ -50,6 +50,7 @@ fn report(read: Observed) -> CaseReport {
         kernel_log_before: vec![],
         kernel_log: vec!["[    5.000000] XFS (pmem0): Mounting V5 Filesystem".into()],
         kernel_log_gap: None,
+        phases: vec![],
         tainted_before: 0,
         tainted_after: 0,
         millis: 5,
@@ -72,6 +73,7 @@ fn base() -> CaseResult {
         message: String::new(),
         problems: vec![],
         kernel_log: vec![],
+        phases: vec![],
         seed: 1,
     }
 }
