@@ -2,6 +2,7 @@
 //! file:line:column diagnostics, matrix expansion into cases with stable ids, variables, kernel
 //! conditions, and a validation pass over every file before anything boots.
 
+use crate::lines::LineIndex;
 use anyhow::Context;
 use daxtest_proto::case::{CaseSpec, Expect, Fs, MapKind, Op, Shared, Step};
 use serde::Deserialize;
@@ -545,8 +546,9 @@ pub fn load_all(files: &[PathBuf]) -> (Vec<Scenario>, Vec<Diagnostic>) {
 
 /// Parses one file; every problem found, each with its position.
 pub fn parse(text: &str, file: &Path) -> Result<Scenario, Vec<Diagnostic>> {
+    let lines = LineIndex::new(text);
     let at = |offset: usize, message: String| {
-        let (line, col) = crate::recipe::line_col(text, offset);
+        let (line, col) = lines.line_col(offset);
         Diagnostic { file: file.to_path_buf(), line, col, message }
     };
     let def: FileDef = toml::from_str(text).map_err(|e| {
@@ -605,7 +607,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Scenario, Vec<Diagnostic>> {
         if !is_name(&c.id) {
             diags.push(at(start, format!("id = {:?}: use lower-case letters, digits and -", c.id)));
         }
-        let line = crate::recipe::line_col(text, start).0;
+        let line = lines.line_col(start).0;
         if let Some(first) = ids.insert(c.id.clone(), line) {
             diags.push(at(
                 start,
@@ -616,7 +618,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Scenario, Vec<Diagnostic>> {
                 ),
             ));
         }
-        match expand_case(&def, c, file, text, start) {
+        match expand_case(&def, c, file, &lines, start) {
             Ok(mut cs) => cases.append(&mut cs),
             Err(mut d) => diags.append(&mut d),
         }
@@ -624,7 +626,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Scenario, Vec<Diagnostic>> {
     if diags.is_empty() {
         Ok(Scenario {
             file: file.to_path_buf(),
-            name_at: crate::recipe::line_col(text, def.name.span().start),
+            name_at: lines.line_col(def.name.span().start),
             name: def.name.into_inner(),
             summary: def.summary,
             references: def.references,
@@ -644,11 +646,11 @@ fn expand_case(
     def: &FileDef,
     c: &CaseDef,
     file: &Path,
-    text: &str,
+    lines: &LineIndex,
     start: usize,
 ) -> Result<Vec<Case>, Vec<Diagnostic>> {
     let at = |offset: usize, message: String| {
-        let (line, col) = crate::recipe::line_col(text, offset);
+        let (line, col) = lines.line_col(offset);
         Diagnostic { file: file.to_path_buf(), line, col, message }
     };
     let mut diags = Vec::new();
@@ -691,7 +693,7 @@ fn expand_case(
         diags.push(at(offset, e));
     }
     let (own_timeout, file_timeout) = (c.timeout.plain(), def.timeout.plain());
-    let line = crate::recipe::line_col(text, start).0;
+    let line = lines.line_col(start).0;
     let mut cases = Vec::new();
     for fs in &fs_values {
         for mount in &mount_values {
@@ -722,7 +724,7 @@ fn expand_case(
                 let offset = s.span().start;
                 match step(s.get_ref(), *fs, mount, &vars) {
                     Ok((op, expect)) => {
-                        let step_line = crate::recipe::line_col(text, offset).0;
+                        let step_line = lines.line_col(offset).0;
                         for e in checker.check(&op, &expect, step_line) {
                             diags.push(at(offset, e));
                         }
