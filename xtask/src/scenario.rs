@@ -5,6 +5,7 @@
 use crate::lines::LineIndex;
 use anyhow::Context;
 use daxtest_proto::case::{CaseSpec, Expect, Fs, MapKind, Op, Shared, Step};
+use daxtest_proto::errno;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -951,17 +952,16 @@ fn expectation(d: &ExpectDef, vars: &BTreeMap<String, String>) -> Result<Expect,
         "ok" => return Err("ok = false says nothing: name the errno or signal".into()),
         "errno" => {
             let e = sub(&d.errno)?.unwrap_or_default();
-            if !ERRNOS.contains(&e.as_str()) {
-                return Err(format!(
-                    "errno = {e:?}: not an errno name (EINVAL, EOPNOTSUPP, ETXTBSY, ...)"
-                ));
+            if let Some(problem) = errno_problem(&e) {
+                return Err(problem);
             }
             Expect::Errno(e)
         }
         "signal" => {
             let s = sub(&d.signal)?.unwrap_or_default();
-            if !["SIGBUS", "SIGSEGV"].contains(&s.as_str()) {
-                return Err(format!("signal = {s:?}: an access can raise SIGBUS or SIGSEGV"));
+            if !errno::ACCESS_SIGNALS.contains(&s.as_str()) {
+                let can = errno::ACCESS_SIGNALS.join(" or ");
+                return Err(format!("signal = {s:?}: an access can raise {can}"));
             }
             Expect::Signal(s)
         }
@@ -1128,48 +1128,19 @@ impl Usage {
     }
 }
 
-/// Errno names a scenario may expect.
-pub const ERRNOS: &[&str] = &[
-    "EPERM",
-    "ENOENT",
-    "EINTR",
-    "EIO",
-    "ENXIO",
-    "E2BIG",
-    "EBADF",
-    "EAGAIN",
-    "ENOMEM",
-    "EACCES",
-    "EFAULT",
-    "EBUSY",
-    "EEXIST",
-    "EXDEV",
-    "ENODEV",
-    "ENOTDIR",
-    "EISDIR",
-    "EINVAL",
-    "ENFILE",
-    "EMFILE",
-    "ENOTTY",
-    "ETXTBSY",
-    "EFBIG",
-    "ENOSPC",
-    "ESPIPE",
-    "EROFS",
-    "EMLINK",
-    "ERANGE",
-    "ENOSYS",
-    "ENOTEMPTY",
-    "ENODATA",
-    "EOVERFLOW",
-    "EOPNOTSUPP",
-    "ENOTSUP",
-    "EDQUOT",
-    "EUCLEAN",
-    "EFSCORRUPTED",
-    "ENOKEY",
-    "ESTALE",
-];
+/// Why a step cannot expect `name`: not an errno, or a second name of a number the agent
+/// reports under its first (daxtest_proto::errno), which no observation could ever match.
+fn errno_problem(name: &str) -> Option<String> {
+    if let Some(reported) = errno::alias_of(name) {
+        return Some(format!(
+            "errno = {name:?}: write {reported}: {name} is the same number on Linux and the agent \
+             reports it as {reported}"
+        ));
+    }
+    errno::errno_number(name)
+        .is_none()
+        .then(|| format!("errno = {name:?}: not an errno name (EINVAL, EOPNOTSUPP, ETXTBSY, ...)"))
+}
 
 /// Which cases a command line selects: paths load files; other words filter case ids.
 pub struct Selection {
