@@ -673,6 +673,9 @@ fn expand_case(
                 ),
             ));
         }
+        if let Some(e) = limits::mount_problem(m) {
+            diags.push(at(matrix_at, e));
+        }
     }
     let constraints = |items: &[String], offset: usize, diags: &mut Vec<Diagnostic>| {
         items
@@ -730,6 +733,9 @@ fn expand_case(
                             diags.push(at(offset, e));
                         }
                         if let Some(e) = impossible(&op, &expect, *fs, mount) {
+                            diags.push(at(offset, e));
+                        }
+                        for e in limits::problems(&op) {
                             diags.push(at(offset, e));
                         }
                         steps.push(CaseStep { line: step_line, op, expect })
@@ -1194,6 +1200,8 @@ fn glob_match(pattern: &str, id: &str) -> bool {
     }
     true
 }
+
+mod limits;
 
 #[cfg(test)]
 mod tests;

@@ -233,6 +233,57 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
         "timeout case_s = 0: give a number of seconds above 0, or leave it out for the default \
          of images/recipe.toml [timeouts]",
     ),
+    // Paths outside the filesystem under test (paths are relative to the case's mount point).
+    (
+        "path-absolute.toml",
+        "10:3",
+        "write file = \"/etc/x\": paths are relative to the case's mount point (/mnt/test), and \
+         an absolute one would leave the filesystem under test: write \"etc/x\"",
+    ),
+    (
+        "path-parent.toml",
+        "11:3",
+        "rename to = \"a/../../b\": a \"..\" component can leave the filesystem under test: name \
+         the path from the case's mount point, without \"..\"",
+    ),
+    (
+        "path-empty.toml",
+        "10:3",
+        "unlink file = \"\": name a file or directory under the case's mount point, such as \"f\" \
+         or \"d/f\"",
+    ),
+    (
+        "path-nul.toml",
+        "10:3",
+        "create file = \"a\\0b\": a path cannot hold a NUL byte (the kernel reads it as the end of \
+         the path): remove it",
+    ),
+    // Sizes the agent cannot hold, steps that move no byte, ranges past a file offset.
+    (
+        "len-too-large.toml",
+        "10:3",
+        "write len = 1099511627776: at most 67108864 bytes (64 MiB) per write, read, store or \
+         load, which the agent holds in the guest's memory: split it into several steps",
+    ),
+    (
+        "read-nothing.toml",
+        "11:3",
+        "read len = 0 moves no byte, so the step checks nothing (it passes any content check): \
+         give the number of bytes",
+    ),
+    (
+        "range-past-off-t.toml",
+        "11:3",
+        "fallocate offset 9223372036854771712 + len 8192 is past the largest file offset (2^63 - \
+         1 = 9223372036854775807): give a smaller offset or length",
+    ),
+    // Mount options: a dax mode the kernel does not know.
+    (
+        "mount-unknown-dax.toml",
+        "9:1",
+        "mount option \"dax=sometimes\": \"dax=sometimes\" is not a DAX mode: write dax=always, \
+         dax=inode or dax=never",
+    ),
 ];
 
 const DUP_A: &str = "xtask/tests/fixtures/bad/duplicate-name-a.toml";
