@@ -193,7 +193,7 @@ struct CaseDef {
     seed: Option<u64>,
     #[serde(default)]
     timeout: TimeoutSrc,
-    steps: Vec<toml::Spanned<toml::Table>>,
+    steps: toml::Spanned<Vec<toml::Spanned<toml::Table>>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -696,6 +696,14 @@ fn expand_case(
     for (offset, e) in c.kernel_log.errors().into_iter().chain(c.timeout.errors()) {
         diags.push(at(offset, e));
     }
+    if c.steps.get_ref().is_empty() {
+        diags.push(at(
+            c.steps.span().start,
+            "steps = []: a case without steps checks nothing and always passes: give it the \
+             steps that show what its summary says"
+                .into(),
+        ));
+    }
     let (own_timeout, file_timeout) = (c.timeout.plain(), def.timeout.plain());
     let line = lines.line_col(start).0;
     let mut cases = Vec::new();
@@ -724,7 +732,7 @@ fn expand_case(
             }
             let mut steps = Vec::new();
             let mut checker = Usage::default();
-            for s in &c.steps {
+            for s in c.steps.get_ref() {
                 let offset = s.span().start;
                 match step(s.get_ref(), *fs, mount, &vars) {
                     Ok((op, expect)) => {

@@ -233,6 +233,13 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
         "timeout case_s = 0: give a number of seconds above 0, or leave it out for the default \
          of images/recipe.toml [timeouts]",
     ),
+    // A case that checks nothing.
+    (
+        "steps-empty.toml",
+        "9:9",
+        "steps = []: a case without steps checks nothing and always passes: give it the steps \
+         that show what its summary says",
+    ),
     // Paths outside the filesystem under test (paths are relative to the case's mount point).
     (
         "path-absolute.toml",
@@ -378,8 +385,8 @@ steps = [
 }
 
 /// Bad command lines: (arguments, exit status, fragments of stderr). `SEL` is replaced by a
-/// valid scenario file with one empty case, so that a missing check would go on to boot (and be
-/// killed after LIMIT).
+/// valid scenario file with one case of one step, so that a missing check would go on to boot
+/// (and be killed after LIMIT).
 const COMMAND_LINES: &[(&[&str], i32, &[&str])] = &[
     // 19. A filter that selects nothing.
     (
@@ -520,12 +527,13 @@ const COMMAND_LINES: &[(&[&str], i32, &[&str])] = &[
     ),
 ];
 
-/// A valid scenario file (one case, no steps) and an empty directory, for `SEL` and `EMPTY`.
+/// A valid scenario file (one case of one step) and an empty directory, for `SEL` and `EMPTY`.
 fn command_line_inputs() -> (tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let sel = dir.path().join("one.toml");
     let text = "format = 1\nname = \"one\"\nsummary = \"s\"\n\
-                [[case]]\nid = \"a\"\nsummary = \"s\"\nsteps = []\n";
+                [[case]]\nid = \"a\"\nsummary = \"s\"\n\
+                steps = [{ op = \"create\", file = \"f\" }]\n";
     std::fs::write(&sel, text).unwrap();
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();

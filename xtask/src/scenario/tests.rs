@@ -182,6 +182,11 @@ fn errors_name_the_place_and_the_fix() {
             "mount option \"noatime\" has no dax=...: say dax=always",
         ),
         (
+            "steps = [{ op = \"create\", file = \"f\" }]",
+            "steps = []",
+            ":37:9: steps = []: a case without steps checks nothing and always passes",
+        ),
+        (
             "[vars.mount.\"dax=never\"]",
             "[vars.mount.\"dax=sometimes\"]",
             "[vars.mount.\"dax=sometimes\"]: \"dax=sometimes\" is not in matrix.mount",
@@ -338,7 +343,8 @@ fn patterns_and_timeouts_are_placed_where_they_are_written() {
     let text =
         "format = 1\nname = \"p\"\nsummary = \"s\"\n[kernel_log]\nbenign = [\"ok\", \"a(b\"]\n\
                 [timeout]\nstep_s = 0\n[[case]]\nid = \"c\"\nsummary = \"s\"\n\
-                timeout = { case_s = 0 }\nkernel_log = { expected = [\"x[\"] }\nsteps = []\n";
+                timeout = { case_s = 0 }\nkernel_log = { expected = [\"x[\"] }\n\
+                steps = [{ op = \"create\", file = \"f\" }]\n";
     assert_eq!(
         errors(text)
             .iter()
