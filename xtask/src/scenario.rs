@@ -1047,22 +1047,34 @@ fn check_fits(op: &Op, alternatives: &[(Vec<Constraint>, Expect)]) -> Result<(),
 #[derive(Default)]
 struct Usage {
     handles: HashSet<String>,
-    maps: HashSet<String>,
+    maps: HashMap<String, LiveMap>,
     saved: HashSet<String>,
     /// What ended a handle or mapping that is gone: ("handle" or "mapping", name) -> "the munmap
     /// at line 12".
     ended: HashMap<(&'static str, String), String>,
 }
 
+/// A mapping made by an earlier step: what later steps may do through it.
+struct LiveMap {
+    len: u64,
+    kind: MapKind,
+    /// The line of its mmap step.
+    line: usize,
+}
+
+/// race_store_clone stores into one 8-byte slot per this many bytes of its mapping
+/// (guest/src/exec/race.rs SLOT): a shorter mapping has no slot, and the race checks nothing.
+const RACE_SLOT: u64 = 512;
+
 impl Usage {
     fn check(&mut self, op: &Op, expect: &[(Vec<Constraint>, Expect)], line: usize) -> Vec<String> {
         let mut errors = Vec::new();
-        let need = |set: &HashSet<String>,
+        let need = |set: Vec<&String>,
                     ended: &HashMap<(&'static str, String), String>,
                     kind: &'static str,
                     name: &str,
                     errors: &mut Vec<String>| {
-            if set.contains(name) {
+            if set.iter().any(|k| *k == name) {
                 return;
             }
             let mut known: Vec<String> = set.iter().map(|k| format!("{k:?}")).collect();
@@ -1099,32 +1111,67 @@ impl Usage {
                 ));
             }
             Op::Close { handle } => {
-                need(&self.handles, &self.ended, "handle", handle, &mut errors);
+                need(self.handles.iter().collect(), &self.ended, "handle", handle, &mut errors);
                 self.handles.remove(handle);
                 self.ended.insert(("handle", handle.clone()), what);
             }
-            Op::Mmap { map, .. } if !self.maps.insert(map.clone()) => {
+            Op::Mmap { map, .. } if self.maps.contains_key(map) => {
                 errors.push(format!(
                     "mapping {map:?} already exists: munmap it first, or give this one \
                      another name"
                 ));
             }
+            Op::Mmap { map, len, kind, .. } => {
+                self.maps.insert(map.clone(), LiveMap { len: *len, kind: *kind, line });
+            }
             Op::Munmap { map } => {
-                need(&self.maps, &self.ended, "mapping", map, &mut errors);
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
                 self.maps.remove(map);
                 self.ended.insert(("mapping", map.clone()), what);
             }
-            Op::Store { map, .. }
-            | Op::Load { map, .. }
-            | Op::Msync { map }
-            | Op::RaceStoreClone { map, .. } => {
-                need(&self.maps, &self.ended, "mapping", map, &mut errors)
+            Op::Store { map, offset, len, .. } | Op::Load { map, offset, len } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
+                // The agent refuses an access outside the mapping, so such a step always fails.
+                match self.maps.get(map) {
+                    Some(m) if offset.checked_add(*len).is_none_or(|end| end > m.len) => errors
+                        .push(format!(
+                            "{} offset {offset} + len {len} runs past the end of mapping {map:?} \
+                             ({} bytes, mmapped at line {}): keep offset + len within its len, \
+                             or mmap more",
+                            op.name(),
+                            m.len,
+                            m.line
+                        )),
+                    _ => {}
+                }
+            }
+            Op::Msync { map } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors)
+            }
+            Op::RaceStoreClone { map, .. } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
+                match self.maps.get(map) {
+                    Some(m) if m.len < RACE_SLOT => errors.push(format!(
+                        "race_store_clone needs a mapping of at least one slot of {RACE_SLOT} \
+                         bytes (it stores into an 8-byte slot at the start of each); mapping \
+                         {map:?} (mmapped at line {}) is {} bytes: mmap at least {RACE_SLOT}",
+                        m.line, m.len
+                    )),
+                    // Stores through a private mapping never reach the file the race clones.
+                    Some(m) if m.kind == MapKind::Private => errors.push(format!(
+                        "race_store_clone needs a shared mapping: mapping {map:?} (mmapped at \
+                         line {}) is private, so its stores never reach the file: mmap it with \
+                         kind = \"shared\" or \"sync\"",
+                        m.line
+                    )),
+                    _ => {}
+                }
             }
             Op::Evict | Op::Remount => {
                 for h in self.handles.drain() {
                     self.ended.insert(("handle", h), what.clone());
                 }
-                for m in self.maps.drain() {
+                for (m, _) in self.maps.drain() {
                     self.ended.insert(("mapping", m), what.clone());
                 }
             }
@@ -1132,7 +1179,13 @@ impl Usage {
         }
         for (_, e) in expect {
             if let Expect::Extents { since, .. } = e {
-                need(&self.saved, &self.ended, "saved extent map", since, &mut errors);
+                need(
+                    self.saved.iter().collect(),
+                    &self.ended,
+                    "saved extent map",
+                    since,
+                    &mut errors,
+                );
             }
         }
         if let Op::Fiemap { save: Some(name), .. } = op {

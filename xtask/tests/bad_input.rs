@@ -172,6 +172,20 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
         "fiemap uses saved extent map \"befor\", which no earlier step opened or saved: give an \
          earlier fiemap step save = \"befor\" (saved so far: \"before\")",
     ),
+    // Accesses a mapping cannot serve.
+    (
+        "store-past-mapping.toml",
+        "12:3",
+        "store offset 4096 + len 8192 runs past the end of mapping \"m\" (8192 bytes, mmapped at \
+         line 11): keep offset + len within its len, or mmap more",
+    ),
+    (
+        "race-without-slot.toml",
+        "12:3",
+        "race_store_clone needs a mapping of at least one slot of 512 bytes (it stores into an \
+         8-byte slot at the start of each); mapping \"m\" (mmapped at line 11) is 256 bytes: mmap \
+         at least 512",
+    ),
     // 14, 15. Success the kernel cannot give, in the matrix cells where the applicable
     // alternative says ok (refused once, for that cell only).
     (
