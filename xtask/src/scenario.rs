@@ -1102,7 +1102,8 @@ impl Usage {
                 ),
             });
         };
-        let what = format!("the {} at line {line}", op.name());
+        // Op::name serialises the op: only for the steps that end something.
+        let what = || format!("the {} at line {line}", op.name());
         match op {
             Op::Open { handle, .. } if !self.handles.insert(handle.clone()) => {
                 errors.push(format!(
@@ -1113,7 +1114,7 @@ impl Usage {
             Op::Close { handle } => {
                 need(self.handles.iter().collect(), &self.ended, "handle", handle, &mut errors);
                 self.handles.remove(handle);
-                self.ended.insert(("handle", handle.clone()), what);
+                self.ended.insert(("handle", handle.clone()), what());
             }
             Op::Mmap { map, .. } if self.maps.contains_key(map) => {
                 errors.push(format!(
@@ -1127,7 +1128,7 @@ impl Usage {
             Op::Munmap { map } => {
                 need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
                 self.maps.remove(map);
-                self.ended.insert(("mapping", map.clone()), what);
+                self.ended.insert(("mapping", map.clone()), what());
             }
             Op::Store { map, offset, len, .. } | Op::Load { map, offset, len } => {
                 need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
@@ -1168,6 +1169,7 @@ impl Usage {
                 }
             }
             Op::Evict | Op::Remount => {
+                let what = what();
                 for h in self.handles.drain() {
                     self.ended.insert(("handle", h), what.clone());
                 }

@@ -22,9 +22,10 @@ const DAX_OPTIONS: &[&str] = &["dax", "dax=always", "dax=inode", "dax=never"];
 
 /// Every problem with the arguments of `op`, each a message with its fix.
 pub fn problems(op: &Op) -> Vec<String> {
-    let name = op.name();
+    // Op::name serialises the op: only for a step that has a problem.
+    let name = || op.name();
     let mut out: Vec<String> =
-        paths(op).into_iter().filter_map(|(key, path)| path_problem(&name, key, path)).collect();
+        paths(op).into_iter().filter_map(|(key, path)| path_problem(op, key, path)).collect();
     if let Some(len) = io_len(op) {
         if len == 0 {
             let why = match op {
@@ -32,13 +33,15 @@ pub fn problems(op: &Op) -> Vec<String> {
                 _ => "no byte reaches the file",
             };
             out.push(format!(
-                "{name} len = 0 moves no byte, so the step checks nothing ({why}): give the \
-                 number of bytes"
+                "{} len = 0 moves no byte, so the step checks nothing ({why}): give the number \
+                 of bytes",
+                name()
             ));
         } else if len > MAX_IO {
             out.push(format!(
-                "{name} len = {len}: at most {MAX_IO} bytes ({} MiB) per write, read, store or \
-                 load, which the agent holds in the guest's memory: split it into several steps",
+                "{} len = {len}: at most {MAX_IO} bytes ({} MiB) per write, read, store or load, \
+                 which the agent holds in the guest's memory: split it into several steps",
+                name(),
                 MAX_IO >> 20
             ));
         }
@@ -46,8 +49,9 @@ pub fn problems(op: &Op) -> Vec<String> {
     for (what, end) in file_ranges(op) {
         if end.is_none_or(|end| end > MAX_OFFSET) {
             out.push(format!(
-                "{name} {what} is past the largest file offset (2^63 - 1 = {MAX_OFFSET}): give \
-                 a smaller offset or length"
+                "{} {what} is past the largest file offset (2^63 - 1 = {MAX_OFFSET}): give a \
+                 smaller offset or length",
+                name()
             ));
         }
     }
@@ -98,34 +102,26 @@ fn paths(op: &Op) -> Vec<(&'static str, &str)> {
 
 /// A path must name something inside the filesystem under test: the agent joins it to the mount
 /// point, so an absolute path replaces the mount point and `..` climbs out of it.
-fn path_problem(op: &str, key: &str, path: &str) -> Option<String> {
-    let what = format!("{op} {key} = {path:?}");
-    if path.is_empty() {
-        return Some(format!(
-            "{what}: name a file or directory under the case's mount point, such as \"f\" or \
-             \"d/f\""
-        ));
-    }
-    if path.contains('\0') {
-        return Some(format!(
-            "{what}: a path cannot hold a NUL byte (the kernel reads it as the end of the \
-             path): remove it"
-        ));
-    }
-    if path.starts_with('/') {
-        return Some(format!(
-            "{what}: paths are relative to the case's mount point ({MOUNT_POINT}), and an \
-             absolute one would leave the filesystem under test: write {:?}",
+fn path_problem(op: &Op, key: &str, path: &str) -> Option<String> {
+    let why = if path.is_empty() {
+        "name a file or directory under the case's mount point, such as \"f\" or \"d/f\"".into()
+    } else if path.contains('\0') {
+        "a path cannot hold a NUL byte (the kernel reads it as the end of the path): remove it"
+            .into()
+    } else if path.starts_with('/') {
+        format!(
+            "paths are relative to the case's mount point ({MOUNT_POINT}), and an absolute one \
+             would leave the filesystem under test: write {:?}",
             path.trim_start_matches('/')
-        ));
-    }
-    if path.split('/').any(|c| c == "..") {
-        return Some(format!(
-            "{what}: a \"..\" component can leave the filesystem under test: name the path from \
-             the case's mount point, without \"..\""
-        ));
-    }
-    None
+        )
+    } else if path.split('/').any(|c| c == "..") {
+        "a \"..\" component can leave the filesystem under test: name the path from the case's \
+         mount point, without \"..\""
+            .into()
+    } else {
+        return None;
+    };
+    Some(format!("{} {key} = {path:?}: {why}", op.name()))
 }
 
 /// The byte count of a step that moves bytes through a buffer or a mapping.
@@ -178,8 +174,9 @@ mod tests {
 
     #[test]
     fn paths_stay_inside_the_mount() {
+        let create = Op::Create { file: String::new() };
         for ok in ["f", "d/f", "d/", ".", "a.b", "..f", "f..", "d/.../f"] {
-            assert_eq!(path_problem("create", "file", ok), None, "{ok:?}");
+            assert_eq!(path_problem(&create, "file", ok), None, "{ok:?}");
         }
         let refused = [
             ("", "name a file or directory under the case's mount point"),
@@ -192,7 +189,7 @@ mod tests {
             ("a\0b", "a path cannot hold a NUL byte"),
         ];
         for (path, want) in refused {
-            let e = path_problem("create", "file", path).unwrap_or_default();
+            let e = path_problem(&create, "file", path).unwrap_or_default();
             assert!(e.contains(want), "{path:?}: want {want:?} in {e:?}");
         }
     }
