@@ -214,8 +214,8 @@ pub enum BenchWhat {
         vm: Vm,
     },
     /// Scenario validation time: generated files of each size, loaded and validated as `check`
-    /// does; cases per second at each size and the per-case cost against the smallest (a linear
-    /// check keeps it near 1). Boots nothing.
+    /// does; cases per CPU second at each size and the per-case cost against the smallest (a
+    /// linear check keeps it near 1). Boots nothing.
     Check {
         /// Cases in each generated file, comma-separated.
         #[arg(long, value_delimiter = ',', default_values_t = [1000, 4000, 16000, 20000])]
