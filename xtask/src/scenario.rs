@@ -1265,6 +1265,7 @@ fn glob_match(pattern: &str, id: &str) -> bool {
 }
 
 mod limits;
+pub use limits::op_paths;
 
 #[cfg(test)]
 mod tests;

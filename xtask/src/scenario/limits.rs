@@ -25,7 +25,7 @@ pub fn problems(op: &Op) -> Vec<String> {
     // Op::name serialises the op: only for a step that has a problem.
     let name = || op.name();
     let mut out: Vec<String> =
-        paths(op).into_iter().filter_map(|(key, path)| path_problem(op, key, path)).collect();
+        op_paths(op).into_iter().filter_map(|(key, path)| path_problem(op, key, path)).collect();
     if let Some(len) = io_len(op) {
         if len == 0 {
             let why = match op {
@@ -58,8 +58,8 @@ pub fn problems(op: &Op) -> Vec<String> {
     out
 }
 
-/// The path arguments of `op`, by their key in the scenario file.
-fn paths(op: &Op) -> Vec<(&'static str, &str)> {
+/// The path arguments of `op`, by their key in the scenario file (relative to the mount point).
+pub fn op_paths(op: &Op) -> Vec<(&'static str, &str)> {
     match op {
         Op::Create { file }
         | Op::Write { file, .. }
