@@ -3,6 +3,8 @@
 #![deny(unsafe_code)]
 
 mod dax_check;
+#[cfg(test)]
+mod errno_table;
 mod exec;
 mod init;
 mod modules;

@@ -259,6 +259,9 @@ impl Op {
     }
 }
 
+/// race_store_clone's slot: one 8-byte value at the start of every 512 bytes of the mapping.
+pub const RACE_SLOT: usize = 512;
+
 /// Which extents of a FIEMAP range carry FIEMAP_EXTENT_SHARED.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

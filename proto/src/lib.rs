@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod case;
+pub mod errno;
 
 /// Where the agent binary lives in the guest.
 pub const AGENT_PATH: &str = "/usr/bin/daxtest-agent";

@@ -213,6 +213,17 @@ pub enum BenchWhat {
         #[command(flatten)]
         vm: Vm,
     },
+    /// Scenario validation time: generated files of each size, loaded and validated as `check`
+    /// does; cases per CPU second at each size and the per-case cost against the smallest (a
+    /// linear check keeps it near 1). Boots nothing.
+    Check {
+        /// Cases in each generated file, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1000, 4000, 16000, 20000])]
+        sizes: Vec<usize>,
+        /// Repetitions at each size; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
 }
 
 impl Vm {
@@ -296,5 +307,14 @@ mod tests {
             panic!()
         };
         assert_eq!((reps, vm.accel), (5, AccelChoice::Tcg));
+    }
+
+    #[test]
+    fn bench_check_takes_sizes_as_a_list() {
+        let f = Flags::try_parse_from(["xtask", "bench", "check", "--sizes", "10,20"]).unwrap();
+        let Command::Bench(Bench { what: BenchWhat::Check { sizes, reps } }) = f.command else {
+            panic!()
+        };
+        assert_eq!((sizes, reps), (vec![10, 20], 3));
     }
 }

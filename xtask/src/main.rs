@@ -12,6 +12,7 @@ mod image;
 mod kernel;
 mod kernel_build;
 mod kernel_log;
+mod lines;
 mod local_kernel;
 mod names;
 mod qemu;

@@ -96,7 +96,7 @@ impl Recipe {
             let at = e
                 .span()
                 .map(|s| {
-                    let (line, col) = line_col(text, s.start);
+                    let (line, col) = crate::lines::LineIndex::new(text).line_col(s.start);
                     format!(":{line}:{col}")
                 })
                 .unwrap_or_default();
@@ -116,14 +116,6 @@ impl Recipe {
             .with_context(|| format!("{}: [vm] nvdimm_size", path.display()))?;
         Ok(recipe)
     }
-}
-
-/// 1-based line and column of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    (line, col)
 }
 
 /// "2G", "512M", "65536K" or a plain byte count.
@@ -176,11 +168,5 @@ mod tests {
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert!(parse_size("2T").unwrap_err().to_string().contains("unknown unit"));
         assert!(parse_size("G").unwrap_err().to_string().contains("not a size"));
-    }
-
-    #[test]
-    fn line_col_counts_from_one() {
-        assert_eq!(line_col("ab\ncd", 0), (1, 1));
-        assert_eq!(line_col("ab\ncd", 4), (2, 2));
     }
 }

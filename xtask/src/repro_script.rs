@@ -173,8 +173,8 @@ impl Gen {
         let _ = writeln!(self.out, "step {n} {} {op_name}", step.line);
         self.checked = false;
         // Paths that xfs_io would split or sh would expand cannot go into a -c string as they are.
-        let paths = op_paths(&step.op);
-        if let Some(p) = paths.iter().find(|p| !xfs_io_safe(p)) {
+        let paths = crate::scenario::op_paths(&step.op);
+        if let Some((_, p)) = paths.iter().find(|(_, p)| !xfs_io_safe(p)) {
             let why = format!("the path {p:?} has characters xfs_io commands cannot take");
             self.unsupported(n, step, &why);
             return;
@@ -543,44 +543,6 @@ fn on_off(on: bool) -> &'static str {
 /// A saved extent map's file name part: only characters that are safe in a file name.
 fn fiemap_name(name: &str) -> String {
     crate::names::safe(name, "-")
-}
-
-/// The relative paths an op names (they go into xfs_io command strings).
-fn op_paths(op: &Op) -> Vec<&str> {
-    match op {
-        Op::Create { file }
-        | Op::Write { file, .. }
-        | Op::Read { file, .. }
-        | Op::Fsync { file }
-        | Op::Truncate { file, .. }
-        | Op::Fallocate { file, .. }
-        | Op::Statx { file }
-        | Op::GetFlag { file }
-        | Op::SetFlag { file, .. }
-        | Op::Unlink { file }
-        | Op::Open { file, .. }
-        | Op::Mmap { file, .. }
-        | Op::Fiemap { file, .. }
-        | Op::Mkswap { file }
-        | Op::Swapon { file }
-        | Op::Swapoff { file }
-        | Op::RaceToggleWrite { file, .. }
-        | Op::RaceStoreClone { file, .. } => vec![file],
-        Op::Mkdir { dir } => vec![dir],
-        Op::Clone { src, dst } | Op::CloneRange { src, dst, .. } => vec![src, dst],
-        Op::Rename { from, to } => vec![from, to],
-        Op::Close { .. }
-        | Op::Munmap { .. }
-        | Op::Store { .. }
-        | Op::Load { .. }
-        | Op::Msync { .. }
-        | Op::Evict
-        | Op::Remount
-        | Op::Freeze
-        | Op::Thaw
-        | Op::Sleep { .. }
-        | Op::Shell { .. } => vec![],
-    }
 }
 
 /// The step as one line of JSON, for the comment above its code.

@@ -2,8 +2,12 @@
 //! file:line:column diagnostics, matrix expansion into cases with stable ids, variables, kernel
 //! conditions, and a validation pass over every file before anything boots.
 
+use crate::lines::LineIndex;
 use anyhow::Context;
-use daxtest_proto::case::{CaseSpec, Count, Expect, Fs, MapKind, Op, Outcome, Shared, Step};
+use daxtest_proto::case::{
+    CaseSpec, Count, Expect, Fs, MapKind, Op, Outcome, Shared, Step, RACE_SLOT,
+};
+use daxtest_proto::errno;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -191,7 +195,7 @@ struct CaseDef {
     seed: Option<u64>,
     #[serde(default)]
     timeout: TimeoutSrc,
-    steps: Vec<toml::Spanned<toml::Table>>,
+    steps: toml::Spanned<Vec<toml::Spanned<toml::Table>>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -592,8 +596,9 @@ pub fn load_all(files: &[PathBuf]) -> (Vec<Scenario>, Vec<Diagnostic>) {
 
 /// Parses one file; every problem found, each with its position.
 pub fn parse(text: &str, file: &Path) -> Result<Scenario, Vec<Diagnostic>> {
+    let lines = LineIndex::new(text);
     let at = |offset: usize, message: String| {
-        let (line, col) = crate::recipe::line_col(text, offset);
+        let (line, col) = lines.line_col(offset);
         Diagnostic { file: file.to_path_buf(), line, col, message }
     };
     let def: FileDef = toml::from_str(text).map_err(|e| {
@@ -652,7 +657,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Scenario, Vec<Diagnostic>> {
         if !is_name(&c.id) {
             diags.push(at(start, format!("id = {:?}: use lower-case letters, digits and -", c.id)));
         }
-        let line = crate::recipe::line_col(text, start).0;
+        let line = lines.line_col(start).0;
         if let Some(first) = ids.insert(c.id.clone(), line) {
             diags.push(at(
                 start,
@@ -663,7 +668,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Scenario, Vec<Diagnostic>> {
                 ),
             ));
         }
-        match expand_case(&def, c, file, text, start) {
+        match expand_case(&def, c, file, &lines, start) {
             Ok(mut cs) => cases.append(&mut cs),
             Err(mut d) => diags.append(&mut d),
         }
@@ -671,7 +676,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Scenario, Vec<Diagnostic>> {
     if diags.is_empty() {
         Ok(Scenario {
             file: file.to_path_buf(),
-            name_at: crate::recipe::line_col(text, def.name.span().start),
+            name_at: lines.line_col(def.name.span().start),
             name: def.name.into_inner(),
             summary: def.summary,
             references: def.references,
@@ -691,11 +696,11 @@ fn expand_case(
     def: &FileDef,
     c: &CaseDef,
     file: &Path,
-    text: &str,
+    lines: &LineIndex,
     start: usize,
 ) -> Result<Vec<Case>, Vec<Diagnostic>> {
     let at = |offset: usize, message: String| {
-        let (line, col) = crate::recipe::line_col(text, offset);
+        let (line, col) = lines.line_col(offset);
         Diagnostic { file: file.to_path_buf(), line, col, message }
     };
     let mut diags = Vec::new();
@@ -717,6 +722,9 @@ fn expand_case(
                 ),
             ));
         }
+        if let Some(e) = limits::mount_problem(m) {
+            diags.push(at(matrix_at, e));
+        }
     }
     let constraints = |items: &[String], offset: usize, diags: &mut Vec<Diagnostic>| {
         items
@@ -737,8 +745,16 @@ fn expand_case(
     for (offset, e) in c.kernel_log.errors().into_iter().chain(c.timeout.errors()) {
         diags.push(at(offset, e));
     }
+    if c.steps.get_ref().is_empty() {
+        diags.push(at(
+            c.steps.span().start,
+            "steps = []: a case without steps checks nothing and always passes: give it the \
+             steps that show what its summary says"
+                .into(),
+        ));
+    }
     let (own_timeout, file_timeout) = (c.timeout.plain(), def.timeout.plain());
-    let line = crate::recipe::line_col(text, start).0;
+    let line = lines.line_col(start).0;
     let mut cases = Vec::new();
     for fs in &fs_values {
         for mount in &mount_values {
@@ -751,7 +767,7 @@ fn expand_case(
             let mut xfail = Vec::new();
             for spanned in &c.xfail {
                 let x = spanned.get_ref();
-                let symptom = match symptom(x, c.steps.len()) {
+                let symptom = match symptom(x, c.steps.get_ref().len()) {
                     Ok(s) => s,
                     Err(e) => {
                         diags.push(at(spanned.span().start, e));
@@ -773,15 +789,18 @@ fn expand_case(
             }
             let mut steps = Vec::new();
             let mut checker = Usage::default();
-            for s in &c.steps {
+            for s in c.steps.get_ref() {
                 let offset = s.span().start;
                 match step(s.get_ref(), *fs, mount, &vars) {
                     Ok((op, expect)) => {
-                        let step_line = crate::recipe::line_col(text, offset).0;
+                        let step_line = lines.line_col(offset).0;
                         for e in checker.check(&op, &expect, step_line) {
                             diags.push(at(offset, e));
                         }
                         if let Some(e) = impossible(&op, &expect, *fs, mount) {
+                            diags.push(at(offset, e));
+                        }
+                        for e in limits::problems(&op) {
                             diags.push(at(offset, e));
                         }
                         steps.push(CaseStep { line: step_line, op, expect })
@@ -836,12 +855,18 @@ fn symptom(x: &XfailDef, steps: usize) -> Result<Symptom, String> {
                kernel-log line without)";
     let what = match (&x.errno, &x.signal, &x.message) {
         (Some(e), None, None) => {
-            if !ERRNOS.contains(&e.as_str()) {
-                return Err(format!("xfail errno = {e:?}: not an errno name"));
+            if let Some(problem) = errno_problem(e) {
+                return Err(format!("xfail {problem}"));
             }
             SymptomKind::Errno(e.clone())
         }
-        (None, Some(s), None) => SymptomKind::Signal(s.clone()),
+        (None, Some(s), None) => {
+            if !errno::ACCESS_SIGNALS.contains(&s.as_str()) {
+                let can = errno::ACCESS_SIGNALS.join(" or ");
+                return Err(format!("xfail signal = {s:?}: an access can raise {can}"));
+            }
+            SymptomKind::Signal(s.clone())
+        }
         (None, None, Some(m)) => {
             regex::Regex::new(m).map_err(|e| {
                 let e = e.to_string();
@@ -1071,17 +1096,16 @@ fn expectation(d: &ExpectDef, vars: &BTreeMap<String, String>) -> Result<Expect,
         "ok" => return Err("ok = false says nothing: name the errno or signal".into()),
         "errno" => {
             let e = sub(&d.errno)?.unwrap_or_default();
-            if !ERRNOS.contains(&e.as_str()) {
-                return Err(format!(
-                    "errno = {e:?}: not an errno name (EINVAL, EOPNOTSUPP, ETXTBSY, ...)"
-                ));
+            if let Some(problem) = errno_problem(&e) {
+                return Err(problem);
             }
             Outcome::Errno(e)
         }
         "signal" => {
             let s = sub(&d.signal)?.unwrap_or_default();
-            if !["SIGBUS", "SIGSEGV"].contains(&s.as_str()) {
-                return Err(format!("signal = {s:?}: an access can raise SIGBUS or SIGSEGV"));
+            if !errno::ACCESS_SIGNALS.contains(&s.as_str()) {
+                let can = errno::ACCESS_SIGNALS.join(" or ");
+                return Err(format!("signal = {s:?}: an access can raise {can}"));
             }
             Outcome::Signal(s)
         }
@@ -1165,22 +1189,30 @@ fn check_fits(op: &Op, alternatives: &[(Vec<Constraint>, Expect)]) -> Result<(),
 #[derive(Default)]
 struct Usage {
     handles: HashSet<String>,
-    maps: HashSet<String>,
+    maps: HashMap<String, LiveMap>,
     saved: HashSet<String>,
     /// What ended a handle or mapping that is gone: ("handle" or "mapping", name) -> "the munmap
     /// at line 12".
     ended: HashMap<(&'static str, String), String>,
 }
 
+/// A mapping made by an earlier step: what later steps may do through it.
+struct LiveMap {
+    len: u64,
+    kind: MapKind,
+    /// The line of its mmap step.
+    line: usize,
+}
+
 impl Usage {
     fn check(&mut self, op: &Op, expect: &[(Vec<Constraint>, Expect)], line: usize) -> Vec<String> {
         let mut errors = Vec::new();
-        let need = |set: &HashSet<String>,
+        let need = |set: Vec<&String>,
                     ended: &HashMap<(&'static str, String), String>,
                     kind: &'static str,
                     name: &str,
                     errors: &mut Vec<String>| {
-            if set.contains(name) {
+            if set.iter().any(|k| *k == name) {
                 return;
             }
             let mut known: Vec<String> = set.iter().map(|k| format!("{k:?}")).collect();
@@ -1208,7 +1240,8 @@ impl Usage {
                 ),
             });
         };
-        let what = format!("the {} at line {line}", op.name());
+        // Op::name serialises the op: only for the steps that end something.
+        let what = || format!("the {} at line {line}", op.name());
         match op {
             Op::Open { handle, .. } if !self.handles.insert(handle.clone()) => {
                 errors.push(format!(
@@ -1217,23 +1250,39 @@ impl Usage {
                 ));
             }
             Op::Close { handle } => {
-                need(&self.handles, &self.ended, "handle", handle, &mut errors);
+                need(self.handles.iter().collect(), &self.ended, "handle", handle, &mut errors);
                 self.handles.remove(handle);
-                self.ended.insert(("handle", handle.clone()), what);
+                self.ended.insert(("handle", handle.clone()), what());
             }
-            Op::Mmap { map, .. } if !self.maps.insert(map.clone()) => {
+            Op::Mmap { map, .. } if self.maps.contains_key(map) => {
                 errors.push(format!(
                     "mapping {map:?} already exists: munmap it first, or give this one \
                      another name"
                 ));
             }
-            Op::Munmap { map } => {
-                need(&self.maps, &self.ended, "mapping", map, &mut errors);
-                self.maps.remove(map);
-                self.ended.insert(("mapping", map.clone()), what);
+            Op::Mmap { map, len, kind, .. } => {
+                self.maps.insert(map.clone(), LiveMap { len: *len, kind: *kind, line });
             }
-            Op::Store { map, .. } | Op::Load { map, .. } => {
-                need(&self.maps, &self.ended, "mapping", map, &mut errors);
+            Op::Munmap { map } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
+                self.maps.remove(map);
+                self.ended.insert(("mapping", map.clone()), what());
+            }
+            Op::Store { map, offset, len, .. } | Op::Load { map, offset, len } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
+                // The agent refuses an access outside the mapping, so such a step always fails.
+                match self.maps.get(map) {
+                    Some(m) if offset.checked_add(*len).is_none_or(|end| end > m.len) => errors
+                        .push(format!(
+                            "{} offset {offset} + len {len} runs past the end of mapping {map:?} \
+                             ({} bytes, mmapped at line {}): keep offset + len within its len, \
+                             or mmap more",
+                            op.name(),
+                            m.len,
+                            m.line
+                        )),
+                    _ => {}
+                }
                 // A signal kills the process that holds the mapping: the mapping goes with it.
                 if let Some(sig) = expect.iter().find_map(|(_, e)| match &e.outcome {
                     Outcome::Signal(s) => Some(s),
@@ -1248,14 +1297,34 @@ impl Usage {
                     );
                 }
             }
-            Op::Msync { map } | Op::RaceStoreClone { map, .. } => {
-                need(&self.maps, &self.ended, "mapping", map, &mut errors)
+            Op::Msync { map } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors)
+            }
+            Op::RaceStoreClone { map, .. } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
+                match self.maps.get(map) {
+                    Some(m) if m.len < RACE_SLOT as u64 => errors.push(format!(
+                        "race_store_clone needs a mapping of at least one slot of {RACE_SLOT} \
+                         bytes (it stores into an 8-byte slot at the start of each); mapping \
+                         {map:?} (mmapped at line {}) is {} bytes: mmap at least {RACE_SLOT}",
+                        m.line, m.len
+                    )),
+                    // Stores through a private mapping never reach the file the race clones.
+                    Some(m) if m.kind == MapKind::Private => errors.push(format!(
+                        "race_store_clone needs a shared mapping: mapping {map:?} (mmapped at \
+                         line {}) is private, so its stores never reach the file: mmap it with \
+                         kind = \"shared\" or \"sync\"",
+                        m.line
+                    )),
+                    _ => {}
+                }
             }
             Op::Evict | Op::Remount | Op::RaceToggleWrite { .. } => {
+                let what = what();
                 for h in self.handles.drain() {
                     self.ended.insert(("handle", h), what.clone());
                 }
-                for m in self.maps.drain() {
+                for (m, _) in self.maps.drain() {
                     self.ended.insert(("mapping", m), what.clone());
                 }
             }
@@ -1263,7 +1332,13 @@ impl Usage {
         }
         for (_, e) in expect {
             if let Outcome::Extents { since, .. } = &e.outcome {
-                need(&self.saved, &self.ended, "saved extent map", since, &mut errors);
+                need(
+                    self.saved.iter().collect(),
+                    &self.ended,
+                    "saved extent map",
+                    since,
+                    &mut errors,
+                );
             }
         }
         if let Op::Fiemap { save: Some(name), .. } = op {
@@ -1273,48 +1348,19 @@ impl Usage {
     }
 }
 
-/// Errno names a scenario may expect.
-pub const ERRNOS: &[&str] = &[
-    "EPERM",
-    "ENOENT",
-    "EINTR",
-    "EIO",
-    "ENXIO",
-    "E2BIG",
-    "EBADF",
-    "EAGAIN",
-    "ENOMEM",
-    "EACCES",
-    "EFAULT",
-    "EBUSY",
-    "EEXIST",
-    "EXDEV",
-    "ENODEV",
-    "ENOTDIR",
-    "EISDIR",
-    "EINVAL",
-    "ENFILE",
-    "EMFILE",
-    "ENOTTY",
-    "ETXTBSY",
-    "EFBIG",
-    "ENOSPC",
-    "ESPIPE",
-    "EROFS",
-    "EMLINK",
-    "ERANGE",
-    "ENOSYS",
-    "ENOTEMPTY",
-    "ENODATA",
-    "EOVERFLOW",
-    "EOPNOTSUPP",
-    "ENOTSUP",
-    "EDQUOT",
-    "EUCLEAN",
-    "EFSCORRUPTED",
-    "ENOKEY",
-    "ESTALE",
-];
+/// Why a step cannot expect `name`: not an errno, or a second name of a number the agent
+/// reports under its first (daxtest_proto::errno), which no observation could ever match.
+fn errno_problem(name: &str) -> Option<String> {
+    if let Some(reported) = errno::alias_of(name) {
+        return Some(format!(
+            "errno = {name:?}: write {reported}: {name} is the same number on Linux and the agent \
+             reports it as {reported}"
+        ));
+    }
+    errno::errno_number(name)
+        .is_none()
+        .then(|| format!("errno = {name:?}: not an errno name (EINVAL, EOPNOTSUPP, ETXTBSY, ...)"))
+}
 
 /// Which cases a command line selects: paths load files; other words filter case ids.
 pub struct Selection {
@@ -1368,6 +1414,9 @@ fn glob_match(pattern: &str, id: &str) -> bool {
     }
     true
 }
+
+mod limits;
+pub use limits::op_paths;
 
 #[cfg(test)]
 mod tests;

@@ -122,6 +122,19 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
         "12:3",
         "expect: signal = \"SIGFOO\": an access can raise SIGBUS or SIGSEGV",
     ),
+    // Second names of an errno number: the agent reports the first, so they never match.
+    (
+        "errno-enotsup.toml",
+        "11:3",
+        "expect: errno = \"ENOTSUP\": write EOPNOTSUPP: ENOTSUP is the same number on Linux and \
+         the agent reports it as EOPNOTSUPP",
+    ),
+    (
+        "errno-efscorrupted.toml",
+        "12:3",
+        "expect: errno = \"EFSCORRUPTED\": write EUCLEAN: EFSCORRUPTED is the same number on \
+         Linux and the agent reports it as EUCLEAN",
+    ),
     // 10. Case ids.
     (
         "duplicate-case-id.toml",
@@ -158,6 +171,20 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
         "12:3",
         "fiemap uses saved extent map \"befor\", which no earlier step opened or saved: give an \
          earlier fiemap step save = \"befor\" (saved so far: \"before\")",
+    ),
+    // Accesses a mapping cannot serve.
+    (
+        "store-past-mapping.toml",
+        "12:3",
+        "store offset 4096 + len 8192 runs past the end of mapping \"m\" (8192 bytes, mmapped at \
+         line 11): keep offset + len within its len, or mmap more",
+    ),
+    (
+        "race-without-slot.toml",
+        "12:3",
+        "race_store_clone needs a mapping of at least one slot of 512 bytes (it stores into an \
+         8-byte slot at the start of each); mapping \"m\" (mmapped at line 11) is 256 bytes: mmap \
+         at least 512",
     ),
     // 14, 15. Success the kernel cannot give, in the matrix cells where the applicable
     // alternative says ok (refused once, for that cell only).
@@ -219,6 +246,64 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
         "7:10",
         "timeout case_s = 0: give a number of seconds above 0, or leave it out for the default \
          of images/recipe.toml [timeouts]",
+    ),
+    // A case that checks nothing.
+    (
+        "steps-empty.toml",
+        "9:9",
+        "steps = []: a case without steps checks nothing and always passes: give it the steps \
+         that show what its summary says",
+    ),
+    // Paths outside the filesystem under test (paths are relative to the case's mount point).
+    (
+        "path-absolute.toml",
+        "10:3",
+        "write file = \"/etc/x\": paths are relative to the case's mount point (/mnt/test), and \
+         an absolute one would leave the filesystem under test: write \"etc/x\"",
+    ),
+    (
+        "path-parent.toml",
+        "11:3",
+        "rename to = \"a/../../b\": a \"..\" component can leave the filesystem under test: name \
+         the path from the case's mount point, without \"..\"",
+    ),
+    (
+        "path-empty.toml",
+        "10:3",
+        "unlink file = \"\": name a file or directory under the case's mount point, such as \"f\" \
+         or \"d/f\"",
+    ),
+    (
+        "path-nul.toml",
+        "10:3",
+        "create file = \"a\\0b\": a path cannot hold a NUL byte (the kernel reads it as the end of \
+         the path): remove it",
+    ),
+    // Sizes the agent cannot hold, steps that move no byte, ranges past a file offset.
+    (
+        "len-too-large.toml",
+        "10:3",
+        "write len = 1099511627776: at most 67108864 bytes (64 MiB) per write, read, store or \
+         load, which the agent holds in the guest's memory: split it into several steps",
+    ),
+    (
+        "read-nothing.toml",
+        "11:3",
+        "read len = 0 moves no byte, so the step checks nothing (it passes any content check): \
+         give the number of bytes",
+    ),
+    (
+        "range-past-off-t.toml",
+        "11:3",
+        "fallocate offset 9223372036854771712 + len 8192 is past the largest file offset (2^63 - \
+         1 = 9223372036854775807): give a smaller offset or length",
+    ),
+    // Mount options: a dax mode the kernel does not know.
+    (
+        "mount-unknown-dax.toml",
+        "9:1",
+        "mount option \"dax=sometimes\": \"dax=sometimes\" is not a DAX mode: write dax=always, \
+         dax=inode or dax=never",
     ),
 ];
 
@@ -314,8 +399,8 @@ steps = [
 }
 
 /// Bad command lines: (arguments, exit status, fragments of stderr). `SEL` is replaced by a
-/// valid scenario file with one empty case, so that a missing check would go on to boot (and be
-/// killed after LIMIT).
+/// valid scenario file with one case of one step, so that a missing check would go on to boot
+/// (and be killed after LIMIT).
 const COMMAND_LINES: &[(&[&str], i32, &[&str])] = &[
     // 19. A filter that selects nothing.
     (
@@ -456,12 +541,13 @@ const COMMAND_LINES: &[(&[&str], i32, &[&str])] = &[
     ),
 ];
 
-/// A valid scenario file (one case, no steps) and an empty directory, for `SEL` and `EMPTY`.
+/// A valid scenario file (one case of one step) and an empty directory, for `SEL` and `EMPTY`.
 fn command_line_inputs() -> (tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let sel = dir.path().join("one.toml");
     let text = "format = 1\nname = \"one\"\nsummary = \"s\"\n\
-                [[case]]\nid = \"a\"\nsummary = \"s\"\nsteps = []\n";
+                [[case]]\nid = \"a\"\nsummary = \"s\"\n\
+                steps = [{ op = \"create\", file = \"f\" }]\n";
     std::fs::write(&sel, text).unwrap();
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();

@@ -1,7 +1,7 @@
 //! `cargo xtask test --bisect`: exit statuses for `git bisect run`, against real boots. A case
 //! that holds since 6.2 is good on Debian's 6.12 (0) and bad on its 6.1 (1); a kernel that cannot
 //! boot, or lacks options daxtest needs, cannot be tested (125); a bad scenario stops the
-//! bisection (255).
+//! bisection (255), and so does a case with no expectation for the kernel under test.
 
 mod common;
 
@@ -113,4 +113,30 @@ fn a_kernel_that_cannot_be_tested_is_125() {
 fn a_bad_scenario_stops_the_bisection() {
     let out = xtask(&["test", "--bisect", "no-such-case-anywhere"]);
     assert_eq!(out.status.code(), Some(255));
+}
+
+/// A case with no expectation for the kernel under test is bad input at every revision: 255
+/// with --bisect (it had been reported as an error case, exit 1: "bad"), 2 without, and in both
+/// nothing boots (the image is prepared to learn the kernel's version, the accelerator is not
+/// chosen, no run starts).
+#[test]
+fn a_case_without_an_expectation_for_the_kernel_stops_the_bisection() {
+    const UNRESOLVED: &str = "xtask/tests/fixtures/bisect-unresolved.toml";
+    let want = format!(
+        "error: bisect-unresolved/old-kernels-only/xfs/dax=always: {UNRESOLVED}:19: no \
+         expectation of this step applies to kernel 6.12."
+    );
+    for (bisect, status) in [(true, 255), (false, 2)] {
+        let mut args = vec!["test", "--kernel", "debian:6.12", UNRESOLVED];
+        if bisect {
+            args.insert(1, "--bisect");
+        }
+        let out = xtask(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{args:?}\n{err}");
+        assert!(err.contains(&want), "{args:?}: want {want:?} in\n{err}");
+        for booted in ["accelerator:", "daxtest: VM ready", "results: "] {
+            assert!(!err.contains(booted), "{args:?} got as far as {booted:?}:\n{err}");
+        }
+    }
 }

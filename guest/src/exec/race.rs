@@ -196,7 +196,7 @@ pub fn check_records(path: &Path, rounds: u64, when: &str) -> Vec<String> {
     problems
 }
 
-const SLOT: usize = 512;
+use daxtest_proto::case::RACE_SLOT as SLOT;
 
 /// A thread stores (slot << 32 | pass) into every 8-byte slot (one per 512 bytes) of a shared
 /// mapping, pass after pass, publishing each pass number before it begins, while another thread

@@ -297,59 +297,12 @@ pub fn store_u64(m: &Mapping, offset: usize, value: u64) {
 }
 
 pub fn signal_name(sig: i32) -> String {
-    match sig {
-        libc::SIGBUS => "SIGBUS".into(),
-        libc::SIGSEGV => "SIGSEGV".into(),
-        libc::SIGKILL => "SIGKILL".into(),
-        libc::SIGABRT => "SIGABRT".into(),
-        other => format!("SIG{other}"),
-    }
+    daxtest_proto::errno::signal_name(sig).map_or_else(|| format!("SIG{sig}"), str::to_string)
 }
 
 /// The errno's name, as scenario files write it.
 pub fn errno_name(code: i32) -> String {
-    let name = match code {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EINTR => "EINTR",
-        libc::EIO => "EIO",
-        libc::ENXIO => "ENXIO",
-        libc::E2BIG => "E2BIG",
-        libc::EBADF => "EBADF",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EBUSY => "EBUSY",
-        libc::EEXIST => "EEXIST",
-        libc::EXDEV => "EXDEV",
-        libc::ENODEV => "ENODEV",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::EISDIR => "EISDIR",
-        libc::EINVAL => "EINVAL",
-        libc::ENFILE => "ENFILE",
-        libc::EMFILE => "EMFILE",
-        libc::ENOTTY => "ENOTTY",
-        libc::ETXTBSY => "ETXTBSY",
-        libc::EFBIG => "EFBIG",
-        libc::ENOSPC => "ENOSPC",
-        libc::ESPIPE => "ESPIPE",
-        libc::EROFS => "EROFS",
-        libc::EMLINK => "EMLINK",
-        libc::ERANGE => "ERANGE",
-        libc::ENOSYS => "ENOSYS",
-        libc::ENOTEMPTY => "ENOTEMPTY",
-        libc::ENODATA => "ENODATA",
-        libc::EOVERFLOW => "EOVERFLOW",
-        // ENOTSUP is the same number on Linux; scenarios say EOPNOTSUPP.
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::EDQUOT => "EDQUOT",
-        libc::EUCLEAN => "EUCLEAN",
-        libc::ENOKEY => "ENOKEY",
-        libc::ESTALE => "ESTALE",
-        other => return format!("E{other}"),
-    };
-    name.to_string()
+    daxtest_proto::errno::errno_name(code).map_or_else(|| format!("E{code}"), str::to_string)
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! `cargo xtask bench boot`: boot-to-ready against a bare boot of the same kernel, same QEMU
 //! configuration (NVDIMMs, network, CPUs, memory), in one run, alternating the two kinds so that
 //! a change in the machine's load affects both alike. `bench image`: a rebuild against a cache
-//! hit. `bench suite`: the whole catalogue's wall time and where it goes.
+//! hit. `bench suite`: the whole catalogue's wall time and where it goes. `bench check`: scenario
+//! validation over generated files of growing size, to show its cost per case stays flat.
 
 use super::Ctx;
 use crate::flags::{self, BenchWhat};
@@ -14,6 +15,7 @@ impl flags::Bench {
             BenchWhat::Boot { vm, reps } => boot(ctx, &vm, reps.max(1)),
             BenchWhat::Image { kernel, reps } => image(ctx, kernel.as_deref(), reps.max(1)),
             BenchWhat::Suite { vm } => suite(ctx, vm),
+            BenchWhat::Check { sizes, reps } => check(&sizes, reps.max(1)),
         }
     }
 }
@@ -163,6 +165,96 @@ fn suite(ctx: &Ctx, vm: flags::Vm) -> anyhow::Result<i32> {
     println!("  in cases:           {in_cases:.1} s");
     println!("  boots and the rest: {:.1} s", run - in_cases);
     Ok(status)
+}
+
+/// Loads and validates a generated file of each size, as `check` does (read, parse, expand,
+/// validate); the per-case cost of each size against the smallest's shows how checking grows.
+/// Costs are the checking thread's CPU time, which other work on the machine (VM runs) hardly
+/// changes; the wall time is shown beside it.
+fn check(sizes: &[usize], reps: usize) -> anyhow::Result<i32> {
+    let mut sizes = sizes.to_vec();
+    sizes.sort();
+    sizes.dedup();
+    anyhow::ensure!(sizes.first().is_some_and(|&n| n > 0), "--sizes: give case counts above 0");
+    let dir = tempfile::tempdir()?;
+    println!(
+        "{:>7} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "cases", "wall s", "CPU s", "cases/s", "us per case", "vs smallest"
+    );
+    let mut smallest = None;
+    let mut last = 0.0;
+    for &n in &sizes {
+        let file = dir.path().join(format!("generated-{n}.toml"));
+        std::fs::write(&file, generated_scenarios(n))?;
+        let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let (t, c) = (Instant::now(), thread_cpu());
+            let (scenarios, diags) = crate::scenario::load_all(std::slice::from_ref(&file));
+            cpu.push(thread_cpu() - c);
+            wall.push(t.elapsed());
+            anyhow::ensure!(diags.is_empty(), "the generated file is invalid: {}", diags[0]);
+            let cases: usize = scenarios.iter().map(|s| s.cases.len()).sum();
+            anyhow::ensure!(cases == n, "the generated file made {cases} cases, not {n}");
+        }
+        let cpu = secs(median(&mut cpu));
+        let per_case = cpu / n as f64;
+        let base = *smallest.get_or_insert(per_case);
+        last = per_case / base;
+        println!(
+            "{n:>7} {:>10.3} {cpu:>10.3} {:>10.0} {:>12.1} {last:>12.2}",
+            secs(median(&mut wall)),
+            1.0 / per_case,
+            per_case * 1e6,
+        );
+    }
+    println!();
+    println!(
+        "per-case cost, {} vs {} cases: {last:.2} (linear: about 1; quadratic: {:.0})",
+        sizes[sizes.len() - 1],
+        sizes[0],
+        sizes[sizes.len() - 1] as f64 / sizes[0] as f64
+    );
+    Ok(0)
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// One scenario file of `n` cases (no matrix: one case each), every case with the steps and
+/// expectations that validation follows: files, a mapping used and unmapped, a saved extent map,
+/// kernel-conditioned alternatives.
+fn generated_scenarios(n: usize) -> String {
+    let mut text = format!(
+        "format = 1\nname = \"generated-{n}\"\nsummary = \"{n} cases for bench check\"\n\n\
+         [mkfs]\nxfs = [\"-m\", \"reflink=1\"]\n"
+    );
+    for i in 0..n {
+        text.push_str(&format!(
+            r#"
+[[case]]
+id = "case-{i}"
+summary = "generated case {i}"
+steps = [
+  {{ op = "write", file = "f{i}", offset = 0, len = 8192, pattern = "a" }},
+  {{ op = "fiemap", file = "f{i}", offset = 0, len = 0, save = "before" }},
+  {{ op = "mmap", file = "f{i}", map = "m", offset = 0, len = 8192, kind = "shared" }},
+  {{ op = "store", map = "m", offset = 4096, len = 4096, pattern = "b" }},
+  {{ op = "load", map = "m", offset = 0, len = 4096, expect = {{ content = "a" }} }},
+  {{ op = "fiemap", file = "f{i}", offset = 0, len = 0, expect = {{ extents = "unchanged", since = "before" }} }},
+  {{ op = "clone", src = "f{i}", dst = "d/g{i}", expect = [
+      {{ when = {{ kernel = "<6.2" }}, errno = "EINVAL" }},
+      {{ ok = true }},
+  ] }},
+  {{ op = "munmap", map = "m" }},
+  {{ op = "statx", file = "d/g{i}", expect = {{ dax = "on" }} }},
+]
+"#
+        ));
+    }
+    text
 }
 
 fn secs(d: Duration) -> f64 {

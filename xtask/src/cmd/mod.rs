@@ -70,9 +70,20 @@ impl Ctx {
         f: &flags::Vm,
         kernel: Option<&str>,
     ) -> anyhow::Result<(Image, VmOptions)> {
+        let (image, opts) = self.prepare_image(f, kernel)?;
+        self.choose_accel(f, image, opts)
+    }
+
+    /// The image and the checked VM options, the accelerator not yet chosen: nothing has booted
+    /// (choosing may boot a KVM probe).
+    pub fn prepare_image(
+        &self,
+        f: &flags::Vm,
+        kernel: Option<&str>,
+    ) -> anyhow::Result<(Image, VmOptions)> {
         let d = &self.recipe.vm;
         let size = f.nvdimm_size.as_deref().unwrap_or(&d.nvdimm_size);
-        let mut opts = VmOptions {
+        let opts = VmOptions {
             accel: crate::qemu::Accel::Tcg,
             memory_mib: f.memory.unwrap_or(d.memory_mib),
             cpus: f.cpus.unwrap_or(d.cpus),
@@ -98,6 +109,16 @@ impl Ctx {
         opts.validate()?;
         crate::vm::check_free_space(&crate::vm::tmp_root(&self.root), &opts)?;
         let image = self.image(kernel, false)?;
+        Ok((image, opts))
+    }
+
+    /// The accelerator for `image` (`auto` boots a bare VM under KVM once to see that it works).
+    pub fn choose_accel(
+        &self,
+        f: &flags::Vm,
+        image: Image,
+        mut opts: VmOptions,
+    ) -> anyhow::Result<(Image, VmOptions)> {
         let (accel, why) = accel::resolve(&self.sh, f.accel, &image, &self.cache())?;
         eprintln!("daxtest: accelerator: {why}");
         opts.accel = accel;

@@ -22,6 +22,28 @@ pub mod bisect {
     pub const ABORT: i32 = 255;
 }
 
+/// Cases with no expectation for the kernel under test (`Case::resolve` fails), found once the
+/// image tells the kernel's version and before anything boots: the scenario's fault, not the
+/// kernel's, so an input error (exit 2) and with `--bisect` the end of the bisection (255).
+#[derive(Debug)]
+struct Unresolved(Vec<String>);
+
+impl std::fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for Unresolved {}
+
+/// An [`Unresolved`] becomes an input error (exit 2); any other error stays as it is.
+fn unresolved_is_input(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<Unresolved>() {
+        Ok(u) => exit::input(u.to_string()),
+        Err(e) => e,
+    }
+}
+
 impl flags::Test {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
         let cases = match self.select_cases(ctx) {
@@ -35,12 +57,17 @@ impl flags::Test {
         };
         let result = self.run_cases(ctx, cases).map(|(status, _)| status);
         if !self.bisect {
-            return result;
+            return result.map_err(unresolved_is_input);
         }
         Ok(match result {
             Ok(exit::SUCCESS) => bisect::GOOD,
             Ok(exit::CASES_FAILED) => bisect::BAD,
             Ok(_) => bisect::UNTESTABLE,
+            // Not this revision's fault: the same scenario has the same gap at every revision.
+            Err(e) if e.is::<Unresolved>() => {
+                eprintln!("error: {e:#}\ndaxtest: the scenario is bad input (exit 255)");
+                bisect::ABORT
+            }
             Err(e) => {
                 eprintln!("error: {e:#}\ndaxtest: this kernel cannot be tested (exit 125)");
                 bisect::UNTESTABLE
@@ -51,7 +78,7 @@ impl flags::Test {
     /// A run without `--bisect`: its exit status and its run directory.
     pub(super) fn run_in_dir(self, ctx: &Ctx) -> anyhow::Result<(i32, PathBuf)> {
         let cases = self.select_cases(ctx)?;
-        self.run_cases(ctx, cases)
+        self.run_cases(ctx, cases).map_err(unresolved_is_input)
     }
 
     fn select_cases(&self, ctx: &Ctx) -> anyhow::Result<Vec<Case>> {
@@ -93,9 +120,23 @@ impl flags::Test {
             ks => ks.iter().map(|k| Some(k.as_str())).collect(),
         };
         // Every image first: a kernel that cannot be had fails the run before anything boots.
-        let mut prepared = Vec::new();
+        let mut images = Vec::new();
         for spec in &specs {
-            prepared.push(ctx.prepare_kernel(&self.vm, *spec)?);
+            images.push(ctx.prepare_image(&self.vm, *spec)?);
+        }
+        // Then every case for every kernel, before the accelerator check (which may boot a probe)
+        // and the first case boot anything.
+        let unresolved: Vec<String> = images
+            .iter()
+            .map(|(image, _)| unresolved(&cases, image))
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .concat();
+        if !unresolved.is_empty() {
+            return Err(Unresolved(unresolved).into());
+        }
+        let mut prepared = Vec::new();
+        for (image, opts) in images {
+            prepared.push(ctx.choose_accel(&self.vm, image, opts)?);
         }
         let (run_id, run_dir) = reporters::prepare_run_dir(&ctx.root)?;
         if let ([spec], [(image, opts)]) = (specs.as_slice(), prepared.as_slice()) {
@@ -120,9 +161,7 @@ impl flags::Test {
 
     /// The planned runs of every case on one kernel: `--repeat` copies, seeds, resolution.
     fn plan(&self, cases: &[Case], image: &Image) -> anyhow::Result<Vec<Planned>> {
-        let version = KernelVersion::parse(&image.kernel.version).ok_or_else(|| {
-            anyhow::anyhow!("cannot read a version in {:?}", image.kernel.version)
-        })?;
+        let version = kernel_version(image)?;
         let runs = self.runs();
         let mut planned = Vec::new();
         for k in 1..=runs {
@@ -290,6 +329,20 @@ pub(super) fn execute(
         stop_at_failure: setup.stop_at_failure,
     };
     Ok(runner.run(planned, &mut emit))
+}
+
+fn kernel_version(image: &Image) -> anyhow::Result<KernelVersion> {
+    KernelVersion::parse(&image.kernel.version)
+        .ok_or_else(|| anyhow::anyhow!("cannot read a version in {:?}", image.kernel.version))
+}
+
+/// Why each case that cannot be resolved for `image`'s kernel cannot, with the case's id.
+fn unresolved(cases: &[Case], image: &Image) -> anyhow::Result<Vec<String>> {
+    let version = kernel_version(image)?;
+    Ok(cases
+        .iter()
+        .filter_map(|c| c.resolve(version, None).err().map(|e| format!("{}: {e}", c.id)))
+        .collect())
 }
 
 /// Run k of a repeated case gets its own seed, derived from the case's and k (SplitMix64).

@@ -186,6 +186,11 @@ fn errors_name_the_place_and_the_fix() {
             "mount option \"noatime\" has no dax=...: say dax=always",
         ),
         (
+            "steps = [{ op = \"create\", file = \"f\" }]",
+            "steps = []",
+            ":37:9: steps = []: a case without steps checks nothing and always passes",
+        ),
+        (
             "[vars.mount.\"dax=never\"]",
             "[vars.mount.\"dax=sometimes\"]",
             "[vars.mount.\"dax=sometimes\"]: \"dax=sometimes\" is not in matrix.mount",
@@ -224,6 +229,36 @@ fn names_must_exist_while_they_are_used() {
     );
     let e = errors(&steps("{ op = \"close\", handle = \"h\" },"));
     assert!(e[0].contains("close uses handle \"h\""), "{e:?}");
+}
+
+/// Accesses through a mapping stay inside it; the race needs a slot and a shared mapping.
+#[test]
+fn mappings_serve_what_they_cover() {
+    let case = |kind: &str, len: u64, step: &str| {
+        format!(
+            "format = 1\nname = \"u\"\nsummary = \"s\"\n[[case]]\nid = \"c\"\nsummary = \"s\"\n\
+             steps = [\n\
+             {{ op = \"mmap\", file = \"f\", map = \"m\", offset = 4096, len = {len}, \
+             kind = \"{kind}\" }},\n{step},\n]\n"
+        )
+    };
+    let load = |offset: u64, len: u64| {
+        format!("{{ op = \"load\", map = \"m\", offset = {offset}, len = {len} }}")
+    };
+    // Offsets are into the mapping, whatever its offset in the file.
+    parse_ok(&case("shared", 8192, &load(4096, 4096)));
+    let e = errors(&case("shared", 8192, &load(4096, 4097)));
+    assert_eq!(
+        e,
+        ["bad.toml:9:1: load offset 4096 + len 4097 runs past the end of mapping \"m\" (8192 \
+          bytes, mmapped at line 8): keep offset + len within its len, or mmap more"]
+    );
+    let race = "{ op = \"race_store_clone\", map = \"m\", file = \"f\", rounds = 2 }";
+    parse_ok(&case("shared", 512, race));
+    parse_ok(&case("sync", 512, race));
+    assert!(errors(&case("shared", 511, race))[0].contains("is 511 bytes: mmap at least 512"));
+    let e = errors(&case("private", 4096, race));
+    assert!(e[0].contains("race_store_clone needs a shared mapping: mapping \"m\""), "{e:?}");
 }
 
 #[test]
@@ -342,7 +377,8 @@ fn patterns_and_timeouts_are_placed_where_they_are_written() {
     let text =
         "format = 1\nname = \"p\"\nsummary = \"s\"\n[kernel_log]\nbenign = [\"ok\", \"a(b\"]\n\
                 [timeout]\nstep_s = 0\n[[case]]\nid = \"c\"\nsummary = \"s\"\n\
-                timeout = { case_s = 0 }\nkernel_log = { expected = [\"x[\"] }\nsteps = []\n";
+                timeout = { case_s = 0 }\nkernel_log = { expected = [\"x[\"] }\n\
+                steps = [{ op = \"create\", file = \"f\" }]\n";
     assert_eq!(
         errors(text)
             .iter()
