@@ -186,6 +186,33 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
          8-byte slot at the start of each); mapping \"m\" (mmapped at line 11) is 256 bytes: mmap \
          at least 512",
     ),
+    // An access expected to die of a signal kills the mapping's process: the mapping is gone.
+    (
+        "used-after-sigbus.toml",
+        "15:3",
+        "load uses mapping \"m\", which no earlier step opened since the SIGBUS expected at line \
+         14 (it kills the mapping's process) closed it: mmap it again before this step",
+    ),
+    // Only an access through a mapping counts faults.
+    (
+        "faults-on-a-read.toml",
+        "11:3",
+        "op read cannot observe faults: only store and load count them",
+    ),
+    // A race that cannot race.
+    (
+        "race-toggle-fixed-mode.toml",
+        "11:3",
+        "race_toggle_write cannot race under dax=always: the mount option fixes the DAX mode, so \
+         toggling the flag never changes it; restrict the case to dax=inode",
+    ),
+    // A known bug must say how it shows, or it would absorb any failure.
+    (
+        "xfail-without-symptom.toml",
+        "9:10",
+        "xfail without a symptom: name the symptom of the bug: step = N with errno = \"E...\" or \
+         signal = \"SIG...\", or message = \"regex\"",
+    ),
     // 14, 15. Success the kernel cannot give, in the matrix cells where the applicable
     // alternative says ok (refused once, for that cell only).
     (
