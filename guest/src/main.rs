@@ -30,7 +30,7 @@ fn main() {
 }
 
 const USAGE: &str =
-    "usage: daxtest-agent probe [--wait-ms N] | stat PATH... | case < CASE.json | dump | kmsg-rest | poweroff | version";
+    "usage: daxtest-agent probe [--wait-ms N] | stat PATH... | case < CASE.json | serve | dump | kmsg-rest | poweroff | version";
 
 fn dispatch(args: &[String]) -> anyhow::Result<i32> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -64,6 +64,20 @@ fn dispatch(args: &[String]) -> anyhow::Result<i32> {
             let spec: daxtest_proto::case::CaseSpec =
                 serde_json::from_str(&input).context("the case on stdin is not a CaseSpec")?;
             println!("{}", serde_json::to_string(&exec::run(&spec))?);
+            Ok(0)
+        }
+        // The host's cases, one JSON line each, answered with one report line each: a VM's
+        // cases share this process.
+        ["serve"] => {
+            use std::io::{BufRead, Write};
+            for line in std::io::stdin().lock().lines() {
+                let spec: daxtest_proto::case::CaseSpec =
+                    serde_json::from_str(&line?).context("a line on stdin is not a CaseSpec")?;
+                let report = serde_json::to_string(&exec::run(&spec))?;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{report}")?;
+                out.flush()?;
+            }
             Ok(0)
         }
         ["dump"] => dump(),

@@ -9,6 +9,7 @@ use crate::image::Image;
 use crate::kernel_log;
 use crate::recipe::Timeouts;
 use crate::scenario::{Case, Resolved, Symptom, SymptomKind, TimeoutDef, Xfail};
+use crate::ssh::Conversation;
 use crate::vm::{Ready, Vm, VmOptions};
 use daxtest_proto::case::{CaseReport, CaseSpec, Observed, PROGRESS};
 use daxtest_proto::AGENT_PATH;
@@ -158,6 +159,8 @@ pub struct Outcome {
 struct Machine {
     vm: Vm,
     ready: Ready,
+    /// `daxtest-agent serve`, started at the first case: the VM's cases share it.
+    agent: Option<Conversation>,
     /// Its place in the run (1-based), for messages.
     number: usize,
     /// The last case it ran, for naming where kernel messages outside windows came from.
@@ -165,6 +168,20 @@ struct Machine {
 }
 
 impl Machine {
+    /// Runs one case in the agent (started at the first), as its JSON line; the answer is the
+    /// report's line.
+    fn ask(
+        &mut self,
+        case: &[u8],
+        watch: &mut dyn FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<crate::ssh::Output> {
+        let agent = match &mut self.agent {
+            Some(agent) => agent,
+            None => self.agent.insert(self.ready.guest.converse(&format!("{AGENT_PATH} serve"))?),
+        };
+        self.ready.guest.ask(agent, case, watch)
+    }
+
     /// Where kernel messages logged since the last window closed come from.
     fn place(&self, next: Option<&str>) -> String {
         match (&self.last_case, next) {
@@ -337,7 +354,7 @@ impl Runner<'_> {
             reason: reason.into(),
             command_line: vm.command_line.clone(),
         });
-        Ok(Machine { vm, ready, number, last_case: None })
+        Ok(Machine { vm, ready, agent: None, number, last_case: None })
     }
 
     /// Powers off (or kills) the VM and keeps its serial log in the run directory. Before a
@@ -345,7 +362,7 @@ impl Runner<'_> {
     /// or a gap there fails the run.
     fn end_vm(
         &self,
-        m: Machine,
+        mut m: Machine,
         index: usize,
         clean: bool,
         emit: &mut dyn FnMut(&Event),
@@ -353,6 +370,11 @@ impl Runner<'_> {
     ) -> PathBuf {
         let dest = self.run_dir.join(format!("serial-{}.log", index + 1));
         if clean {
+            if let Some(agent) = m.agent.take() {
+                if let Err(e) = m.ready.guest.hang_up(agent) {
+                    eprintln!("daxtest: ending the agent: {e:#}");
+                }
+            }
             let deadline = Instant::now() + Duration::from_secs(20);
             match m.ready.guest.capture_until(&format!("{AGENT_PATH} kmsg-rest"), deadline) {
                 Ok(out) if out.status == 0 => {
@@ -391,10 +413,7 @@ impl Runner<'_> {
         let input = serde_json::to_vec(spec).expect("a case spec serializes");
         let limits = self.limits(&p.case);
         let mut watch = Watch::new(&m.vm.serial_log, limits, spec);
-        let answer =
-            m.ready
-                .guest
-                .capture_watched(&format!("{AGENT_PATH} case"), &input, &mut |e| watch.check(e));
+        let answer = m.ask(&input, &mut |e| watch.check(e));
         let answer = match answer {
             Ok(out) => out,
             Err(e) => {
@@ -402,11 +421,12 @@ impl Runner<'_> {
                 return CaseRun { result, after: After::Gone, before: None };
             }
         };
-        let stderr = String::from_utf8_lossy(&answer.stderr);
-        let stderr: Vec<&str> = stderr.lines().filter(|l| !l.starts_with(PROGRESS)).collect();
-        let report = match (answer.status, serde_json::from_slice::<CaseReport>(&answer.stdout)) {
-            (0, Ok(report)) => report,
-            (0, Err(e)) => {
+        let report = match serde_json::from_slice::<CaseReport>(&answer.stdout) {
+            Ok(report) => report,
+            Err(e) => {
+                let stderr = String::from_utf8_lossy(&answer.stderr);
+                let stderr: Vec<&str> =
+                    stderr.lines().filter(|l| !l.starts_with(PROGRESS)).collect();
                 let result = self.result(
                     p,
                     Status::Error,
@@ -414,16 +434,6 @@ impl Runner<'_> {
                     t.elapsed(),
                 );
                 let after = After::Doubtful("the agent's report was not valid".into());
-                return CaseRun { result, after, before: None };
-            }
-            (status, _) => {
-                let result = self.result(
-                    p,
-                    Status::Error,
-                    format!("the agent failed (exit {status}): {}", stderr.join("\n")),
-                    t.elapsed(),
-                );
-                let after = After::Doubtful("the agent failed".into());
                 return CaseRun { result, after, before: None };
             }
         };

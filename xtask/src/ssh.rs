@@ -37,6 +37,13 @@ impl std::fmt::Display for Timeout {
 }
 impl std::error::Error for Timeout {}
 
+/// A command that answers a line per line of input, started by [`Guest::converse`].
+pub struct Conversation {
+    channel: Channel,
+    /// What came on stdout after the last answer.
+    stdout: Vec<u8>,
+}
+
 /// What a command printed and how it ended.
 #[derive(Debug, Default)]
 pub struct Output {
@@ -148,6 +155,95 @@ impl Guest {
         }
         out.status = finish(&mut channel)?;
         Ok(out)
+    }
+
+    /// Starts `command` as a conversation: it reads one line of input per request and answers
+    /// each with one line of output (`daxtest-agent serve`), so a VM's cases share one process
+    /// and one channel instead of paying for a new one each.
+    pub fn converse(&self, command: &str) -> anyhow::Result<Conversation> {
+        let mut channel = self.session.channel_session()?;
+        channel.exec(command).with_context(|| format!("starting {command:?} in the guest"))?;
+        Ok(Conversation { channel, stdout: Vec::new() })
+    }
+
+    /// Sends `request` (one line) and returns the answer line (without its newline) and what
+    /// the command wrote on stderr meanwhile. `watch` sees that stderr so far between reads (at
+    /// least every 20 ms); an error from it abandons the conversation (its channel is leaked: a
+    /// guest process that cannot exit would make closing it wait) and is returned.
+    pub fn ask(
+        &self,
+        c: &mut Conversation,
+        request: &[u8],
+        watch: &mut dyn FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Output> {
+        c.channel.write_all(request).context("sending the request")?;
+        c.channel.write_all(b"\n").context("sending the request")?;
+        c.channel.flush()?;
+        let mut out = Output::default();
+        self.session.set_blocking(false);
+        let answered = self.pump_answer(c, &mut out, watch);
+        self.session.set_blocking(true);
+        if let Err(e) = answered {
+            let abandoned = std::mem::replace(&mut c.channel, self.session.channel_session()?);
+            std::mem::forget(abandoned);
+            self.session.set_timeout(5000);
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    /// Reads until a whole line is on stdout; stderr goes to `out.stderr` as it comes.
+    fn pump_answer(
+        &self,
+        c: &mut Conversation,
+        out: &mut Output,
+        watch: &mut dyn FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if let Some(i) = c.stdout.iter().position(|&b| b == b'\n') {
+                out.stdout = c.stdout.drain(..=i).collect();
+                out.stdout.pop();
+                return Ok(());
+            }
+            watch(&out.stderr)?;
+            let mut progressed = false;
+            for id in [0, 1] {
+                match c.channel.stream(id).read(&mut buf) {
+                    Ok(0) if id == 0 => {
+                        anyhow::bail!(
+                            "the guest command ended without answering: {}",
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        )
+                    }
+                    Ok(0) => {}
+                    Ok(n) if id == 0 => {
+                        c.stdout.extend_from_slice(&buf[..n]);
+                        progressed = true;
+                    }
+                    Ok(n) => {
+                        out.stderr.extend_from_slice(&buf[..n]);
+                        progressed = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e).context("reading from the guest"),
+                }
+            }
+            if !progressed {
+                let mut fds = [PollFd::new(&self.tcp, PollFlags::IN)];
+                poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 20_000_000 }))?;
+            }
+        }
+    }
+
+    /// Ends a conversation: its input closes, the command exits, within 5 s.
+    pub fn hang_up(&self, mut c: Conversation) -> anyhow::Result<()> {
+        self.session.set_timeout(5000);
+        let ch = &mut c.channel;
+        let r = ch.send_eof().and_then(|()| ch.wait_eof()).and_then(|()| ch.close());
+        let r = r.and_then(|()| ch.wait_close());
+        self.session.set_timeout(0);
+        Ok(r?)
     }
 
     /// An interactive login shell on a pty, the local terminal in raw mode meanwhile.

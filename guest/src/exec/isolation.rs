@@ -25,16 +25,16 @@ pub struct Sweep {
 }
 
 impl Unit {
-    /// Makes the case's cgroup (emptying one a lost case left) and moves the agent into it.
+    /// Makes the case's cgroup, once per boot (making and removing one costs milliseconds under
+    /// TCG), empties it of anything a lost case left, and moves the agent into it.
     pub fn enter() -> Result<Unit, String> {
-        if Path::new(CASE).exists() {
-            let leftover = kill_all(Path::new(CASE));
-            if let Some(e) = leftover.error {
+        if !Path::new(BACKGROUND).exists() {
+            std::fs::create_dir_all(BACKGROUND).map_err(|e| format!("mkdir {BACKGROUND}: {e}"))?;
+        } else if populated(Path::new(CASE)) {
+            if let Some(e) = kill_all(Path::new(CASE)).error {
                 return Err(format!("a previous case's processes would not die: {e}"));
             }
         }
-        std::fs::create_dir(CASE).map_err(|e| format!("mkdir {CASE}: {e}"))?;
-        std::fs::create_dir(BACKGROUND).map_err(|e| format!("mkdir {BACKGROUND}: {e}"))?;
         join(Path::new(CASE))?;
         Ok(Unit)
     }
@@ -49,7 +49,7 @@ impl Unit {
         Path::new(CASE).join("cgroup.procs")
     }
 
-    /// Leaves the cgroup, names what is still running in it, kills it all and removes it.
+    /// Leaves the cgroup, names what is still running in it and kills it all.
     pub fn sweep(&self) -> Sweep {
         if let Err(e) = join(Path::new(ROOT)) {
             return Sweep { error: Some(e), ..Sweep::default() };
@@ -65,11 +65,14 @@ fn join(cgroup: &Path) -> Result<(), String> {
 }
 
 /// Names the processes of `cgroup` (not of its `background` child), kills them all with
-/// cgroup.kill, waits until the cgroup is empty and removes both.
+/// cgroup.kill and waits until the cgroup is empty.
 fn kill_all(cgroup: &Path) -> Sweep {
     let background = cgroup.join("background");
     // The background cgroup's processes were started to be left running: not named.
     let mut sweep = Sweep { left_behind: members(cgroup), error: None };
+    if !populated(cgroup) {
+        return sweep;
+    }
     let kill = std::fs::write(cgroup.join("cgroup.kill"), "1");
     let deadline = Instant::now() + Duration::from_secs(5);
     while populated(cgroup) {
@@ -87,13 +90,6 @@ fn kill_all(cgroup: &Path) -> Sweep {
             return sweep;
         }
         std::thread::sleep(Duration::from_millis(2));
-    }
-    for dir in [&background, &cgroup.to_path_buf()] {
-        if let Err(e) = std::fs::remove_dir(dir) {
-            if dir.exists() {
-                sweep.error = Some(format!("rmdir {}: {e}", dir.display()));
-            }
-        }
     }
     sweep
 }
