@@ -222,9 +222,7 @@ fn mount_pseudo_filesystems() -> anyhow::Result<()> {
     let cgroup = |data: &std::ffi::CStr| {
         mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MountFlags::empty(), Some(data))
     };
-    cgroup(c"favordynmods")
-        .or_else(|_| cgroup(c""))
-        .context("mount cgroup2 on /sys/fs/cgroup")?;
+    cgroup(c"favordynmods").or_else(|_| cgroup(c"")).context("mount cgroup2 on /sys/fs/cgroup")?;
     std::fs::create_dir_all(Path::new(READY_PATH).parent().expect("READY_PATH has a parent"))?;
     Ok(())
 }

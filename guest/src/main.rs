@@ -92,7 +92,6 @@ fn dispatch(args: &[String]) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        ["hold-mapping", path, offset, len, kind] => exec::mapping::serve(path, offset, len, kind),
         // At the end of a VM's life: the kernel log no case window took, for the host to judge.
         ["kmsg-rest"] => {
             let (lines, gap) = exec::kmsg::rest();

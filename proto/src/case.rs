@@ -639,7 +639,7 @@ pub struct CaseReport {
     /// What teardown could not undo (thaw, swapoff, unmount, a process that would not die, the
     /// device still open): the guest is not in a known state, the next case needs a fresh VM.
     pub teardown_error: Option<String>,
-    /// Processes of the case still running at its end, as `comm (pid N)`, which the agent
+    /// Processes of the case still running at its end, as `command line (pid N)`, which the agent
     /// killed; steps that leave processes running on purpose are not listed.
     pub left_behind: Vec<String>,
     /// What the case changed in the guest beyond its own filesystem (a sysctl, a mount): not a

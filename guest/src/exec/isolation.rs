@@ -18,7 +18,7 @@ pub struct Unit;
 /// What the sweep at the end of a case found.
 #[derive(Debug, Default)]
 pub struct Sweep {
-    /// Processes still running that no step asked for, as `comm (pid N)`.
+    /// Processes still running that no step asked for, as `command line (pid N)`.
     pub left_behind: Vec<String>,
     /// Processes that did not die: the guest is not in a known state.
     pub error: Option<String>,
@@ -42,11 +42,6 @@ impl Unit {
     /// `cgroup.procs` of the cgroup for steps that leave processes running on purpose.
     pub fn background_procs(&self) -> PathBuf {
         Path::new(BACKGROUND).join("cgroup.procs")
-    }
-
-    /// `cgroup.procs` of the case's cgroup, for children that must be inside it.
-    pub fn procs(&self) -> PathBuf {
-        Path::new(CASE).join("cgroup.procs")
     }
 
     /// Leaves the cgroup, names what is still running in it and kills it all.
@@ -94,7 +89,8 @@ fn kill_all(cgroup: &Path) -> Sweep {
     sweep
 }
 
-/// The processes in a cgroup (not its children), as `comm (pid N)`.
+/// The processes in a cgroup (not its children), as `command line (pid N)` (the name when the
+/// command line is empty, as for a process being killed).
 fn members(cgroup: &Path) -> Vec<String> {
     let Ok(procs) = std::fs::read_to_string(cgroup.join("cgroup.procs")) else {
         return Vec::new();
@@ -103,10 +99,21 @@ fn members(cgroup: &Path) -> Vec<String> {
         .lines()
         .filter_map(|p| p.trim().parse::<u32>().ok())
         .map(|pid| {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map(|c| c.trim().to_string())
-                .unwrap_or_else(|_| "?".into());
-            format!("{comm} (pid {pid})")
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let mut shown: String = String::from_utf8_lossy(&cmdline)
+                .split('\0')
+                .filter(|a| !a.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if shown.is_empty() {
+                shown = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .map(|c| c.trim().to_string())
+                    .unwrap_or_else(|_| "?".into());
+            }
+            if shown.chars().count() > 80 {
+                shown = shown.chars().take(77).collect::<String>() + "...";
+            }
+            format!("{shown} (pid {pid})")
         })
         .collect()
 }

@@ -1,5 +1,5 @@
-//! Mappings that stay live: each `mmap` of a case is made by a holder process of its own (this
-//! agent again, `daxtest-agent hold-mapping`), which keeps the mapping and its page-table entries
+//! Mappings that stay live: each `mmap` of a case is made by a holder process of its own (a fork
+//! of the agent), which keeps the mapping and its page-table entries
 //! from one step to the next and does every access through it, until `munmap`, `evict`,
 //! `remount` or the end of the case. A `clone`, `fallocate` or `truncate` in between therefore
 //! meets entries the kernel must write-protect or unmap.
@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 /// What the agent asks a holder to do, one JSON line each; the holder answers each with one
 /// [`Observed`] line.
@@ -45,9 +44,10 @@ enum Request {
 
 /// The agent's side of a holder.
 pub struct Holder {
-    child: Child,
-    to: ChildStdin,
-    from: BufReader<ChildStdout>,
+    pid: libc::pid_t,
+    to: std::fs::File,
+    from: BufReader<std::fs::File>,
+    reaped: bool,
 }
 
 /// A mapping of the case: held by a live process, or gone (why, for the message).
@@ -57,39 +57,31 @@ pub enum Map {
 }
 
 impl Holder {
-    /// Starts a holder that maps `path` as asked; `Err` is what the mmap observed (an errno) or
-    /// why the holder could not start. `cgroup_procs`: the case's cgroup, for the teardown sweep.
-    pub fn start(
-        path: &Path,
-        offset: u64,
-        len: u64,
-        kind: MapKind,
-        cgroup_procs: Option<&Path>,
-    ) -> Result<Holder, Observed> {
-        let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg("hold-mapping")
-            .arg(path)
-            .arg(offset.to_string())
-            .arg(len.to_string())
-            .arg(kind_name(kind))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        if let Some(procs) = cgroup_procs {
-            sys::spawn_into_cgroup(&mut cmd, procs)
-                .map_err(|e| Observed::Error(format!("mapping holder: {e}")))?;
-        }
-        let mut child =
-            cmd.spawn().map_err(|e| Observed::Error(format!("starting a mapping holder: {e}")))?;
-        let to = child.stdin.take().expect("piped stdin");
-        let from = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut h = Holder { child, to, from };
+    /// Starts a holder (a fork of the agent, in the case's cgroup as the agent is) that maps
+    /// `path` as asked; `Err` is what the mmap observed (an errno) or why the holder could not
+    /// start.
+    pub fn start(path: &Path, offset: u64, len: u64, kind: MapKind) -> Result<Holder, Observed> {
+        let flags = match kind {
+            MapKind::Shared => libc::MAP_SHARED,
+            MapKind::Sync => sys::MAP_SHARED_VALIDATE | sys::MAP_SYNC,
+            MapKind::Private => libc::MAP_PRIVATE,
+        };
+        let forked = sys::fork_serving(|input, output| {
+            match serve(path, offset, len, flags, input, output) {
+                Ok(()) => 0,
+                Err(_) => 2,
+            }
+        })
+        .map_err(|e| Observed::Error(format!("starting a mapping holder: {e}")))?;
+        let mut h = Holder {
+            pid: forked.pid,
+            to: forked.to,
+            from: BufReader::new(forked.from),
+            reaped: false,
+        };
         match h.answer() {
             Observed::Ok => Ok(h),
-            other => {
-                let _ = h.child.kill();
-                let _ = h.child.wait();
-                Err(other)
-            }
+            other => Err(other),
         }
     }
 
@@ -117,7 +109,7 @@ impl Holder {
     /// munmap, then the holder exits.
     pub fn unmap(mut self) -> Observed {
         let o = self.ask(&Request::Unmap);
-        let _ = self.child.wait();
+        let _ = self.reap();
         o
     }
 
@@ -141,67 +133,57 @@ impl Holder {
 
     /// The holder is gone: a signal (SIGBUS from the access) is the observation.
     fn died(&mut self) -> Observed {
-        use std::os::unix::process::ExitStatusExt;
-        match self.child.wait() {
-            Ok(status) => match status.signal() {
-                Some(sig) => Observed::Signal(sys::signal_name(sig)),
-                None => Observed::Error(format!("the mapping holder exited ({status})")),
-            },
+        match self.reap() {
+            Ok(sys::Ended::Signalled(sig)) => Observed::Signal(sys::signal_name(sig)),
+            Ok(sys::Ended::Exited(code)) => {
+                Observed::Error(format!("the mapping holder exited with status {code}"))
+            }
             Err(e) => Observed::Error(format!("waiting for the mapping holder: {e}")),
         }
+    }
+
+    fn reap(&mut self) -> std::io::Result<sys::Ended> {
+        self.reaped = true;
+        sys::wait(self.pid)
     }
 }
 
 impl Drop for Holder {
     /// A holder nobody asked to unmap (a step that went wrong): it must not outlive the case.
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if !self.reaped {
+            sys::kill(self.pid);
+            let _ = self.reap();
         }
     }
 }
 
-fn kind_name(kind: MapKind) -> &'static str {
-    match kind {
-        MapKind::Shared => "shared",
-        MapKind::Sync => "sync",
-        MapKind::Private => "private",
-    }
-}
-
-/// `daxtest-agent hold-mapping PATH OFFSET LEN KIND`: the holder process. Maps the file, closes
-/// the fd (the mapping alone holds the file, as in the scenarios that count on it), answers `Ok`
-/// or the mmap's errno, then serves requests until `unmap` or the end of its input.
-pub fn serve(path: &str, offset: &str, len: &str, kind: &str) -> anyhow::Result<i32> {
+/// The holder: maps the file, closes the fd (the mapping alone holds the file, as in the
+/// scenarios that count on it), answers `Ok` or the mmap's errno, then serves requests from
+/// `input` until `unmap` or the end of its input.
+fn serve(
+    path: &Path,
+    offset: u64,
+    len: u64,
+    flags: libc::c_int,
+    input: std::fs::File,
+    mut output: std::fs::File,
+) -> anyhow::Result<()> {
     use anyhow::Context;
-    let offset: u64 = offset.parse().context("hold-mapping: offset")?;
-    let len: u64 = len.parse().context("hold-mapping: len")?;
-    let flags = match kind {
-        "shared" => libc::MAP_SHARED,
-        "sync" => sys::MAP_SHARED_VALIDATE | sys::MAP_SYNC,
-        "private" => libc::MAP_PRIVATE,
-        other => anyhow::bail!("hold-mapping: kind {other:?}"),
-    };
-    let mut out = std::io::stdout().lock();
     let mut reply = |o: &Observed| -> anyhow::Result<()> {
-        writeln!(out, "{}", serde_json::to_string(o)?)?;
-        out.flush()?;
+        writeln!(output, "{}", serde_json::to_string(o)?)?;
         Ok(())
     };
     let file = std::fs::OpenOptions::new().read(true).write(true).open(path);
     let map = match file.and_then(|f| sys::mmap(f.as_fd(), offset, len, flags)) {
         Ok(m) => m,
-        Err(e) => {
-            reply(&super::errno(&e))?;
-            return Ok(0);
-        }
+        Err(e) => return reply(&super::errno(&e)),
     };
     warm_up();
     reply(&Observed::Ok)?;
     let mut runs = Vec::with_capacity(MAX_RUNS);
-    for line in std::io::stdin().lock().lines() {
-        let request: Request = serde_json::from_str(&line?).context("hold-mapping: request")?;
+    for line in BufReader::new(input).lines() {
+        let request: Request = serde_json::from_str(&line?).context("mapping holder: request")?;
         let observed = match request {
             Request::Store { offset, len, byte } => {
                 let before = sys::faults();
@@ -231,14 +213,11 @@ pub fn serve(path: &str, offset: &str, len: &str, kind: &str) -> anyhow::Result<
             Request::RaceStoreClone { mnt, file, rounds, seed } => {
                 super::race::store_clone(&map, &mnt, &file, rounds, seed)
             }
-            Request::Unmap => {
-                reply(&super::done(sys::munmap(&map)))?;
-                return Ok(0);
-            }
+            Request::Unmap => return reply(&super::done(sys::munmap(&map))),
         };
         reply(&observed)?;
     }
-    Ok(0)
+    Ok(())
 }
 
 /// Runs the access paths once on memory of the holder's own, so that the faults counted around a

@@ -242,8 +242,7 @@ impl<'a> Executor<'a> {
                 files::fiemap(&self.path(file), *offset, *len, save, since, &mut self.saved)
             }
             Op::Mmap { file, map, offset, len, kind } => {
-                let procs = self.unit.map(|u| u.procs());
-                match Holder::start(&self.path(file), *offset, *len, *kind, procs.as_deref()) {
+                match Holder::start(&self.path(file), *offset, *len, *kind) {
                     Ok(h) => {
                         self.maps.insert(map.clone(), Map::Live(h));
                         Observed::Ok
@@ -340,8 +339,7 @@ impl<'a> Executor<'a> {
     fn race_toggle_write(&mut self, file: &str, rounds: u64) -> Observed {
         self.release_handles_and_maps();
         let path = self.path(file);
-        let procs = self.unit.map(|u| u.procs());
-        let race = race::toggle_write(&path, rounds, self.spec.seed, procs.as_deref());
+        let race = race::toggle_write(&path, rounds, self.spec.seed);
         let mut problems = race.problems;
         problems.extend(race::check_records(&path, rounds, "after the race"));
         match filesystem::evict(&self.mnt) {

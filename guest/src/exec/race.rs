@@ -81,12 +81,7 @@ pub struct ToggleRace {
 /// FS_XFLAG_DAX `rounds` times while this process writes record i at i * 4 KiB. The records are
 /// checked by the caller ([`check_records`]), also after eviction and remount. A toggle refused
 /// by the kernel is a problem too: the scenarios use this only where the flag may change.
-pub fn toggle_write(
-    path: &Path,
-    rounds: u64,
-    seed: u64,
-    cgroup_procs: Option<&Path>,
-) -> ToggleRace {
+pub fn toggle_write(path: &Path, rounds: u64, seed: u64) -> ToggleRace {
     let failed = |why: String| ToggleRace {
         problems: vec![why],
         writer_transitions: 0,
@@ -99,11 +94,6 @@ pub fn toggle_write(
         .arg(seed.to_string())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped());
-    if let Some(procs) = cgroup_procs {
-        if let Err(e) = sys::spawn_into_cgroup(&mut cmd, procs) {
-            return failed(format!("toggler: {e}"));
-        }
-    }
     let mut toggler = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => return failed(format!("toggler: {e}")),
