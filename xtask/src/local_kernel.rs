@@ -8,7 +8,6 @@
 use crate::exit;
 use crate::kernel::Kernel;
 use anyhow::Context;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 
@@ -75,11 +74,7 @@ pub fn prepare(sh: &Shell, cache: &Path, spec: &str, fragment: &str) -> anyhow::
             config.display()
         ),
     }
-    let digest: String = Sha256::digest(std::fs::read(&vmlinuz)?)
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = crate::names::hash(&std::fs::read(&vmlinuz)?);
     let root = match modules_root {
         Some(r) => r,
         None => install_modules(sh, cache, &path, &release, &digest)?,
