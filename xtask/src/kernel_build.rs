@@ -4,6 +4,7 @@
 
 use crate::exit;
 use crate::recipe::HostFile;
+use crate::scenario::KernelVersion;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -54,15 +55,16 @@ pub fn check_tree(dir: &str) -> anyhow::Result<PathBuf> {
     Ok(path.canonicalize()?)
 }
 
-/// `VERSION` and `PATCHLEVEL` of the tree's top Makefile: (6, 1) for a 6.1 tree.
-pub fn tree_version(makefile: &str) -> Option<(u32, u32)> {
+/// `VERSION`, `PATCHLEVEL` and `SUBLEVEL` (0 when absent) of the tree's top Makefile: 6.1.192
+/// for Debian's linux-source-6.1.
+pub fn tree_version(makefile: &str) -> Option<KernelVersion> {
     let value = |key: &str| {
         makefile.lines().find_map(|l| {
             let (k, v) = l.split_once('=')?;
             (k.trim() == key).then(|| v.trim().parse().ok()).flatten()
         })
     };
-    Some((value("VERSION")?, value("PATCHLEVEL")?))
+    Some(KernelVersion(value("VERSION")?, value("PATCHLEVEL")?, value("SUBLEVEL").unwrap_or(0)))
 }
 
 /// One configuration step, run in the tree.
@@ -483,7 +485,8 @@ mod tests {
     #[test]
     fn version_of_the_top_makefile() {
         let mk = "# SPDX\nVERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 192\nEXTRAVERSION =\n";
-        assert_eq!(tree_version(mk), Some((6, 1)));
+        assert_eq!(tree_version(mk), Some(KernelVersion(6, 1, 192)));
+        assert_eq!(tree_version("VERSION = 7\nPATCHLEVEL = 2\n"), Some(KernelVersion(7, 2, 0)));
         assert_eq!(tree_version("all:\n"), None);
     }
 

@@ -3,10 +3,12 @@
 //! installed into the cache with `make modules_install`) or an install root
 //! (`boot/vmlinuz-REL`, `boot/config-REL`, `lib/modules/REL/`, as `make install
 //! modules_install` with INSTALL_PATH/INSTALL_MOD_PATH writes them). Its configuration is
-//! checked against images/kernel.config before anything is built or booted.
+//! checked against images/kernel.config, for its version, before anything is built or booted.
 
 use crate::exit;
 use crate::kernel::Kernel;
+use crate::kernel_config::{self, Fragment};
+use crate::scenario::KernelVersion;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
@@ -16,7 +18,12 @@ pub fn is_path(spec: &str) -> bool {
     spec.contains('/') || spec.starts_with('.')
 }
 
-pub fn prepare(sh: &Shell, cache: &Path, spec: &str, fragment: &str) -> anyhow::Result<Kernel> {
+pub fn prepare(
+    sh: &Shell,
+    cache: &Path,
+    spec: &str,
+    fragment: &Fragment,
+) -> anyhow::Result<Kernel> {
     let path = Path::new(spec);
     if !path.exists() {
         return Err(exit::input(format!(
@@ -56,15 +63,18 @@ pub fn prepare(sh: &Shell, cache: &Path, spec: &str, fragment: &str) -> anyhow::
     if !vmlinuz.exists() {
         return Err(exit::input(format!("--kernel {spec}: {} is missing", vmlinuz.display())));
     }
+    let version = KernelVersion::parse(&release).ok_or_else(|| {
+        exit::input(format!("--kernel {spec}: cannot read a kernel version in release {release:?}"))
+    })?;
     match std::fs::read_to_string(&config) {
         Ok(text) => {
-            let missing = missing_options(&text, fragment);
+            let missing = fragment.missing(&text, version);
             if !missing.is_empty() {
                 return Err(exit::input(format!(
-                    "kernel {spec} lacks options daxtest needs (images/kernel.config): {}. \
-                     Merge the fragment (scripts/kconfig/merge_config.sh -m .config \
-                     images/kernel.config && make olddefconfig) and rebuild, or use \
-                     `cargo xtask kernel --src DIR`",
+                    "kernel {spec} lacks options daxtest needs ({}, for {version}): {}. In its \
+                     source tree, `cargo xtask kernel --src TREE --config keep` merges them and \
+                     rebuilds",
+                    kernel_config::PATH,
                     missing.join(", ")
                 )));
             }
@@ -133,36 +143,9 @@ pub fn upstream_version(release: &str) -> String {
     release[..end].trim_end_matches('.').to_string()
 }
 
-/// The fragment's `CONFIG_X=y|m` options that `config` has neither built in nor as a module.
-pub fn missing_options(config: &str, fragment: &str) -> Vec<String> {
-    let set: std::collections::HashSet<&str> = config
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .filter(|(_, v)| *v == "y" || *v == "m")
-        .map(|(k, _)| k)
-        .collect();
-    fragment
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .filter(|(_, v)| *v == "y" || *v == "m")
-        .map(|(k, _)| k)
-        .filter(|k| !set.contains(k))
-        .map(str::to_string)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn missing_options_are_named_and_modules_count() {
-        let fragment = "# c\nCONFIG_A=y\nCONFIG_B=y\nCONFIG_C=m\n\nCONFIG_D=y\n";
-        let config = "CONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\nCONFIG_E=y\n";
-        assert_eq!(missing_options(config, fragment), ["CONFIG_C", "CONFIG_D"]);
-    }
 
     #[test]
     fn upstream_versions() {

@@ -11,6 +11,7 @@ mod host;
 mod image;
 mod kernel;
 mod kernel_build;
+mod kernel_config;
 mod kernel_log;
 mod local_kernel;
 mod names;
