@@ -306,15 +306,13 @@ pub fn ensure(
             let k = kernel::fetch_debian(sh, &cache, &name, pkg)?;
             // The packaged config must have what the fragment lists for its version, as a
             // self-built one must.
-            let config = k.root.join(format!("boot/config-{}", k.release));
-            let version = crate::scenario::KernelVersion::parse(&k.version)
-                .with_context(|| format!("cannot read a kernel version in {:?}", k.version))?;
-            let text = std::fs::read_to_string(&config).unwrap_or_default();
-            let missing = fragment.missing(&text, version);
+            let version = k.upstream()?;
+            let config = std::fs::read_to_string(&k.config).unwrap_or_default();
+            let missing = fragment.missing(&config, version);
             if !missing.is_empty() {
                 bail!(
                     "{} lacks {} (from {}, for {version})",
-                    config.display(),
+                    k.config.display(),
                     missing.join(", "),
                     crate::kernel_config::PATH
                 );

@@ -1,7 +1,9 @@
-//! Guest kernels: fetches a pinned Debian kernel package, unpacks it, and resolves the modules
-//! the guest must load, with their dependencies, from the package's own metadata.
+//! Guest kernels: fetches a pinned Debian kernel package, unpacks it, finds its files in either
+//! layout of an installed kernel, and resolves the modules the guest must load, with their
+//! dependencies, from the package's own metadata.
 
 use crate::recipe::{DebianKernel, Recipe};
+use crate::scenario::KernelVersion;
 use anyhow::{bail, Context};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -12,12 +14,76 @@ use xshell::{cmd, Shell};
 pub struct Kernel {
     /// Stable identity for cache keys and reports: `debian:6.12 (PACKAGE=VERSION)`.
     pub id: String,
+    /// A directory whose `lib/modules/RELEASE` is the kernel's module tree, as `modprobe -d` and
+    /// `depmod -b` (kmod 30) want it.
     pub root: PathBuf,
     /// `uname -r` of the kernel, the directory name under lib/modules.
     pub release: String,
     /// Upstream version (Debian's 6.1.0-55 package is 6.1.192): what scenario conditions compare.
     pub version: String,
     pub vmlinuz: PathBuf,
+    /// The kernel's .config (it may be missing next to a self-built kernel).
+    pub config: PathBuf,
+}
+
+impl Kernel {
+    /// The upstream version as scenario conditions and images/kernel.config compare it.
+    pub fn upstream(&self) -> anyhow::Result<KernelVersion> {
+        KernelVersion::parse(&self.version)
+            .with_context(|| format!("cannot read a kernel version in {:?}", self.version))
+    }
+}
+
+/// Where an installed kernel's files are. Two layouts: Debian's packages up to 6.x and `make
+/// install modules_install` put `boot/vmlinuz-REL`, `boot/config-REL` and `lib/modules/REL/`;
+/// Debian's usr-merged 7.x packages put `vmlinuz` and `config` into the module directory,
+/// `usr/lib/modules/REL/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub release: String,
+    pub vmlinuz: PathBuf,
+    /// The config found, else where it belongs beside the kernel image.
+    pub config: PathBuf,
+}
+
+/// The one kernel installed under `root`, in either layout; why not, as a sentence to quote.
+pub fn find_installed(root: &Path) -> Result<Installed, String> {
+    // (release, its directory, that directory's real path): a release counts once, also where
+    // lib is a symlink to usr/lib.
+    let mut found: Vec<(String, PathBuf, PathBuf)> = vec![];
+    for base in ["lib/modules", "usr/lib/modules"] {
+        let Ok(entries) = std::fs::read_dir(root.join(base)) else { continue };
+        for e in entries.flatten().filter(|e| e.path().is_dir()) {
+            let real = e.path().canonicalize().unwrap_or_else(|_| e.path());
+            if !found.iter().any(|(_, _, r)| *r == real) {
+                found.push((e.file_name().to_string_lossy().into_owned(), e.path(), real));
+            }
+        }
+    }
+    let [(release, modules, _)] = found.as_slice() else {
+        let names: Vec<&str> = found.iter().map(|(r, _, _)| r.as_str()).collect();
+        return Err(format!(
+            "expected exactly one kernel release under lib/modules/ or usr/lib/modules/, found \
+             {names:?}"
+        ));
+    };
+    let in_modules = |file: &str| modules.join(file);
+    let in_boot = |file: &str| root.join("boot").join(format!("{file}-{release}"));
+    let first_file = |paths: [PathBuf; 2]| paths.into_iter().find(|p| p.is_file());
+    let vmlinuz = first_file([in_modules("vmlinuz"), in_boot("vmlinuz")]).ok_or_else(|| {
+        format!(
+            "no kernel image for {release}: neither {} nor {}",
+            in_boot("vmlinuz").display(),
+            in_modules("vmlinuz").display()
+        )
+    })?;
+    let config = first_file([in_modules("config"), in_boot("config")]).unwrap_or_else(|| {
+        match vmlinuz.starts_with(modules) {
+            true => in_modules("config"),
+            false => in_boot("config"),
+        }
+    });
+    Ok(Installed { release: release.clone(), vmlinuz, config })
 }
 
 /// Looks a `--kernel` spec up in the recipe: `debian:NAME` (or just `NAME`).
@@ -54,14 +120,17 @@ pub fn fetch_debian(
     if !dir.join("release").exists() {
         unpack(sh, &dir, pkg)?;
     }
-    let release = std::fs::read_to_string(dir.join("release"))?.trim().to_string();
     let root = dir.join("root");
-    let vmlinuz = root.join("boot").join(format!("vmlinuz-{release}"));
-    if !vmlinuz.exists() {
-        bail!("{} has no boot/vmlinuz-{release}: remove {} and retry", pkg.package, dir.display());
-    }
-    let version = pkg.version.clone();
-    Ok(Kernel { id, root, release, version, vmlinuz })
+    let found = find_installed(&root)
+        .map_err(|e| anyhow::anyhow!("{}: {e}: remove {} and retry", pkg.package, dir.display()))?;
+    Ok(Kernel {
+        id,
+        root,
+        release: found.release,
+        version: pkg.version.clone(),
+        vmlinuz: found.vmlinuz,
+        config: found.config,
+    })
 }
 
 fn unpack(sh: &Shell, dir: &Path, pkg: &DebianKernel) -> anyhow::Result<()> {
@@ -100,13 +169,9 @@ fn unpack(sh: &Shell, dir: &Path, pkg: &DebianKernel) -> anyhow::Result<()> {
         .context("apt-get download produced no .deb")?;
     cmd!(sh, "dpkg-deb -x {deb} root").run()?;
     std::fs::remove_file(&deb)?;
-    let releases: Vec<String> = std::fs::read_dir(tmp.join("root/lib/modules"))
-        .context("the package has no lib/modules")?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    let [release] = releases.as_slice() else {
-        bail!("expected one release under lib/modules, found {releases:?}");
-    };
+    let found =
+        find_installed(&tmp.join("root")).map_err(|e| anyhow::anyhow!("{}: {e}", pkg.package))?;
+    let release = &found.release;
     // Debian generates modules.dep at install time; the package does not ship it.
     cmd!(sh, "depmod -b root {release}").run()?;
     std::fs::write(tmp.join("release"), release)?;
@@ -266,6 +331,77 @@ kernel/arch/x86/crypto/crc32c-intel.ko.xz:
     fn stems() {
         assert_eq!(module_file_stem(Path::new("a/nd_pmem.ko.xz")), "nd_pmem");
         assert_eq!(module_file_stem(Path::new("a/nd_pmem.ko")), "nd_pmem");
+    }
+
+    /// Makes `files` (paths relative to a fresh directory) and returns the directory.
+    fn tree(files: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for f in files {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            match f.ends_with('/') {
+                true => std::fs::create_dir_all(&p).unwrap(),
+                false => std::fs::write(&p, "x").unwrap(),
+            }
+        }
+        dir
+    }
+
+    #[test]
+    fn both_install_layouts_are_found() {
+        const R6: &str = "6.12.117+deb12-amd64";
+        const R7: &str = "7.2.13+deb14-amd64";
+        let classic = tree(&[
+            &format!("boot/vmlinuz-{R6}"),
+            &format!("boot/config-{R6}"),
+            &format!("lib/modules/{R6}/kernel/fs/xfs/xfs.ko.xz"),
+        ]);
+        let c = classic.path();
+        assert_eq!(
+            find_installed(c).unwrap(),
+            Installed {
+                release: R6.into(),
+                vmlinuz: c.join(format!("boot/vmlinuz-{R6}")),
+                config: c.join(format!("boot/config-{R6}")),
+            }
+        );
+        // No config: the warning names where it belongs, beside the image.
+        std::fs::remove_file(c.join(format!("boot/config-{R6}"))).unwrap();
+        assert_eq!(find_installed(c).unwrap().config, c.join(format!("boot/config-{R6}")));
+        // Debian's 7.x split packages, unpacked: everything under usr/lib/modules/REL.
+        let merged = tree(&[
+            &format!("usr/lib/modules/{R7}/vmlinuz"),
+            &format!("usr/lib/modules/{R7}/config"),
+            &format!("usr/lib/modules/{R7}/kernel/fs/xfs/xfs.ko.xz"),
+        ]);
+        let m = merged.path();
+        let modules = m.join("usr/lib/modules").join(R7);
+        let want = Installed {
+            release: R7.into(),
+            vmlinuz: modules.join("vmlinuz"),
+            config: modules.join("config"),
+        };
+        assert_eq!(find_installed(m).unwrap(), want);
+        // With lib -> usr/lib (a usr-merged system, or daxtest's unpacked package) the release
+        // counts once, found through lib/modules.
+        std::os::unix::fs::symlink("usr/lib", m.join("lib")).unwrap();
+        let through_lib = find_installed(m).unwrap();
+        assert_eq!(through_lib.release, R7);
+        assert_eq!(through_lib.vmlinuz, m.join("lib/modules").join(R7).join("vmlinuz"));
+    }
+
+    #[test]
+    fn an_install_root_without_one_kernel_is_refused_saying_why() {
+        let none = tree(&["boot/"]);
+        let e = find_installed(none.path()).unwrap_err();
+        assert!(e.starts_with("expected exactly one kernel release under lib/modules/"), "{e}");
+        let two = tree(&["lib/modules/6.1.0-55-amd64/", "usr/lib/modules/7.2.13+deb14-amd64/"]);
+        let e = find_installed(two.path()).unwrap_err();
+        assert!(e.contains("found [\"6.1.0-55-amd64\", \"7.2.13+deb14-amd64\"]"), "{e}");
+        let no_image = tree(&["usr/lib/modules/7.2.13+deb14-amd64/config"]);
+        let e = find_installed(no_image.path()).unwrap_err();
+        assert!(e.starts_with("no kernel image for 7.2.13+deb14-amd64: neither "), "{e}");
+        assert!(e.ends_with("usr/lib/modules/7.2.13+deb14-amd64/vmlinuz"), "{e}");
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! `--kernel PATH`: a kernel the developer built. PATH is either the build tree (with
 //! `arch/x86/boot/bzImage`, `.config` and `include/config/kernel.release`; its modules are
-//! installed into the cache with `make modules_install`) or an install root
-//! (`boot/vmlinuz-REL`, `boot/config-REL`, `lib/modules/REL/`, as `make install
-//! modules_install` with INSTALL_PATH/INSTALL_MOD_PATH writes them). Its configuration is
-//! checked against images/kernel.config, for its version, before anything is built or booted.
+//! installed into the cache with `make modules_install`) or an install root in either layout:
+//! `boot/vmlinuz-REL`, `boot/config-REL`, `lib/modules/REL/` (as `make install modules_install`
+//! with INSTALL_PATH/INSTALL_MOD_PATH writes them), or usr-merged, `usr/lib/modules/REL/` with
+//! `vmlinuz` and `config` in it (Debian's 7.x packages). Its configuration is checked against
+//! images/kernel.config, for its version, before anything is built or booted.
 
 use crate::exit;
-use crate::kernel::Kernel;
+use crate::kernel::{self, Kernel};
 use crate::kernel_config::{self, Fragment};
 use crate::scenario::KernelVersion;
 use anyhow::Context;
@@ -28,7 +29,7 @@ pub fn prepare(
     if !path.exists() {
         return Err(exit::input(format!(
             "--kernel {spec}: no such file or directory (give a kernel build tree, an install \
-             root with boot/ and lib/modules/, or debian:6.12 / debian:6.1)"
+             root with boot/ and lib/modules/ or with usr/lib/modules/, or a pinned debian:...)"
         )));
     }
     let path = path.canonicalize()?;
@@ -43,26 +44,18 @@ pub fn prepare(
         let release = read_trimmed(&path.join("include/config/kernel.release"))?;
         (path.join("arch/x86/boot/bzImage"), release, path.join(".config"), None)
     } else {
-        let releases: Vec<String> = std::fs::read_dir(path.join("lib/modules"))
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
-        let [release] = releases.as_slice() else {
-            return Err(exit::input(format!(
+        let found = kernel::find_installed(&path).map_err(|e| {
+            exit::input(format!(
                 "--kernel {spec}: neither a build tree (no arch/x86/boot/bzImage) nor an install \
-                 root with exactly one lib/modules/RELEASE (found {releases:?})"
-            )));
+                 root: {e}"
+            ))
+        })?;
+        let root = match path.join("lib/modules").join(&found.release).is_dir() {
+            true => path.clone(),
+            false => usr_merged_root(cache, &path)?,
         };
-        let boot = path.join("boot");
-        (
-            boot.join(format!("vmlinuz-{release}")),
-            release.clone(),
-            boot.join(format!("config-{release}")),
-            Some(path.clone()),
-        )
+        (found.vmlinuz, found.release, found.config, Some(root))
     };
-    if !vmlinuz.exists() {
-        return Err(exit::input(format!("--kernel {spec}: {} is missing", vmlinuz.display())));
-    }
     let version = KernelVersion::parse(&release).ok_or_else(|| {
         exit::input(format!("--kernel {spec}: cannot read a kernel version in release {release:?}"))
     })?;
@@ -98,7 +91,25 @@ pub fn prepare(
         version: upstream_version(&release),
         release,
         vmlinuz,
+        config,
     })
+}
+
+/// A root for modprobe -d and depmod -b (kmod 30 looks in ROOT/lib/modules) over an install root
+/// that has only usr/lib/modules: a directory in the cache whose lib points at its usr/lib, as a
+/// usr-merged system's /lib does.
+fn usr_merged_root(cache: &Path, install_root: &Path) -> anyhow::Result<PathBuf> {
+    let hash = crate::names::hash(install_root.as_os_str().as_encoded_bytes());
+    let root = cache.join("kernels").join(format!("usr-merged-{hash}"));
+    let lib = root.join("lib");
+    let target = install_root.join("usr/lib");
+    if std::fs::read_link(&lib).ok().as_deref() != Some(target.as_path()) {
+        std::fs::create_dir_all(&root)?;
+        let _ = std::fs::remove_file(&lib);
+        std::os::unix::fs::symlink(&target, &lib)
+            .with_context(|| format!("linking {} to {}", lib.display(), target.display()))?;
+    }
+    Ok(root)
 }
 
 fn read_trimmed(p: &Path) -> anyhow::Result<String> {

@@ -158,5 +158,5 @@ fn debian_config(ctx: &Ctx, version: KernelVersion) -> anyhow::Result<PathBuf> {
         "daxtest: warning: {name}'s config builds every driver Debian ships as a module (several \
          thousand): hours on 2 cores; --config minimal builds only what daxtest needs"
     );
-    Ok(k.root.join("boot").join(format!("config-{}", k.release)))
+    Ok(k.config)
 }
