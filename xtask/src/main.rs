@@ -1,6 +1,7 @@
 //! `cargo xtask`: parse the flags, make one shell at the project root, run the verb.
 
 mod accel;
+mod apt;
 mod cleanup;
 mod cmd;
 mod concurrent;

@@ -37,6 +37,10 @@ pub struct Kernels {
 pub struct DebianKernel {
     pub package: String,
     pub version: String,
+    /// A sources.list line for a source the host's apt does not have (Debian unstable), used
+    /// through a private sources list under daxtest's cache. Default: the host's apt sources.
+    #[serde(default)]
+    pub apt_source: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +160,10 @@ mod tests {
         let r = Recipe::load(root).unwrap();
         assert!(r.kernels.debian.contains_key("6.12"));
         assert!(r.kernels.debian.contains_key("6.1"));
+        assert!(r.kernels.debian["7.2"]
+            .apt_source
+            .as_deref()
+            .is_some_and(|l| l.contains("unstable")));
         assert!(r.modules.load.iter().any(|m| m == "nd_pmem"));
     }
 

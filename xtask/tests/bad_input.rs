@@ -346,8 +346,8 @@ const COMMAND_LINES: &[(&[&str], i32, &[&str])] = &[
     (
         &["test", "--kernel", "debian:9.9", "SEL"],
         INPUT,
-        &["error: unknown kernel \"debian:9.9\": images/recipe.toml pins debian:6.1, debian:6.12 \
-           (or give a path to a kernel build tree or install root)"],
+        &["error: unknown kernel \"debian:9.9\": images/recipe.toml pins debian:6.1, debian:6.12, \
+           debian:7.2 (or give a path to a kernel build tree or install root)"],
     ),
     (&["image", "--kernel", "debian:9.9"], INPUT, &["error: unknown kernel \"debian:9.9\""]),
     (
