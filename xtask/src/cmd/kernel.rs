@@ -34,22 +34,20 @@ impl flags::Kernel {
             Some(n) => n as usize,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        let fragment = Fragment::load(&ctx.root)?;
         host::ensure_files(&ctx.sh, &kernel_build::build_tools())?;
 
         // Kconfig is given the options of the tree's version only (images/kernel.config says
         // which versions each is for), so that a removed option is never asked of it.
-        let fragment = Fragment::load(&ctx.root)?;
-        let fragment_path = ctx.cache().join(format!("kernel-{}.{}.config", version.0, version.1));
+        let fragment_path = ctx.cache().join(format!("kernel-{version}.config"));
         std::fs::create_dir_all(ctx.cache())?;
         std::fs::write(&fragment_path, fragment.merge_text(version))
             .with_context(|| format!("writing {}", fragment_path.display()))?;
         let left_out = fragment.left_out(version);
         if !left_out.is_empty() {
             eprintln!(
-                "daxtest: {} for this {}.{} tree leaves out {}",
+                "daxtest: {} for this {version} tree leaves out {}",
                 kernel_config::PATH,
-                version.0,
-                version.1,
                 left_out.join(", ")
             );
         }
