@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 pub enum Base {
     /// `make x86_64_defconfig`: the smallest build that boots daxtest's guest.
     Minimal,
-    /// The pinned Debian kernel's own config: close to `debian:6.1`/`debian:6.12`, but every
-    /// driver as a module (thousands: hours on 2 cores).
+    /// The config of the pinned Debian kernel of the tree's version: close to `debian:6.1`,
+    /// `debian:6.12` or `debian:7.2`, but every driver as a module (thousands: hours on 2 cores).
     Debian,
     /// The tree's existing .config.
     Keep,
