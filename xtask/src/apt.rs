@@ -74,7 +74,7 @@ impl Apt {
         match self {
             Apt::Host => true,
             Apt::Private { dir, .. } => std::fs::read_dir(dir.join("lists")).is_ok_and(|d| {
-                d.flatten().any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+                d.flatten().any(|e| e.file_name().to_string_lossy().contains("_Packages"))
             }),
         }
     }
@@ -171,6 +171,21 @@ mod tests {
         );
         assert!(Apt::Host.options().is_empty());
         assert_ne!(apt, Apt::private(Path::new("/c"), "deb http://deb.debian.org/debian sid main"));
+    }
+
+    #[test]
+    fn lists_count_compressed_or_not() {
+        let cache = tempfile::tempdir().unwrap();
+        let apt = Apt::private(cache.path(), "deb http://deb.debian.org/debian unstable main");
+        let Apt::Private { dir, .. } = &apt else { panic!() };
+        assert!(!apt.has_lists());
+        std::fs::create_dir_all(dir.join("lists/partial")).unwrap();
+        std::fs::write(dir.join("lists/lock"), "").unwrap();
+        assert!(!apt.has_lists());
+        // apt keeps lists compressed where its configuration says so (lz4 here).
+        let name = "deb.debian.org_debian_dists_unstable_main_binary-amd64_Packages.lz4";
+        std::fs::write(dir.join("lists").join(name), "").unwrap();
+        assert!(apt.has_lists());
     }
 
     #[test]
