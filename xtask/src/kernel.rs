@@ -245,17 +245,12 @@ fn download_pinned(
 /// linux-image-6.1.0-55-amd64, `cloud-amd64`, `rt-amd64`, `amd64-dbg` for the others.
 pub fn flavour(package: &str) -> Option<&str> {
     let rest = package.strip_prefix("linux-image-")?;
-    // The release ends at the first dash-separated word that starts with a letter.
-    let mut at = None;
-    let mut offset = 0;
-    for word in rest.split('-') {
-        if offset > 0 && word.starts_with(|c: char| c.is_ascii_alphabetic()) {
-            at = Some(offset);
-            break;
-        }
-        offset += word.len() + 1;
-    }
-    at.map(|i| &rest[i..])
+    // The release ends before the first dash-separated word that starts with a letter.
+    let start = rest
+        .match_indices('-')
+        .map(|(i, _)| i + 1)
+        .find(|&i| rest[i..].starts_with(|c: char| c.is_ascii_alphabetic()))?;
+    Some(&rest[start..])
 }
 
 /// The error for a pinned package the source no longer has: what it has now (`same_series`, the
