@@ -292,9 +292,10 @@ pub fn ensure(
     force: bool,
 ) -> anyhow::Result<Image> {
     let start = Instant::now();
+    // Input first: a bad images/kernel.config is refused before anything is installed.
+    let fragment = crate::kernel_config::Fragment::load(root)?;
     crate::host::ensure(sh, recipe)?;
     let cache = root.join("target/daxtest/cache");
-    let fragment = crate::kernel_config::Fragment::load(root)?;
     let debian = match crate::local_kernel::is_path(kernel_spec) {
         true => None,
         false => Some(kernel::debian_spec(kernel_spec, recipe)?),
