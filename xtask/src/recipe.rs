@@ -116,6 +116,16 @@ impl Recipe {
                 recipe.kernels.default
             );
         }
+        for (name, k) in &recipe.kernels.debian {
+            // apt would take another line as a sources.list line and fail far from here.
+            if let Some(line) = k.apt_source.as_deref().filter(|l| !l.starts_with("deb ")) {
+                bail!(
+                    "{}: [kernels.debian.\"{name}\"] apt_source = {line:?}: write a sources.list \
+                     line, `deb [signed-by=KEYRING] URI SUITE COMPONENT`",
+                    path.display()
+                );
+            }
+        }
         parse_size(&recipe.vm.nvdimm_size)
             .with_context(|| format!("{}: [vm] nvdimm_size", path.display()))?;
         Ok(recipe)
@@ -175,6 +185,21 @@ mod tests {
         let line = bad.lines().position(|l| l.starts_with("memroy_mib")).unwrap() + 1;
         let e = Recipe::parse(&bad, Path::new("r.toml")).unwrap_err().to_string();
         assert!(e.starts_with(&format!("r.toml:{line}:1: unknown field `memroy_mib`")), "{e}");
+    }
+
+    #[test]
+    fn an_apt_source_must_be_a_sources_list_line() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let text = std::fs::read_to_string(root.join(RECIPE_PATH)).unwrap();
+        let bad = text.replace("apt_source = \"deb ", "apt_source = \"");
+        let e = Recipe::parse(&bad, Path::new("r.toml")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("r.toml: [kernels.debian.\"7.2\"] apt_source = \"[signed-by="),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("write a sources.list line, `deb [signed-by=KEYRING] URI SUITE COMPONENT`")
+        );
     }
 
     #[test]
