@@ -295,7 +295,8 @@ pub fn symbols(expr: &str) -> Vec<&str> {
 /// Why `name` (without `CONFIG_`) is not set in `config`, from its Kconfig entry.
 pub fn reason(name: &str, entry: Option<&Entry>, selected_by: &[String], config: &str) -> String {
     let Some(entry) = entry else {
-        return "no such option in this tree's Kconfig files (renamed or removed in this version?)"
+        return "no such option in this tree's Kconfig files (renamed or removed in this version? \
+                then say in images/kernel.config which versions it is for)"
             .into();
     };
     let unmet: Vec<String> = entry
@@ -543,7 +544,7 @@ endif
                 "CONFIG_NVDIMM_PFN (drivers/nvdimm/Kconfig): depends on ZONE_DEVICE: ZONE_DEVICE \
                  is not set",
                 "CONFIG_GONE: no such option in this tree's Kconfig files (renamed or removed in \
-                 this version?)",
+                 this version? then say in images/kernel.config which versions it is for)",
             ]
         );
     }

@@ -84,17 +84,15 @@ impl flags::Kernel {
         let dropped = fragment.missing(&config, version);
         if !dropped.is_empty() {
             let why = kernel_build::explain_dropped(&tree, &config, &dropped);
+            let fragment = kernel_config::PATH;
             return Err(exit::input(format!(
-                "Kconfig dropped {} option(s) of {} in {} (their dependencies are not met, or \
-                 the option is not in this version):\n  {}\nEnable what they depend on (in {}, \
-                 or with --config keep in the tree's .config), or say in {} which versions an \
-                 option is for (`# until X.Y`), and run this again",
+                "Kconfig dropped {} option(s) of {fragment} in {} (their dependencies are not \
+                 met, or the option is not in this version):\n  {}\nEnable what they depend on \
+                 (in {fragment}, or with --config keep in the tree's .config), or say in \
+                 {fragment} which versions an option is for (`# until X.Y`), and run this again",
                 dropped.len(),
-                kernel_config::PATH,
                 tree.display(),
-                why.join("\n  "),
-                kernel_config::PATH,
-                kernel_config::PATH
+                why.join("\n  ")
             )));
         }
         eprintln!(
