@@ -29,7 +29,8 @@ pub fn prepare(
     if !path.exists() {
         return Err(exit::input(format!(
             "--kernel {spec}: no such file or directory (give a kernel build tree, an install \
-             root with boot/ and lib/modules/ or with usr/lib/modules/, or a pinned debian:...)"
+             root with boot/ and lib/modules/ or with usr/lib/modules/, or a kernel \
+             images/recipe.toml pins, such as debian:6.12)"
         )));
     }
     let path = path.canonicalize()?;

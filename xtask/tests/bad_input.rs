@@ -380,7 +380,8 @@ const COMMAND_LINES: &[(&[&str], i32, &[&str])] = &[
         &["test", "--kernel", "/nonexistent/bzImage", "SEL"],
         INPUT,
         &["error: --kernel /nonexistent/bzImage: no such file or directory (give a kernel build \
-           tree, an install root with boot/ and lib/modules/, or debian:6.12 / debian:6.1)"],
+           tree, an install root with boot/ and lib/modules/ or with usr/lib/modules/, or a \
+           kernel images/recipe.toml pins, such as debian:6.12)"],
     ),
     (
         &["test", "--kernel", "EMPTY", "SEL"],
