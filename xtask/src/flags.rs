@@ -126,7 +126,8 @@ impl PartialEq<daxtest_proto::case::Fs> for FsArg {
 
 #[derive(Debug, Args)]
 pub struct Image {
-    /// Kernel: debian:6.12, debian:6.1 (pinned in images/recipe.toml). Default: the recipe's.
+    /// Kernel: debian:6.12, debian:6.1, debian:7.2 (pinned in images/recipe.toml), or the path of
+    /// a kernel build tree or install root. Default: the recipe's.
     #[arg(long)]
     pub kernel: Option<String>,
     /// Rebuild even if a cached image has the same inputs.
@@ -136,9 +137,9 @@ pub struct Image {
 
 #[derive(Debug, Args, Clone)]
 pub struct Vm {
-    /// Kernel: debian:6.12, debian:6.1 (pinned in images/recipe.toml), or the path of a kernel
-    /// build tree or install root. Default: the recipe's. `test` takes it more than once and runs
-    /// the same cases on each kernel.
+    /// Kernel: debian:6.12, debian:6.1, debian:7.2 (pinned in images/recipe.toml), or the path
+    /// of a kernel build tree or install root. Default: the recipe's. `test` takes it more than
+    /// once and runs the same cases on each kernel.
     #[arg(long)]
     pub kernel: Vec<String>,
     /// auto uses KVM only where a test boot under KVM works, TCG otherwise.

@@ -283,8 +283,6 @@ pub fn host_key_blob(line: &str) -> anyhow::Result<Vec<u8>> {
         .with_context(|| format!("bad base64 in SSH public key {line:?}"))
 }
 
-const KERNEL_CONFIG: &str = "images/kernel.config";
-
 /// Builds the image for `kernel_spec` unless a cached one has the same inputs.
 pub fn ensure(
     sh: &Shell,
@@ -294,10 +292,10 @@ pub fn ensure(
     force: bool,
 ) -> anyhow::Result<Image> {
     let start = Instant::now();
+    // Input first: a bad images/kernel.config is refused before anything is installed.
+    let fragment = crate::kernel_config::Fragment::load(root)?;
     crate::host::ensure(sh, recipe)?;
     let cache = root.join("target/daxtest/cache");
-    let fragment = std::fs::read_to_string(root.join(KERNEL_CONFIG))
-        .with_context(|| format!("reading {KERNEL_CONFIG}"))?;
     let debian = match crate::local_kernel::is_path(kernel_spec) {
         true => None,
         false => Some(kernel::debian_spec(kernel_spec, recipe)?),
@@ -307,14 +305,18 @@ pub fn ensure(
     let kernel = match debian {
         Some((name, pkg)) => {
             let k = kernel::fetch_debian(sh, &cache, &name, pkg)?;
-            // The packaged config must have what the fragment lists, as a self-built one must.
-            let config = k.root.join(format!("boot/config-{}", k.release));
-            let missing = crate::local_kernel::missing_options(
-                &std::fs::read_to_string(&config).unwrap_or_default(),
-                &fragment,
-            );
+            // The packaged config must have what the fragment lists for its version, as a
+            // self-built one must.
+            let version = k.upstream()?;
+            let config = std::fs::read_to_string(&k.config).unwrap_or_default();
+            let missing = fragment.missing(&config, version);
             if !missing.is_empty() {
-                bail!("{} lacks {} (from {KERNEL_CONFIG})", config.display(), missing.join(", "));
+                bail!(
+                    "{} lacks {} (from {}, for {version})",
+                    k.config.display(),
+                    missing.join(", "),
+                    crate::kernel_config::PATH
+                );
             }
             k
         }

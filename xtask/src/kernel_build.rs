@@ -4,6 +4,7 @@
 
 use crate::exit;
 use crate::recipe::HostFile;
+use crate::scenario::KernelVersion;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -12,8 +13,8 @@ use std::path::{Path, PathBuf};
 pub enum Base {
     /// `make x86_64_defconfig`: the smallest build that boots daxtest's guest.
     Minimal,
-    /// The pinned Debian kernel's own config: close to `debian:6.1`/`debian:6.12`, but every
-    /// driver as a module (thousands: hours on 2 cores).
+    /// The config of the pinned Debian kernel of the tree's version: close to `debian:6.1`,
+    /// `debian:6.12` or `debian:7.2`, but every driver as a module (thousands: hours on 2 cores).
     Debian,
     /// The tree's existing .config.
     Keep,
@@ -54,15 +55,16 @@ pub fn check_tree(dir: &str) -> anyhow::Result<PathBuf> {
     Ok(path.canonicalize()?)
 }
 
-/// `VERSION` and `PATCHLEVEL` of the tree's top Makefile: (6, 1) for a 6.1 tree.
-pub fn tree_version(makefile: &str) -> Option<(u32, u32)> {
+/// `VERSION`, `PATCHLEVEL` and `SUBLEVEL` (0 when absent) of the tree's top Makefile: 6.1.192
+/// for Debian's linux-source-6.1.
+pub fn tree_version(makefile: &str) -> Option<KernelVersion> {
     let value = |key: &str| {
         makefile.lines().find_map(|l| {
             let (k, v) = l.split_once('=')?;
             (k.trim() == key).then(|| v.trim().parse().ok()).flatten()
         })
     };
-    Some((value("VERSION")?, value("PATCHLEVEL")?))
+    Some(KernelVersion(value("VERSION")?, value("PATCHLEVEL")?, value("SUBLEVEL").unwrap_or(0)))
 }
 
 /// One configuration step, run in the tree.
@@ -293,7 +295,8 @@ pub fn symbols(expr: &str) -> Vec<&str> {
 /// Why `name` (without `CONFIG_`) is not set in `config`, from its Kconfig entry.
 pub fn reason(name: &str, entry: Option<&Entry>, selected_by: &[String], config: &str) -> String {
     let Some(entry) = entry else {
-        return "no such option in this tree's Kconfig files (renamed or removed in this version?)"
+        return "no such option in this tree's Kconfig files (renamed or removed in this version? \
+                then say in images/kernel.config which versions it is for)"
             .into();
     };
     let unmet: Vec<String> = entry
@@ -483,7 +486,8 @@ mod tests {
     #[test]
     fn version_of_the_top_makefile() {
         let mk = "# SPDX\nVERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 192\nEXTRAVERSION =\n";
-        assert_eq!(tree_version(mk), Some((6, 1)));
+        assert_eq!(tree_version(mk), Some(KernelVersion(6, 1, 192)));
+        assert_eq!(tree_version("VERSION = 7\nPATCHLEVEL = 2\n"), Some(KernelVersion(7, 2, 0)));
         assert_eq!(tree_version("all:\n"), None);
     }
 
@@ -540,7 +544,7 @@ endif
                 "CONFIG_NVDIMM_PFN (drivers/nvdimm/Kconfig): depends on ZONE_DEVICE: ZONE_DEVICE \
                  is not set",
                 "CONFIG_GONE: no such option in this tree's Kconfig files (renamed or removed in \
-                 this version?)",
+                 this version? then say in images/kernel.config which versions it is for)",
             ]
         );
     }

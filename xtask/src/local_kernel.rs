@@ -1,14 +1,16 @@
 //! `--kernel PATH`: a kernel the developer built. PATH is either the build tree (with
 //! `arch/x86/boot/bzImage`, `.config` and `include/config/kernel.release`; its modules are
-//! installed into the cache with `make modules_install`) or an install root
-//! (`boot/vmlinuz-REL`, `boot/config-REL`, `lib/modules/REL/`, as `make install
-//! modules_install` with INSTALL_PATH/INSTALL_MOD_PATH writes them). Its configuration is
-//! checked against images/kernel.config before anything is built or booted.
+//! installed into the cache with `make modules_install`) or an install root in either layout:
+//! `boot/vmlinuz-REL`, `boot/config-REL`, `lib/modules/REL/` (as `make install modules_install`
+//! with INSTALL_PATH/INSTALL_MOD_PATH writes them), or usr-merged, `usr/lib/modules/REL/` with
+//! `vmlinuz` and `config` in it (Debian's 7.x packages). Its configuration is checked against
+//! images/kernel.config, for its version, before anything is built or booted.
 
 use crate::exit;
-use crate::kernel::Kernel;
+use crate::kernel::{self, Kernel};
+use crate::kernel_config::{self, Fragment};
+use crate::scenario::KernelVersion;
 use anyhow::Context;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 
@@ -17,12 +19,18 @@ pub fn is_path(spec: &str) -> bool {
     spec.contains('/') || spec.starts_with('.')
 }
 
-pub fn prepare(sh: &Shell, cache: &Path, spec: &str, fragment: &str) -> anyhow::Result<Kernel> {
+pub fn prepare(
+    sh: &Shell,
+    cache: &Path,
+    spec: &str,
+    fragment: &Fragment,
+) -> anyhow::Result<Kernel> {
     let path = Path::new(spec);
     if !path.exists() {
         return Err(exit::input(format!(
             "--kernel {spec}: no such file or directory (give a kernel build tree, an install \
-             root with boot/ and lib/modules/, or debian:6.12 / debian:6.1)"
+             root with boot/ and lib/modules/ or with usr/lib/modules/, or a kernel \
+             images/recipe.toml pins, such as debian:6.12)"
         )));
     }
     let path = path.canonicalize()?;
@@ -37,35 +45,30 @@ pub fn prepare(sh: &Shell, cache: &Path, spec: &str, fragment: &str) -> anyhow::
         let release = read_trimmed(&path.join("include/config/kernel.release"))?;
         (path.join("arch/x86/boot/bzImage"), release, path.join(".config"), None)
     } else {
-        let releases: Vec<String> = std::fs::read_dir(path.join("lib/modules"))
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
-        let [release] = releases.as_slice() else {
-            return Err(exit::input(format!(
+        let found = kernel::find_installed(&path).map_err(|e| {
+            exit::input(format!(
                 "--kernel {spec}: neither a build tree (no arch/x86/boot/bzImage) nor an install \
-                 root with exactly one lib/modules/RELEASE (found {releases:?})"
-            )));
+                 root: {e}"
+            ))
+        })?;
+        let root = match path.join("lib/modules").join(&found.release).is_dir() {
+            true => path.clone(),
+            false => usr_merged_root(cache, &path)?,
         };
-        let boot = path.join("boot");
-        (
-            boot.join(format!("vmlinuz-{release}")),
-            release.clone(),
-            boot.join(format!("config-{release}")),
-            Some(path.clone()),
-        )
+        (found.vmlinuz, found.release, found.config, Some(root))
     };
-    if !vmlinuz.exists() {
-        return Err(exit::input(format!("--kernel {spec}: {} is missing", vmlinuz.display())));
-    }
+    let version = KernelVersion::parse(&release).ok_or_else(|| {
+        exit::input(format!("--kernel {spec}: cannot read a kernel version in release {release:?}"))
+    })?;
     match std::fs::read_to_string(&config) {
         Ok(text) => {
-            let missing = missing_options(&text, fragment);
+            let missing = fragment.missing(&text, version);
             if !missing.is_empty() {
                 return Err(exit::input(format!(
-                    "kernel {spec} lacks options daxtest needs (images/kernel.config): {}. \
-                     Merge the fragment (scripts/kconfig/merge_config.sh -m .config \
-                     images/kernel.config && make olddefconfig) and rebuild, or use \
-                     `cargo xtask kernel --src DIR`",
+                    "kernel {spec} lacks options daxtest needs ({}, for {version}): {}. In its \
+                     source tree, `cargo xtask kernel --src TREE --config keep` merges them and \
+                     rebuilds",
+                    kernel_config::PATH,
                     missing.join(", ")
                 )));
             }
@@ -75,11 +78,7 @@ pub fn prepare(sh: &Shell, cache: &Path, spec: &str, fragment: &str) -> anyhow::
             config.display()
         ),
     }
-    let digest: String = Sha256::digest(std::fs::read(&vmlinuz)?)
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = crate::names::hash(&std::fs::read(&vmlinuz)?);
     let root = match modules_root {
         Some(r) => r,
         None => install_modules(sh, cache, &path, &release, &digest)?,
@@ -93,7 +92,25 @@ pub fn prepare(sh: &Shell, cache: &Path, spec: &str, fragment: &str) -> anyhow::
         version: upstream_version(&release),
         release,
         vmlinuz,
+        config,
     })
+}
+
+/// A root for modprobe -d and depmod -b (kmod 30 looks in ROOT/lib/modules) over an install root
+/// that has only usr/lib/modules: a directory in the cache whose lib points at its usr/lib, as a
+/// usr-merged system's /lib does.
+fn usr_merged_root(cache: &Path, install_root: &Path) -> anyhow::Result<PathBuf> {
+    let hash = crate::names::hash(install_root.as_os_str().as_encoded_bytes());
+    let root = cache.join("kernels").join(format!("usr-merged-{hash}"));
+    let lib = root.join("lib");
+    let target = install_root.join("usr/lib");
+    if std::fs::read_link(&lib).ok().as_deref() != Some(target.as_path()) {
+        std::fs::create_dir_all(&root)?;
+        let _ = std::fs::remove_file(&lib);
+        std::os::unix::fs::symlink(&target, &lib)
+            .with_context(|| format!("linking {} to {}", lib.display(), target.display()))?;
+    }
+    Ok(root)
 }
 
 fn read_trimmed(p: &Path) -> anyhow::Result<String> {
@@ -138,36 +155,9 @@ pub fn upstream_version(release: &str) -> String {
     release[..end].trim_end_matches('.').to_string()
 }
 
-/// The fragment's `CONFIG_X=y|m` options that `config` has neither built in nor as a module.
-pub fn missing_options(config: &str, fragment: &str) -> Vec<String> {
-    let set: std::collections::HashSet<&str> = config
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .filter(|(_, v)| *v == "y" || *v == "m")
-        .map(|(k, _)| k)
-        .collect();
-    fragment
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .filter(|(_, v)| *v == "y" || *v == "m")
-        .map(|(k, _)| k)
-        .filter(|k| !set.contains(k))
-        .map(str::to_string)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn missing_options_are_named_and_modules_count() {
-        let fragment = "# c\nCONFIG_A=y\nCONFIG_B=y\nCONFIG_C=m\n\nCONFIG_D=y\n";
-        let config = "CONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\nCONFIG_E=y\n";
-        assert_eq!(missing_options(config, fragment), ["CONFIG_C", "CONFIG_D"]);
-    }
 
     #[test]
     fn upstream_versions() {

@@ -1,6 +1,7 @@
 //! `cargo xtask`: parse the flags, make one shell at the project root, run the verb.
 
 mod accel;
+mod apt;
 mod cleanup;
 mod cmd;
 mod concurrent;
@@ -11,6 +12,7 @@ mod host;
 mod image;
 mod kernel;
 mod kernel_build;
+mod kernel_config;
 mod kernel_log;
 mod lines;
 mod local_kernel;

@@ -37,6 +37,10 @@ pub struct Kernels {
 pub struct DebianKernel {
     pub package: String,
     pub version: String,
+    /// A sources.list line for a source the host's apt does not have (Debian unstable), used
+    /// through a private sources list under daxtest's cache. Default: the host's apt sources.
+    #[serde(default)]
+    pub apt_source: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +116,16 @@ impl Recipe {
                 recipe.kernels.default
             );
         }
+        for (name, k) in &recipe.kernels.debian {
+            // apt would take another line as a sources.list line and fail far from here.
+            if let Some(line) = k.apt_source.as_deref().filter(|l| !l.starts_with("deb ")) {
+                bail!(
+                    "{}: [kernels.debian.\"{name}\"] apt_source = {line:?}: write a sources.list \
+                     line, `deb [signed-by=KEYRING] URI SUITE COMPONENT`",
+                    path.display()
+                );
+            }
+        }
         parse_size(&recipe.vm.nvdimm_size)
             .with_context(|| format!("{}: [vm] nvdimm_size", path.display()))?;
         Ok(recipe)
@@ -148,6 +162,10 @@ mod tests {
         let r = Recipe::load(root).unwrap();
         assert!(r.kernels.debian.contains_key("6.12"));
         assert!(r.kernels.debian.contains_key("6.1"));
+        assert!(r.kernels.debian["7.2"]
+            .apt_source
+            .as_deref()
+            .is_some_and(|l| l.contains("unstable")));
         assert!(r.modules.load.iter().any(|m| m == "nd_pmem"));
     }
 
@@ -159,6 +177,21 @@ mod tests {
         let line = bad.lines().position(|l| l.starts_with("memroy_mib")).unwrap() + 1;
         let e = Recipe::parse(&bad, Path::new("r.toml")).unwrap_err().to_string();
         assert!(e.starts_with(&format!("r.toml:{line}:1: unknown field `memroy_mib`")), "{e}");
+    }
+
+    #[test]
+    fn an_apt_source_must_be_a_sources_list_line() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let text = std::fs::read_to_string(root.join(RECIPE_PATH)).unwrap();
+        let bad = text.replace("apt_source = \"deb ", "apt_source = \"");
+        let e = Recipe::parse(&bad, Path::new("r.toml")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("r.toml: [kernels.debian.\"7.2\"] apt_source = \"[signed-by="),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("write a sources.list line, `deb [signed-by=KEYRING] URI SUITE COMPONENT`")
+        );
     }
 
     #[test]

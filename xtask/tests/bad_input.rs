@@ -458,8 +458,8 @@ const COMMAND_LINES: &[(&[&str], i32, &[&str])] = &[
     (
         &["test", "--kernel", "debian:9.9", "SEL"],
         INPUT,
-        &["error: unknown kernel \"debian:9.9\": images/recipe.toml pins debian:6.1, debian:6.12 \
-           (or give a path to a kernel build tree or install root)"],
+        &["error: unknown kernel \"debian:9.9\": images/recipe.toml pins debian:6.1, debian:6.12, \
+           debian:7.2 (or give a path to a kernel build tree or install root)"],
     ),
     (&["image", "--kernel", "debian:9.9"], INPUT, &["error: unknown kernel \"debian:9.9\""]),
     (
@@ -492,7 +492,8 @@ const COMMAND_LINES: &[(&[&str], i32, &[&str])] = &[
         &["test", "--kernel", "/nonexistent/bzImage", "SEL"],
         INPUT,
         &["error: --kernel /nonexistent/bzImage: no such file or directory (give a kernel build \
-           tree, an install root with boot/ and lib/modules/, or debian:6.12 / debian:6.1)"],
+           tree, an install root with boot/ and lib/modules/ or with usr/lib/modules/, or a \
+           kernel images/recipe.toml pins, such as debian:6.12)"],
     ),
     (
         &["test", "--kernel", "EMPTY", "SEL"],

@@ -4,9 +4,11 @@
 
 use super::Ctx;
 use crate::kernel_build::{self, Base, Step};
-use crate::{exit, flags, host, kernel, local_kernel};
+use crate::kernel_config::{self, Fragment};
+use crate::scenario::KernelVersion;
+use crate::{exit, flags, host, kernel};
 use anyhow::Context;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 use xshell::cmd;
 
@@ -20,17 +22,37 @@ impl flags::Kernel {
                 self.src
             )));
         }
+        let version = kernel_build::tree_version(&std::fs::read_to_string(tree.join("Makefile"))?)
+            .ok_or_else(|| {
+                exit::input(format!(
+                    "--src {}: its Makefile sets no VERSION and PATCHLEVEL: give the top of a \
+                     Linux source checkout",
+                    self.src
+                ))
+            })?;
         let jobs = match self.jobs {
             Some(n) => n as usize,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        let fragment = Fragment::load(&ctx.root)?;
         host::ensure_files(&ctx.sh, &kernel_build::build_tools())?;
 
-        let fragment_path = ctx.root.join("images/kernel.config");
-        let fragment = std::fs::read_to_string(&fragment_path)
-            .with_context(|| format!("reading {}", fragment_path.display()))?;
+        // Kconfig is given the options of the tree's version only (images/kernel.config says
+        // which versions each is for), so that a removed option is never asked of it.
+        let fragment_path = ctx.cache().join(format!("kernel-{version}.config"));
+        std::fs::create_dir_all(ctx.cache())?;
+        std::fs::write(&fragment_path, fragment.merge_text(version))
+            .with_context(|| format!("writing {}", fragment_path.display()))?;
+        let left_out = fragment.left_out(version);
+        if !left_out.is_empty() {
+            eprintln!(
+                "daxtest: {} for this {version} tree leaves out {}",
+                kernel_config::PATH,
+                left_out.join(", ")
+            );
+        }
         let base_config = match self.config {
-            Base::Debian => Some(debian_config(ctx, &tree)?),
+            Base::Debian => Some(debian_config(ctx, version)?),
             _ => None,
         };
         let sh = &ctx.sh;
@@ -59,13 +81,15 @@ impl flags::Kernel {
         }
         let configure = start.elapsed();
         let config = std::fs::read_to_string(tree.join(".config"))?;
-        let dropped = local_kernel::missing_options(&config, &fragment);
+        let dropped = fragment.missing(&config, version);
         if !dropped.is_empty() {
             let why = kernel_build::explain_dropped(&tree, &config, &dropped);
+            let fragment = kernel_config::PATH;
             return Err(exit::input(format!(
-                "Kconfig dropped {} option(s) of images/kernel.config in {} (their dependencies \
-                 are not met):\n  {}\nEnable what they depend on (in images/kernel.config, or \
-                 with --config keep in the tree's .config) and run this again",
+                "Kconfig dropped {} option(s) of {fragment} in {} (their dependencies are not \
+                 met, or the option is not in this version):\n  {}\nEnable what they depend on \
+                 (in {fragment}, or with --config keep in the tree's .config), or say in \
+                 {fragment} which versions an option is for (`# until X.Y`), and run this again",
                 dropped.len(),
                 tree.display(),
                 why.join("\n  ")
@@ -109,19 +133,16 @@ impl flags::Kernel {
 
 /// The config file of the pinned Debian kernel of the tree's version (else the default one),
 /// fetched and unpacked like any `--kernel debian:...`.
-fn debian_config(ctx: &Ctx, tree: &Path) -> anyhow::Result<PathBuf> {
-    let version = kernel_build::tree_version(&std::fs::read_to_string(tree.join("Makefile"))?);
+fn debian_config(ctx: &Ctx, version: KernelVersion) -> anyhow::Result<PathBuf> {
     let pinned = &ctx.recipe.kernels.debian;
-    let same = version.and_then(|(major, minor)| {
-        pinned.keys().find(|k| **k == format!("{major}.{minor}")).cloned()
-    });
-    let spec = match same {
-        Some(name) => format!("debian:{name}"),
-        None => {
+    let series = format!("{}.{}", version.0, version.1);
+    let spec = match pinned.contains_key(&series) {
+        true => format!("debian:{series}"),
+        false => {
             let default = ctx.recipe.kernels.default.clone();
             eprintln!(
                 "daxtest: warning: images/recipe.toml pins no Debian kernel of this tree's \
-                 version {version:?}; starting from {default}'s config (olddefconfig gives new \
+                 version {series}; starting from {default}'s config (olddefconfig gives new \
                  options their defaults)"
             );
             default
@@ -133,5 +154,5 @@ fn debian_config(ctx: &Ctx, tree: &Path) -> anyhow::Result<PathBuf> {
         "daxtest: warning: {name}'s config builds every driver Debian ships as a module (several \
          thousand): hours on 2 cores; --config minimal builds only what daxtest needs"
     );
-    Ok(k.root.join("boot").join(format!("config-{}", k.release)))
+    Ok(k.config)
 }
