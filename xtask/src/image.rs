@@ -65,9 +65,14 @@ impl Image {
     pub fn client_key(&self) -> PathBuf {
         self.dir.join("id_ecdsa")
     }
-    /// The pinned host key blob, as the SSH protocol carries it.
+    /// The pinned host key blob, as the SSH protocol carries it. Read from the image directory
+    /// as it is now: an `image --force` (bench image) meanwhile replaces the image, keys and all,
+    /// and a VM booted from the new files answers with the new key.
     pub fn host_key_blob(&self) -> anyhow::Result<Vec<u8>> {
-        host_key_blob(&self.manifest.host_key)
+        let now = std::fs::read_to_string(self.dir.join("manifest.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<Manifest>(&text).ok());
+        host_key_blob(&now.as_ref().unwrap_or(&self.manifest).host_key)
     }
 }
 
@@ -322,6 +327,15 @@ pub fn ensure(
         }
         None => crate::local_kernel::prepare(sh, &cache, kernel_spec, &fragment)?,
     };
+    // A rebuild needs the agent built and every file resolved and hashed (cargo, modprobe, ldd:
+    // about a second); whether anything changed is told by reading the inputs alone.
+    let quick = match force || crate::local_kernel::is_path(kernel_spec) {
+        false => Some(quick_key(root, recipe, kernel_spec)?),
+        true => None,
+    };
+    if let Some(image) = quick.as_deref().and_then(|q| quick_hit(&cache, q, &kernel)) {
+        return Ok(image);
+    }
     let modules = Modules {
         boot: kernel::resolve_modules(sh, &kernel, &recipe.modules.load)?,
         on_demand: kernel::resolve_modules(sh, &kernel, &recipe.modules.on_demand)?,
@@ -344,6 +358,9 @@ pub fn ensure(
 
     let images = cache.join("images");
     let dir = images.join(&key);
+    if let Some(q) = &quick {
+        remember_quick(&cache, q, &key);
+    }
     if !force {
         if let Ok(text) = std::fs::read_to_string(dir.join("manifest.json")) {
             let manifest: Manifest = serde_json::from_str(&text)?;
@@ -374,6 +391,90 @@ pub fn ensure(
     std::fs::rename(&tmp, &dir)
         .with_context(|| format!("moving the image to {}", dir.display()))?;
     Ok(Image { dir, manifest, kernel, reused: false })
+}
+
+/// A key over what an image is made from, read without running anything: the recipe, the kernel
+/// fragment and spec, this program (the code that lays the image out), the agent's sources,
+/// manifests and lock file and the toolchain that builds it, and the host files the image
+/// copies (any package change shows in dpkg's status file; each listed file by size and time).
+/// Equal keys give equal images: the image key (a hash of the built contents) is then looked up,
+/// not recomputed.
+pub fn quick_key(root: &Path, recipe: &Recipe, kernel_spec: &str) -> anyhow::Result<String> {
+    let mut h = Sha256::new();
+    h.update(&recipe.source);
+    h.update(kernel_spec);
+    h.update(std::fs::read(root.join(crate::kernel_config::PATH))?);
+    stamp(&mut h, &std::env::current_exe()?);
+    for dir in ["guest", "proto"] {
+        hash_tree(&mut h, root, &root.join(dir))?;
+    }
+    for f in ["Cargo.lock", "Cargo.toml", ".cargo/config.toml"] {
+        h.update(f);
+        h.update(std::fs::read(root.join(f)).unwrap_or_default());
+    }
+    // The toolchain: cargo's own path names it (rustup's toolchain directory), and its compiler
+    // beside it changes when the toolchain is updated in place.
+    match std::env::var_os("CARGO") {
+        Some(cargo) => {
+            let cargo = PathBuf::from(cargo);
+            stamp(&mut h, &cargo);
+            stamp(&mut h, &cargo.with_file_name("rustc"));
+        }
+        None => h.update(std::process::Command::new("rustc").arg("-V").output()?.stdout),
+    }
+    stamp(&mut h, Path::new("/var/lib/dpkg/status"));
+    for f in recipe.guest_tools.iter().chain(&recipe.guest_files).chain(&recipe.host_tools) {
+        stamp(&mut h, &f.path);
+    }
+    Ok(h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
+}
+
+/// A file's path, size and modification time (nothing when it is missing).
+fn stamp(h: &mut Sha256, path: &Path) {
+    h.update(path.as_os_str().as_encoded_bytes());
+    if let Ok(m) = std::fs::metadata(path) {
+        let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        h.update(format!("{} {:?}", m.len(), mtime));
+    }
+}
+
+/// Every file under `dir` (but `target/`), by path relative to `root` and content, in order.
+fn hash_tree(h: &mut Sha256, root: &Path, dir: &Path) -> anyhow::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n != "target"))
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            hash_tree(h, root, &p)?;
+        } else {
+            h.update(p.strip_prefix(root).unwrap_or(&p).as_os_str().as_encoded_bytes());
+            h.update(std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?);
+        }
+    }
+    Ok(())
+}
+
+/// `cache/images/quick/<quick key>`: the image key a build from those inputs gave.
+fn quick_path(cache: &Path, quick: &str) -> PathBuf {
+    cache.join("images/quick").join(quick)
+}
+
+fn quick_hit(cache: &Path, quick: &str, kernel: &Kernel) -> Option<Image> {
+    let key = std::fs::read_to_string(quick_path(cache, quick)).ok()?;
+    let dir = cache.join("images").join(key.trim());
+    let manifest: Manifest =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).ok()?).ok()?;
+    Some(Image { dir, manifest, kernel: kernel.clone(), reused: true })
+}
+
+fn remember_quick(cache: &Path, quick: &str, key: &str) {
+    let path = quick_path(cache, quick);
+    // Best effort: without it the next run only takes the slow way to the same image.
+    let _ = std::fs::create_dir_all(path.parent().expect("quick/ has a parent"));
+    let _ = std::fs::write(&path, key);
 }
 
 /// Everything that does not depend on the kernel or on freshly generated keys.
