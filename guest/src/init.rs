@@ -8,7 +8,8 @@
 use crate::{dax_check, modules::Loader};
 use anyhow::{bail, Context};
 use daxtest_proto::{
-    BootConfig, Phase, ReadyReport, BOOT_CONFIG_PATH, CMDLINE_PMEM_COUNT, READY_PATH,
+    BootConfig, Phase, ReadyReport, BOOT_CONFIG_PATH, CMDLINE_PMEM_COUNT, PRELOADED_PATH,
+    READY_PATH,
 };
 use rustix::mount::{mount, MountFlags};
 use std::path::Path;
@@ -28,9 +29,13 @@ pub fn run() -> ! {
         devices: Vec::new(),
     };
     println!("daxtest-agent: init at {:.2}s", report.timeline[0].uptime_s);
-    if let Err(e) = boot(&mut report) {
-        report.errors.push(format!("{e:#}"));
-    }
+    let preload = match boot(&mut report) {
+        Ok(modules) => modules,
+        Err(e) => {
+            report.errors.push(format!("{e:#}"));
+            Vec::new()
+        }
+    };
     report.ok = report.errors.is_empty();
     report.timeline.push(phase("ready"));
     if let Err(e) = write_report(&report) {
@@ -41,10 +46,31 @@ pub fn run() -> ! {
         true => println!("daxtest-agent: ready at {:.2}s", uptime()),
         false => println!("daxtest-agent: NOT READY: {}", report.summary()),
     }
+    if report.ok && !preload.is_empty() {
+        std::thread::spawn(move || load_in_background(&preload));
+    }
     reap_forever()
 }
 
-fn boot(report: &mut ReadyReport) -> anyhow::Result<()> {
+/// `modprobe -a` of the modules the boot left to the payload, then [`PRELOADED_PATH`] says when
+/// it ended and how.
+fn load_in_background(modules: &[String]) {
+    let mut args = vec!["-a"];
+    args.extend(modules.iter().map(String::as_str));
+    let error = tool("modprobe", &args).err().map(|e| format!("{e:#}"));
+    let done = daxtest_proto::Preloaded { uptime_s: uptime(), error };
+    let tmp = format!("{PRELOADED_PATH}.tmp");
+    let written = serde_json::to_vec(&done)
+        .map_err(std::io::Error::other)
+        .and_then(|json| std::fs::write(&tmp, json))
+        .and_then(|()| std::fs::rename(&tmp, PRELOADED_PATH));
+    if let Err(e) = written {
+        println!("daxtest-agent: cannot write {PRELOADED_PATH}: {e}");
+    }
+}
+
+/// Boots; returns the modules to load in the background once the guest is ready.
+fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
     mount_pseudo_filesystems()?;
     // Every kernel record from here to poweroff, for the case windows (exec::kmsg).
     std::thread::spawn(|| {
@@ -118,7 +144,7 @@ fn boot(report: &mut ReadyReport) -> anyhow::Result<()> {
         }
     }
     report.timeline.sort_by(|a, b| a.uptime_s.total_cmp(&b.uptime_s));
-    Ok(())
+    Ok(config.preload)
 }
 
 /// Waits for the pmem devices, makes them fsdax, checks DAX on each (in parallel).

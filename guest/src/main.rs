@@ -30,7 +30,7 @@ fn main() {
 }
 
 const USAGE: &str =
-    "usage: daxtest-agent probe [--wait-ms N] | stat PATH... | case < CASE.json | serve | dump | kmsg-rest | poweroff | version";
+    "usage: daxtest-agent probe [--wait-ms N] | preloaded --wait-ms N | stat PATH... | case < CASE.json | serve | dump | kmsg-rest | poweroff | version";
 
 fn dispatch(args: &[String]) -> anyhow::Result<i32> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -40,6 +40,13 @@ fn dispatch(args: &[String]) -> anyhow::Result<i32> {
             Ok(0)
         }
         ["probe"] => probe(Duration::ZERO),
+        // When the modules left to the payload (xfs) were loaded, in the background after ready.
+        ["preloaded", "--wait-ms", ms] => {
+            let ms: u64 =
+                ms.parse().with_context(|| format!("--wait-ms takes milliseconds, not {ms:?}"))?;
+            println!("{}", wait_for(daxtest_proto::PRELOADED_PATH, Duration::from_millis(ms))?);
+            Ok(0)
+        }
         ["probe", "--wait-ms", ms] => {
             let ms: u64 =
                 ms.parse().with_context(|| format!("--wait-ms takes milliseconds, not {ms:?}"))?;
@@ -128,21 +135,25 @@ fn dump() -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Prints the boot report once init has written it; exit 0 when the guest is usable.
-fn probe(wait: Duration) -> anyhow::Result<i32> {
+/// A file init writes, once it is there (waiting up to `wait` for it).
+fn wait_for(path: &str, wait: Duration) -> anyhow::Result<String> {
     let deadline = Instant::now() + wait;
     loop {
-        match std::fs::read_to_string(READY_PATH) {
-            Ok(text) => {
-                let report: daxtest_proto::ReadyReport =
-                    serde_json::from_str(&text).with_context(|| format!("parsing {READY_PATH}"))?;
-                println!("{text}");
-                return Ok(if report.ok { 0 } else { 1 });
-            }
+        match std::fs::read_to_string(path) {
+            Ok(text) => return Ok(text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(e) => return Err(e).with_context(|| format!("boot not finished: {READY_PATH}")),
+            Err(e) => return Err(e).with_context(|| format!("not written yet: {path}")),
         }
     }
+}
+
+/// Prints the boot report once init has written it; exit 0 when the guest is usable.
+fn probe(wait: Duration) -> anyhow::Result<i32> {
+    let text = wait_for(READY_PATH, wait)?;
+    let report: daxtest_proto::ReadyReport =
+        serde_json::from_str(&text).with_context(|| format!("parsing {READY_PATH}"))?;
+    println!("{text}");
+    Ok(if report.ok { 0 } else { 1 })
 }

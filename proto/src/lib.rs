@@ -14,6 +14,8 @@ pub const AGENT_PATH: &str = "/usr/bin/daxtest-agent";
 pub const BOOT_CONFIG_PATH: &str = "/etc/daxtest/boot.json";
 /// Where the agent records the outcome of the boot.
 pub const READY_PATH: &str = "/run/daxtest/ready.json";
+/// Where the agent records when the background module loads ([`BootConfig::preload`]) ended.
+pub const PRELOADED_PATH: &str = "/run/daxtest/preloaded.json";
 /// Kernel command-line key telling the agent how many NVDIMMs QEMU was given.
 pub const CMDLINE_PMEM_COUNT: &str = "daxtest.pmem";
 
@@ -30,6 +32,10 @@ pub struct BootConfig {
     pub payload: Payload,
     /// The sshd command line (dropbear), started once the network is up.
     pub sshd: Vec<String>,
+    /// Modules loaded in the background once the guest is ready (with the payload's modprobe),
+    /// so that the first case that needs one (xfs: about 1 s under TCG) does not wait for it.
+    #[serde(default)]
+    pub preload: Vec<String>,
     /// Guest address on QEMU's user network.
     pub address: String,
     /// Default gateway on QEMU's user network.
@@ -71,6 +77,15 @@ pub struct ReadyReport {
     pub timeline: Vec<Phase>,
     pub modules: Vec<ModuleLoad>,
     pub devices: Vec<PmemDevice>,
+}
+
+/// How the background module loads ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preloaded {
+    /// Guest uptime when they ended.
+    pub uptime_s: f64,
+    /// modprobe's complaint, when it failed.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

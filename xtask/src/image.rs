@@ -592,6 +592,7 @@ fn build(
         ]
         .map(String::from)
         .to_vec(),
+        preload: recipe.modules.on_demand.clone(),
         address: recipe.vm.address.clone(),
         gateway: recipe.vm.gateway.clone(),
     };

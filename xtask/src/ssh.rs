@@ -39,7 +39,8 @@ impl std::error::Error for Timeout {}
 
 /// A command that answers a line per line of input, started by [`Guest::converse`].
 pub struct Conversation {
-    channel: Channel,
+    /// `None` once abandoned (see [`Guest::ask`]).
+    channel: Option<Channel>,
     /// What came on stdout after the last answer.
     stdout: Vec<u8>,
 }
@@ -163,7 +164,7 @@ impl Guest {
     pub fn converse(&self, command: &str) -> anyhow::Result<Conversation> {
         let mut channel = self.session.channel_session()?;
         channel.exec(command).with_context(|| format!("starting {command:?} in the guest"))?;
-        Ok(Conversation { channel, stdout: Vec::new() })
+        Ok(Conversation { channel: Some(channel), stdout: Vec::new() })
     }
 
     /// Sends `request` (one line) and returns the answer line (without its newline) and what
@@ -176,16 +177,18 @@ impl Guest {
         request: &[u8],
         watch: &mut dyn FnMut(&[u8]) -> anyhow::Result<()>,
     ) -> anyhow::Result<Output> {
-        c.channel.write_all(request).context("sending the request")?;
-        c.channel.write_all(b"\n").context("sending the request")?;
-        c.channel.flush()?;
+        let channel = c.channel.as_mut().context("the conversation was abandoned")?;
+        channel.write_all(request).context("sending the request")?;
+        channel.write_all(b"\n").context("sending the request")?;
+        channel.flush()?;
         let mut out = Output::default();
         self.session.set_blocking(false);
-        let answered = self.pump_answer(c, &mut out, watch);
+        let answered = self.pump_answer(channel, &mut c.stdout, &mut out, watch);
         self.session.set_blocking(true);
         if let Err(e) = answered {
-            let abandoned = std::mem::replace(&mut c.channel, self.session.channel_session()?);
-            std::mem::forget(abandoned);
+            // As capture_watched does: the guest may no longer answer, so nothing after this
+            // may wait for it without a deadline, and the channel is not closed.
+            std::mem::forget(c.channel.take());
             self.session.set_timeout(5000);
             return Err(e);
         }
@@ -195,21 +198,22 @@ impl Guest {
     /// Reads until a whole line is on stdout; stderr goes to `out.stderr` as it comes.
     fn pump_answer(
         &self,
-        c: &mut Conversation,
+        channel: &mut Channel,
+        pending: &mut Vec<u8>,
         out: &mut Output,
         watch: &mut dyn FnMut(&[u8]) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            if let Some(i) = c.stdout.iter().position(|&b| b == b'\n') {
-                out.stdout = c.stdout.drain(..=i).collect();
+            if let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                out.stdout = pending.drain(..=i).collect();
                 out.stdout.pop();
                 return Ok(());
             }
             watch(&out.stderr)?;
             let mut progressed = false;
             for id in [0, 1] {
-                match c.channel.stream(id).read(&mut buf) {
+                match channel.stream(id).read(&mut buf) {
                     Ok(0) if id == 0 => {
                         anyhow::bail!(
                             "the guest command ended without answering: {}",
@@ -218,7 +222,7 @@ impl Guest {
                     }
                     Ok(0) => {}
                     Ok(n) if id == 0 => {
-                        c.stdout.extend_from_slice(&buf[..n]);
+                        pending.extend_from_slice(&buf[..n]);
                         progressed = true;
                     }
                     Ok(n) => {
@@ -238,8 +242,8 @@ impl Guest {
 
     /// Ends a conversation: its input closes, the command exits, within 5 s.
     pub fn hang_up(&self, mut c: Conversation) -> anyhow::Result<()> {
+        let Some(ch) = c.channel.as_mut() else { return Ok(()) };
         self.session.set_timeout(5000);
-        let ch = &mut c.channel;
         let r = ch.send_eof().and_then(|()| ch.wait_eof()).and_then(|()| ch.close());
         let r = r.and_then(|()| ch.wait_close());
         self.session.set_timeout(0);
