@@ -16,8 +16,10 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The module chains the check needs (the others may still be loading while it runs).
-pub const NEEDS: &[&str] = &["nfit", "nd_pmem", "ext4"];
+/// The module chains the devices need (the others may still be loading while they appear).
+pub const DEVICE_MODULES: &[&str] = &["nfit", "nd_pmem"];
+/// What the check's mount needs: its mkfs runs while ext4.ko (the largest boot module) loads.
+pub const FS_MODULES: &[&str] = &["ext4"];
 
 /// Waits until `count` pmem block devices exist; returns their names, pmem0 first.
 pub fn wait_for_pmem(count: usize, timeout: Duration) -> anyhow::Result<Vec<String>> {
@@ -44,13 +46,19 @@ pub fn wait_for_pmem(count: usize, timeout: Duration) -> anyhow::Result<Vec<Stri
     Ok(names)
 }
 
-pub fn prepare_and_check(name: &str, payload: &Event) -> anyhow::Result<PmemDevice> {
+/// `fs_ready` waits for the check's filesystem module.
+pub fn prepare_and_check(
+    name: &str,
+    payload: &Event,
+    fs_ready: &dyn Fn() -> anyhow::Result<()>,
+) -> anyhow::Result<PmemDevice> {
     let formatted_now = ensure_fsdax(name, payload)?;
     let size_bytes = read_sys(&format!("/sys/block/{name}/size"))?
         .parse::<u64>()
         .context("block device size")?
         * 512;
-    Ok(PmemDevice { name: name.to_string(), size_bytes, formatted_now, dax_check: check(name) })
+    let dax_check = check(name, fs_ready);
+    Ok(PmemDevice { name: name.to_string(), size_bytes, formatted_now, dax_check })
 }
 
 /// Puts the namespace behind `name` in fsdax mode unless it already is (the host keeps backing
@@ -90,7 +98,7 @@ fn read_sys(path: &str) -> anyhow::Result<String> {
 }
 
 /// mkfs.ext4, mount -o dax=always, create a file, statx it. Leaves the device wiped.
-fn check(name: &str) -> DaxCheck {
+fn check(name: &str, fs_ready: &dyn Fn() -> anyhow::Result<()>) -> DaxCheck {
     let mut result = DaxCheck {
         filesystem: "ext4".into(),
         queue_dax: queue_dax(name).unwrap_or(false),
@@ -99,7 +107,7 @@ fn check(name: &str) -> DaxCheck {
         ok: false,
         detail: String::new(),
     };
-    match mount_and_stat(name, &mut result) {
+    match mount_and_stat(name, &mut result, fs_ready) {
         Ok(()) if !result.statx_dax => {
             result.detail = format!(
                 "a file on ext4 mounted with dax=always has no STATX_ATTR_DAX (mount options: {})",
@@ -115,7 +123,11 @@ fn check(name: &str) -> DaxCheck {
     result
 }
 
-fn mount_and_stat(name: &str, result: &mut DaxCheck) -> anyhow::Result<()> {
+fn mount_and_stat(
+    name: &str,
+    result: &mut DaxCheck,
+    fs_ready: &dyn Fn() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let dev = format!("/dev/{name}");
     let dir = format!("/run/daxtest/check-{name}");
     std::fs::create_dir_all(&dir)?;
@@ -124,6 +136,7 @@ fn mount_and_stat(name: &str, result: &mut DaxCheck) -> anyhow::Result<()> {
         "mkfs.ext4",
         &["-q", "-F", "-b", "4096", "-O", "^has_journal", "-E", "nodiscard", &dev, "64M"],
     )?;
+    fs_ready().context("the modules the check's mount needs")?;
     mount(dev.as_str(), dir.as_str(), "ext4", MountFlags::empty(), Some(c"dax=always"))
         .with_context(|| format!("mount -t ext4 -o dax=always {dev}"))?;
     let inner = (|| -> anyhow::Result<()> {
@@ -149,10 +162,12 @@ fn mount_options(dir: &str) -> anyhow::Result<String> {
         .with_context(|| format!("{dir} not in /proc/mounts"))
 }
 
-/// Zeroes the first MiB so the user finds a blank device (mkfs without -f would refuse).
+/// Zeroes the start of the device so the user finds a blank one (mkfs without -f would refuse):
+/// the check's 64 MiB ext4 has one block group, so no backup superblock lies beyond its first
+/// blocks.
 fn wipe(dev: &str) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new().write(true).open(dev)?;
-    f.write_all(&vec![0u8; 1 << 20])?;
+    f.write_all(&vec![0u8; 64 << 10])?;
     f.sync_all()?;
     Ok(())
 }

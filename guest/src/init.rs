@@ -46,17 +46,21 @@ pub fn run() -> ! {
         true => println!("daxtest-agent: ready at {:.2}s", uptime()),
         false => println!("daxtest-agent: NOT READY: {}", report.summary()),
     }
+    // A process of its own, not a thread: PID 1 reaps every child it can (reap_forever), and a
+    // thread's wait for its modprobe would lose that race (ECHILD).
     if report.ok && !preload.is_empty() {
-        std::thread::spawn(move || load_in_background(&preload));
+        if let Err(e) = Command::new("/proc/self/exe").arg("preload").args(&preload).spawn() {
+            println!("daxtest-agent: cannot start loading {}: {e}", preload.join(" "));
+        }
     }
     reap_forever()
 }
 
-/// `modprobe -a` of the modules the boot left to the payload, then [`PRELOADED_PATH`] says when
-/// it ended and how.
-fn load_in_background(modules: &[String]) {
+/// `daxtest-agent preload MODULE...`: `modprobe -a` of the modules the boot left to the payload,
+/// then [`PRELOADED_PATH`] says when it ended and how.
+pub fn preload(modules: &[&str]) {
     let mut args = vec!["-a"];
-    args.extend(modules.iter().map(String::as_str));
+    args.extend(modules);
     let error = tool("modprobe", &args).err().map(|e| format!("{e:#}"));
     let done = daxtest_proto::Preloaded { uptime_s: uptime(), error };
     let tmp = format!("{PRELOADED_PATH}.tmp");
@@ -109,9 +113,17 @@ fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
             payload_mounted.set(r.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
             r
         });
+        let chains = &config.module_chains;
         let devices =
-            s.spawn(|| match loader.wait_for(dax_check::NEEDS, &config.module_chains).as_slice() {
-                [] => check_devices(pmem_count, &payload_mounted),
+            s.spawn(|| match loader.wait_for(dax_check::DEVICE_MODULES, chains).as_slice() {
+                [] => {
+                    let fs_ready =
+                        || match loader.wait_for(dax_check::FS_MODULES, chains).as_slice() {
+                            [] => Ok(()),
+                            errors => Err(anyhow::anyhow!("{}", errors.join("; "))),
+                        };
+                    check_devices(pmem_count, &payload_mounted, &fs_ready)
+                }
                 errors => Err(anyhow::anyhow!("{}", errors.join("; "))),
             });
         let net = start_network_and_sshd(&config);
@@ -151,12 +163,13 @@ fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
 fn check_devices(
     count: usize,
     payload: &Event,
+    fs_ready: &(dyn Fn() -> anyhow::Result<()> + Sync),
 ) -> anyhow::Result<(Vec<daxtest_proto::PmemDevice>, Phase)> {
     let names = dax_check::wait_for_pmem(count, Duration::from_secs(20))?;
     let devices = std::thread::scope(|s| {
         let handles: Vec<_> = names
             .iter()
-            .map(|n| s.spawn(move || dax_check::prepare_and_check(n, payload)))
+            .map(|n| s.spawn(move || dax_check::prepare_and_check(n, payload, fs_ready)))
             .collect();
         handles
             .into_iter()

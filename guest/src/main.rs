@@ -40,6 +40,11 @@ fn dispatch(args: &[String]) -> anyhow::Result<i32> {
             Ok(0)
         }
         ["probe"] => probe(Duration::ZERO),
+        // Started by init once the guest is ready: loads the payload's modules (xfs).
+        ["preload", modules @ ..] => {
+            init::preload(modules);
+            Ok(0)
+        }
         // When the modules left to the payload (xfs) were loaded, in the background after ready.
         ["preloaded", "--wait-ms", ms] => {
             let ms: u64 =

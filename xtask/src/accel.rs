@@ -17,6 +17,17 @@ pub enum AccelChoice {
     Tcg,
 }
 
+impl AccelChoice {
+    /// As `--accel` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccelChoice::Auto => "auto",
+            AccelChoice::Kvm => "kvm",
+            AccelChoice::Tcg => "tcg",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Verdict {
     host: String,

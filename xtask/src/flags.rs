@@ -208,6 +208,16 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 3)]
         reps: usize,
     },
+    /// What a user waits for: `run -- true` from invoking it to its exit (split into the image
+    /// check, QEMU start to ready, the command and the stop), paired in the same run with a bare
+    /// boot and, when installed, virtme-ng's `vng --run` of the same kernel.
+    Run {
+        #[command(flatten)]
+        vm: Vm,
+        /// Repetitions of each; medians, minima and maxima are reported.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
     /// Whole-suite time: `test` over every scenario file, split into preparation (image,
     /// accelerator), boots and cases.
     Suite {
@@ -228,6 +238,27 @@ pub enum BenchWhat {
 }
 
 impl Vm {
+    /// The flags as a command line takes them back (for a `run` that `bench run` times).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for k in &self.kernel {
+            args.extend(["--kernel".to_string(), k.clone()]);
+        }
+        args.extend(["--accel".to_string(), self.accel.name().to_string()]);
+        let mut opt = |flag: &str, v: Option<String>| {
+            if let Some(v) = v {
+                args.extend([flag.to_string(), v]);
+            }
+        };
+        opt("--nvdimms", self.nvdimms.map(|v| v.to_string()));
+        opt("--nvdimm-size", self.nvdimm_size.clone());
+        opt("--memory", self.memory.map(|v| v.to_string()));
+        opt("--cpus", self.cpus.map(|v| v.to_string()));
+        opt("--boot-timeout", self.boot_timeout.map(|v| v.to_string()));
+        opt("--ssh-port", self.ssh_port.map(|v| v.to_string()));
+        args
+    }
+
     /// The one kernel of a verb that boots one VM.
     pub fn single_kernel(&self) -> anyhow::Result<Option<&str>> {
         match self.kernel.as_slice() {
@@ -308,6 +339,32 @@ mod tests {
             panic!()
         };
         assert_eq!((reps, vm.accel), (5, AccelChoice::Tcg));
+    }
+
+    #[test]
+    fn vm_flags_go_back_to_a_command_line() {
+        let f = Flags::try_parse_from([
+            "xtask",
+            "run",
+            "--kernel",
+            "debian:6.1",
+            "--accel",
+            "tcg",
+            "--nvdimms",
+            "2",
+            "--nvdimm-size",
+            "512M",
+            "--",
+            "true",
+        ])
+        .unwrap();
+        let Command::Run(r) = f.command else { panic!() };
+        let args = r.vm.to_args();
+        let mut again = vec!["xtask".to_string(), "run".into()];
+        again.extend(args);
+        again.extend(["--".into(), "true".into()]);
+        let Command::Run(back) = Flags::try_parse_from(again).unwrap().command else { panic!() };
+        assert_eq!(format!("{:?}", back.vm), format!("{:?}", r.vm));
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod image;
 mod kernel;
 mod list;
 mod repro;
-mod run;
+pub(crate) mod run;
 mod shell;
 mod test;
 

@@ -1,4 +1,4 @@
-//! `cargo xtask run -- CMD...`: boot, run CMD in the guest, print its output, power off, exit
+//! `cargo xtask run -- CMD...`: boot, run CMD in the guest, print its output, stop the VM, exit
 //! with CMD's status. A non-terminal stdin is copied to CMD's stdin.
 
 use super::Ctx;
@@ -6,10 +6,34 @@ use crate::flags;
 use crate::kernel_log;
 use crate::vm::Vm;
 
+/// When set to a file, `run` writes there how long each of its parts took (JSON, seconds):
+/// `bench run` times a whole `run` process and splits it with this.
+pub const TIMINGS_ENV: &str = "DAXTEST_RUN_TIMINGS";
+
+/// The parts of a `run`, in seconds.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Timings {
+    /// Image check, accelerator, VM options.
+    pub prepare: f64,
+    /// QEMU start to the agent's report over SSH.
+    pub boot: f64,
+    pub command: f64,
+    /// QEMU stopped.
+    pub stop: f64,
+}
+
 impl flags::Run {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
+        let mut timings = Timings::default();
+        let mut t = std::time::Instant::now();
+        let mut lap = |part: &mut f64| {
+            *part = t.elapsed().as_secs_f64();
+            t = std::time::Instant::now();
+        };
         let (image, opts) = ctx.prepare(&self.vm)?;
+        lap(&mut timings.prepare);
         let (vm, ready) = Vm::start_reporting(&image, &ctx.root, &opts)?;
+        lap(&mut timings.boot);
         eprintln!(
             "daxtest: guest {} ready in {:.2} s ({} x {} MiB NVDIMM in fsdax mode)",
             ready.report.kernel_release,
@@ -32,7 +56,12 @@ impl flags::Run {
             Ok(status) => status,
             Err(e) => return Err(lost_guest(vm, e)),
         };
+        lap(&mut timings.command);
         vm.shutdown(ready)?;
+        lap(&mut timings.stop);
+        if let Some(path) = std::env::var_os(TIMINGS_ENV) {
+            std::fs::write(&path, serde_json::to_vec(&timings)?)?;
+        }
         Ok(status)
     }
 }
