@@ -312,8 +312,35 @@ fn suite(ctx: &Ctx, vm: flags::Vm) -> anyhow::Result<i32> {
         "  before the run:     {:.1} s  image check, accelerator, scenario files",
         secs(total) - run
     );
-    println!("  in cases:           {in_cases:.1} s");
+    println!(
+        "  in cases:           {in_cases:.1} s  mean {:.3} s a case",
+        in_cases / cases.max(1) as f64
+    );
     println!("  boots and the rest: {:.1} s", run - in_cases);
+    // Where a case's time goes in the guest, part by part (the rest of a case's time is the
+    // host's: sending it, reading and judging its report).
+    let mut parts: Vec<(String, f64)> = Vec::new();
+    for c in results["cases"].as_array().into_iter().flatten() {
+        for p in c["phases"].as_array().into_iter().flatten() {
+            let (name, micros) = (p["name"].as_str().unwrap_or("?"), p["micros"].as_f64());
+            match parts.iter_mut().find(|(n, _)| n == name) {
+                Some((_, total)) => *total += micros.unwrap_or(0.0),
+                None => parts.push((name.to_string(), micros.unwrap_or(0.0))),
+            }
+        }
+    }
+    if !parts.is_empty() {
+        println!("  a case's mean, part by part (ms):");
+        for (name, micros) in &parts {
+            println!("    {name:<10} {:>7.1}", micros / 1000.0 / cases.max(1) as f64);
+        }
+        let guest: f64 = parts.iter().map(|(_, m)| m).sum::<f64>() / 1e6;
+        println!(
+            "    {:<10} {:>7.1}  the host's share: sending, reading, judging",
+            "host",
+            (in_cases - guest) * 1000.0 / cases.max(1) as f64
+        );
+    }
     Ok(status)
 }
 
