@@ -601,7 +601,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Scenario, Vec<Diagnostic>> {
         let (line, col) = lines.line_col(offset);
         Diagnostic { file: file.to_path_buf(), line, col, message }
     };
-    let def: FileDef = toml::from_str(text).map_err(|e| {
+    let mut def: FileDef = toml::from_str(text).map_err(|e| {
         let mut message = e.message().trim().to_string();
         if message == "missing field `format`" {
             message.push_str(&format!(": begin the file with format = {FORMAT}"));
@@ -651,9 +651,9 @@ pub fn parse(text: &str, file: &Path) -> Result<Scenario, Vec<Diagnostic>> {
     }
     let mut ids = HashMap::new();
     let mut cases = Vec::new();
-    for spanned in &def.case {
+    for mut spanned in std::mem::take(&mut def.case) {
         let start = spanned.span().start;
-        let c = spanned.get_ref();
+        let c = spanned.get_mut();
         if !is_name(&c.id) {
             diags.push(at(start, format!("id = {:?}: use lower-case letters, digits and -", c.id)));
         }
@@ -694,7 +694,7 @@ fn is_name(s: &str) -> bool {
 
 fn expand_case(
     def: &FileDef,
-    c: &CaseDef,
+    c: &mut CaseDef,
     file: &Path,
     lines: &LineIndex,
     start: usize,
@@ -755,6 +755,12 @@ fn expand_case(
     }
     let (own_timeout, file_timeout) = (c.timeout.plain(), def.timeout.plain());
     let line = lines.line_col(start).0;
+    // Each step's operation and expectations as written, parsed once: a matrix cell only chooses
+    // among the expectations.
+    let steps_def: Vec<(usize, Result<StepDef, String>)> = std::mem::take(c.steps.get_mut())
+        .into_iter()
+        .map(|s| (s.span().start, parse_step(s.into_inner())))
+        .collect();
     let mut cases = Vec::new();
     for fs in &fs_values {
         for mount in &mount_values {
@@ -767,7 +773,7 @@ fn expand_case(
             let mut xfail = Vec::new();
             for spanned in &c.xfail {
                 let x = spanned.get_ref();
-                let symptom = match symptom(x, c.steps.get_ref().len()) {
+                let symptom = match symptom(x, steps_def.len()) {
                     Ok(s) => s,
                     Err(e) => {
                         diags.push(at(spanned.span().start, e));
@@ -789,9 +795,12 @@ fn expand_case(
             }
             let mut steps = Vec::new();
             let mut checker = Usage::default();
-            for s in c.steps.get_ref() {
-                let offset = s.span().start;
-                match step(s.get_ref(), *fs, mount, &vars) {
+            for (offset, parsed) in &steps_def {
+                let offset = *offset;
+                let alternatives = parsed.as_ref().map_err(String::clone).and_then(|(op, defs)| {
+                    Ok((op.clone(), alternatives(op, defs, *fs, mount, &vars)?))
+                });
+                match alternatives {
                     Ok((op, expect)) => {
                         let step_line = lines.line_col(offset).0;
                         for e in checker.check(&op, &expect, step_line) {
@@ -953,14 +962,11 @@ fn cell_matches(w: &WhenDef, fs: Fs, mount: &str) -> bool {
 /// Expectation alternatives of a step, each with the kernel conditions under which it holds.
 type Alternatives = Vec<(Vec<Constraint>, Expect)>;
 
-/// Turns one step table into an operation and its expectation alternatives for a matrix cell.
-fn step(
-    table: &toml::Table,
-    fs: Fs,
-    mount: &str,
-    vars: &BTreeMap<String, String>,
-) -> Result<(Op, Alternatives), String> {
-    let mut table = table.clone();
+/// A step as written: its operation and its expectations (alternatives), not yet chosen for a
+/// matrix cell.
+type StepDef = (Op, Vec<ExpectDef>);
+
+fn parse_step(mut table: toml::Table) -> Result<StepDef, String> {
     let expect = table.remove("expect");
     let op_name = table.get("op").and_then(|v| v.as_str()).unwrap_or("?").to_string();
     let op = Op::deserialize(toml::Value::Table(table))
@@ -978,6 +984,18 @@ fn step(
             ))
         }
     };
+    Ok((op, defs))
+}
+
+/// The expectation alternatives of a step for a matrix cell, each with the kernel conditions
+/// under which it holds.
+fn alternatives(
+    op: &Op,
+    defs: &[ExpectDef],
+    fs: Fs,
+    mount: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<Alternatives, String> {
     let mut alternatives = Vec::new();
     for d in defs {
         if !cell_matches(&d.when, fs, mount) {
@@ -987,13 +1005,13 @@ fn step(
         for k in d.when.kernel.items() {
             kernel.push(Constraint::parse(&k)?);
         }
-        alternatives.push((kernel, expectation(&d, vars).map_err(|e| format!("expect: {e}"))?));
+        alternatives.push((kernel, expectation(d, vars).map_err(|e| format!("expect: {e}"))?));
     }
     if alternatives.is_empty() {
         return Err("no expectation of this step applies here: add one without `when`".into());
     }
-    check_fits(&op, &alternatives)?;
-    Ok((op, alternatives))
+    check_fits(op, &alternatives)?;
+    Ok(alternatives)
 }
 
 fn empty_expect() -> ExpectDef {
