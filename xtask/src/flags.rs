@@ -1,7 +1,7 @@
 //! The whole command line of `cargo xtask`, in one place.
 
-use crate::accel::AccelChoice;
 use clap::{Args, Parser, Subcommand};
+use daxtest::machine::accel::AccelChoice;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -95,7 +95,7 @@ pub struct Kernel {
     /// minimal: x86_64_defconfig; debian: the pinned Debian kernel's config (thousands of
     /// modules: hours on 2 cores); keep: the tree's own .config.
     #[arg(long, value_enum, default_value = "minimal")]
-    pub config: crate::kernel_build::Base,
+    pub config: daxtest::machine::kernel::build::Base,
     /// Parallel make jobs (default: the number of CPUs).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: Option<u32>,
@@ -264,7 +264,7 @@ impl Vm {
         match self.kernel.as_slice() {
             [] => Ok(None),
             [k] => Ok(Some(k)),
-            _ => Err(crate::exit::input(format!(
+            _ => Err(daxtest::exit::input(format!(
                 "--kernel given {} times: only `cargo xtask test` runs several kernels",
                 self.kernel.len()
             ))),
@@ -319,14 +319,14 @@ mod tests {
         let Command::Kernel(k) = f.command else { panic!() };
         assert_eq!(
             (k.src.as_str(), k.config, k.jobs),
-            ("/l", crate::kernel_build::Base::Minimal, None)
+            ("/l", daxtest::machine::kernel::build::Base::Minimal, None)
         );
         let f = Flags::try_parse_from([
             "xtask", "kernel", "--src", "/l", "--config", "keep", "--jobs", "3",
         ])
         .unwrap();
         let Command::Kernel(k) = f.command else { panic!() };
-        assert_eq!((k.config, k.jobs), (crate::kernel_build::Base::Keep, Some(3)));
+        assert_eq!((k.config, k.jobs), (daxtest::machine::kernel::build::Base::Keep, Some(3)));
         assert!(Flags::try_parse_from(["xtask", "kernel"]).is_err());
         assert!(Flags::try_parse_from(["xtask", "kernel", "--src", "/l", "--jobs", "0"]).is_err());
         assert!(Flags::try_parse_from(["xtask", "kernel", "--src", "/l", "--config", "x"]).is_err());

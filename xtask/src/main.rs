@@ -1,31 +1,7 @@
 //! `cargo xtask`: parse the flags, make one shell at the project root, run the verb.
 
-mod accel;
-mod apt;
-mod cleanup;
 mod cmd;
-mod concurrent;
-mod events;
-mod exit;
 mod flags;
-mod host;
-mod image;
-mod kernel;
-mod kernel_build;
-mod kernel_config;
-mod kernel_log;
-mod lines;
-mod local_kernel;
-mod names;
-mod qemu;
-mod recipe;
-mod reporters;
-mod repro_script;
-mod runner;
-mod scenario;
-mod sh;
-mod ssh;
-mod vm;
 
 use clap::Parser;
 use std::path::{Path, PathBuf};
@@ -37,14 +13,14 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            exit::for_error(&e, passes_status)
+            daxtest::exit::for_error(&e, passes_status)
         }
     };
     std::process::exit(code);
 }
 
 fn run(flags: flags::Flags) -> anyhow::Result<i32> {
-    cleanup::install_signal_handler()?;
+    daxtest::cleanup::install_signal_handler()?;
     let root = project_root();
     let sh = xshell::Shell::new()?;
     sh.change_dir(&root);

@@ -6,8 +6,8 @@
 
 use super::Ctx;
 use crate::flags::{self, BenchWhat};
-use crate::vm::{Vm, VmOptions};
 use anyhow::Context;
+use daxtest::machine::vm::{Vm, VmOptions};
 use daxtest_proto::AGENT_PATH;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ fn boot(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
     let mut phases: Vec<Vec<(String, f64)>> = Vec::new();
     println!("{:>4} {:>12} {:>16} {:>15}", "rep", "bare boot s", "boot-to-ready s", "xfs ready s");
     for rep in 1..=reps {
-        let b = crate::vm::once_more(|| bare_boot(ctx, &image, &opts), &mut failed)?;
+        let b = daxtest::machine::vm::once_more(|| bare_boot(ctx, &image, &opts), &mut failed)?;
 
         let (vm, ready) = Vm::start_or_retry(&image, &ctx.root, &opts, &mut failed)?;
         let r = ready.boot_time;
@@ -127,7 +127,7 @@ fn run(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
         );
         let parts: crate::cmd::run::Timings =
             serde_json::from_slice(&std::fs::read(timings.path())?)?;
-        let bare = crate::vm::once_more(|| bare_boot(ctx, &image, &opts), &mut failed)?;
+        let bare = daxtest::machine::vm::once_more(|| bare_boot(ctx, &image, &opts), &mut failed)?;
         let vng_took = match &vng {
             Some(vng) => Some(vng_run(vng, &image.kernel.vmlinuz, opts.cpus, opts.memory_mib)?),
             None => None,
@@ -217,7 +217,7 @@ fn find_on_path(program: &str) -> Option<std::path::PathBuf> {
 
 /// How long after `ready` the background module loads took to end, as the guest saw it; an
 /// error when they failed.
-fn preloaded(ready: &crate::vm::Ready) -> anyhow::Result<Duration> {
+fn preloaded(ready: &daxtest::machine::vm::Ready) -> anyhow::Result<Duration> {
     let out = ready.guest.capture(&format!("{AGENT_PATH} preloaded --wait-ms 60000"))?;
     let done: daxtest_proto::Preloaded =
         serde_json::from_slice(&out.stdout).with_context(|| {
@@ -236,10 +236,14 @@ fn preloaded(ready: &crate::vm::Ready) -> anyhow::Result<Duration> {
 
 /// QEMU start to exit with an init that only powers off. A kernel that panicked exits QEMU
 /// too (panic=-1 with -no-reboot), sooner: that is a failed boot, not a fast one.
-fn bare_boot(ctx: &Ctx, image: &crate::image::Image, opts: &VmOptions) -> anyhow::Result<Duration> {
+fn bare_boot(
+    ctx: &Ctx,
+    image: &daxtest::machine::image::Image,
+    opts: &VmOptions,
+) -> anyhow::Result<Duration> {
     let mut vm = Vm::spawn(image, &ctx.root, opts, &image.bare_initramfs(), true)?;
     let took = vm.wait_exit(opts.boot_timeout)?;
-    if let Some(crash) = crate::kernel_log::crash_report(&vm.serial()) {
+    if let Some(crash) = daxtest::run::kernel_log::crash_report(&vm.serial()) {
         anyhow::bail!(vm.failure(&format!("the kernel crashed during a bare boot: {crash}")));
     }
     Ok(took)
@@ -248,15 +252,15 @@ fn bare_boot(ctx: &Ctx, image: &crate::image::Image, opts: &VmOptions) -> anyhow
 fn image(ctx: &Ctx, kernel: Option<&str>, reps: usize) -> anyhow::Result<i32> {
     let spec = kernel.unwrap_or(&ctx.recipe.kernels.default);
     // Untimed: fetches and unpacks the kernel package if this machine has not yet.
-    crate::image::ensure(&ctx.sh, &ctx.root, &ctx.recipe, spec, false)?;
+    daxtest::machine::image::ensure(&ctx.sh, &ctx.root, &ctx.recipe, spec, false)?;
     let (mut cold, mut cached) = (Vec::new(), Vec::new());
     println!("{:>4} {:>16} {:>12}", "rep", "rebuild s", "cache hit s");
     for rep in 1..=reps {
         let t = Instant::now();
-        crate::image::ensure(&ctx.sh, &ctx.root, &ctx.recipe, spec, true)?;
+        daxtest::machine::image::ensure(&ctx.sh, &ctx.root, &ctx.recipe, spec, true)?;
         let c = t.elapsed();
         let t = Instant::now();
-        let image = crate::image::ensure(&ctx.sh, &ctx.root, &ctx.recipe, spec, false)?;
+        let image = daxtest::machine::image::ensure(&ctx.sh, &ctx.root, &ctx.recipe, spec, false)?;
         let h = t.elapsed();
         anyhow::ensure!(image.reused, "the image was rebuilt right after a build");
         println!("{rep:>4} {:>16.2} {:>12.2}", secs(c), secs(h));
@@ -366,7 +370,7 @@ fn check(sizes: &[usize], reps: usize) -> anyhow::Result<i32> {
         let (mut wall, mut cpu) = (Vec::new(), Vec::new());
         for _ in 0..reps {
             let (t, c) = (Instant::now(), thread_cpu());
-            let (scenarios, diags) = crate::scenario::load_all(std::slice::from_ref(&file));
+            let (scenarios, diags) = daxtest::scenario::load_all(std::slice::from_ref(&file));
             cpu.push(thread_cpu() - c);
             wall.push(t.elapsed());
             anyhow::ensure!(diags.is_empty(), "the generated file is invalid: {}", diags[0]);

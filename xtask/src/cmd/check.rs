@@ -1,9 +1,9 @@
 //! `cargo xtask check [FILE|DIR]...`: validate scenario files without booting anything.
 
 use super::Ctx;
-use crate::exit;
 use crate::flags;
-use crate::scenario::{self, Selection};
+use daxtest::exit;
+use daxtest::scenario::{self, Selection};
 
 impl flags::Check {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {

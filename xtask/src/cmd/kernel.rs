@@ -3,18 +3,20 @@
 //! build it, so that `cargo xtask test --kernel DIR` runs on it next.
 
 use super::Ctx;
-use crate::kernel_build::{self, Base, Step};
-use crate::kernel_config::{self, Fragment};
-use crate::scenario::KernelVersion;
-use crate::{exit, flags, host, kernel};
+use crate::flags;
 use anyhow::Context;
+use daxtest::exit;
+use daxtest::machine::kernel::build::{self, Base, Step};
+use daxtest::machine::kernel::config::{self, Fragment};
+use daxtest::machine::{host, kernel};
+use daxtest::scenario::KernelVersion;
 use std::path::PathBuf;
 use std::time::Instant;
 use xshell::cmd;
 
 impl flags::Kernel {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
-        let tree = kernel_build::check_tree(&self.src)?;
+        let tree = build::check_tree(&self.src)?;
         if self.config == Base::Keep && !tree.join(".config").exists() {
             return Err(exit::input(format!(
                 "--src {} --config keep: the tree has no .config; use --config minimal or \
@@ -22,7 +24,7 @@ impl flags::Kernel {
                 self.src
             )));
         }
-        let version = kernel_build::tree_version(&std::fs::read_to_string(tree.join("Makefile"))?)
+        let version = build::tree_version(&std::fs::read_to_string(tree.join("Makefile"))?)
             .ok_or_else(|| {
                 exit::input(format!(
                     "--src {}: its Makefile sets no VERSION and PATCHLEVEL: give the top of a \
@@ -35,7 +37,7 @@ impl flags::Kernel {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         let fragment = Fragment::load(&ctx.root)?;
-        host::ensure_files(&ctx.sh, &kernel_build::build_tools())?;
+        host::ensure_files(&ctx.sh, &build::build_tools())?;
 
         // Kconfig is given the options of the tree's version only (images/kernel.config says
         // which versions each is for), so that a removed option is never asked of it.
@@ -47,7 +49,7 @@ impl flags::Kernel {
         if !left_out.is_empty() {
             eprintln!(
                 "daxtest: {} for this {version} tree leaves out {}",
-                kernel_config::PATH,
+                config::PATH,
                 left_out.join(", ")
             );
         }
@@ -59,8 +61,7 @@ impl flags::Kernel {
         let _cd = sh.push_dir(&tree);
 
         let start = Instant::now();
-        for step in kernel_build::config_steps(self.config, &fragment_path, base_config.as_deref())
-        {
+        for step in build::config_steps(self.config, &fragment_path, base_config.as_deref()) {
             match step {
                 Step::CopyConfig(from) => {
                     eprintln!("$ {}", Step::CopyConfig(from.clone()));
@@ -83,8 +84,8 @@ impl flags::Kernel {
         let config = std::fs::read_to_string(tree.join(".config"))?;
         let dropped = fragment.missing(&config, version);
         if !dropped.is_empty() {
-            let why = kernel_build::explain_dropped(&tree, &config, &dropped);
-            let fragment = kernel_config::PATH;
+            let why = build::explain_dropped(&tree, &config, &dropped);
+            let fragment = config::PATH;
             return Err(exit::input(format!(
                 "Kconfig dropped {} option(s) of {fragment} in {} (their dependencies are not \
                  met, or the option is not in this version):\n  {}\nEnable what they depend on \
@@ -99,12 +100,12 @@ impl flags::Kernel {
             "daxtest: configured {} in {} (--config {} + images/kernel.config, every option \
              of the fragment set)",
             tree.display(),
-            kernel_build::human(configure),
+            build::human(configure),
             self.config.name()
         );
-        host::ensure_files(sh, &kernel_build::config_tools(&config))?;
+        host::ensure_files(sh, &build::config_tools(&config))?;
 
-        let argv = kernel_build::build_command(jobs, &config);
+        let argv = build::build_command(jobs, &config);
         let start = Instant::now();
         let (make, args) = argv.split_first().expect("the build command names make");
         let built = cmd!(sh, "{make} {args...}").run();
@@ -114,7 +115,7 @@ impl flags::Kernel {
                 "`{}` in {} failed after {} (make's output above)",
                 argv.join(" "),
                 tree.display(),
-                kernel_build::human(build)
+                build::human(build)
             )
         })?;
         let release = std::fs::read_to_string(tree.join("include/config/kernel.release"))
@@ -122,9 +123,9 @@ impl flags::Kernel {
         eprintln!(
             "daxtest: built {} in {} (`{}`); configure took {}",
             release.trim(),
-            kernel_build::human(build),
+            build::human(build),
             argv.join(" "),
-            kernel_build::human(configure)
+            build::human(configure)
         );
         eprintln!("next: cargo xtask test --kernel {}", tree.display());
         Ok(exit::SUCCESS)

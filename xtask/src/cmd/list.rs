@@ -2,8 +2,8 @@
 //! arguments would run, one per line, with their summaries.
 
 use super::Ctx;
-use crate::exit;
 use crate::flags;
+use daxtest::exit;
 
 impl flags::List {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {

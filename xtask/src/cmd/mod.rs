@@ -11,12 +11,12 @@ pub(crate) mod run;
 mod shell;
 mod test;
 
-use crate::accel;
 use crate::flags;
-use crate::image::Image;
-use crate::recipe::{parse_size, Recipe};
-use crate::scenario::{self, Scenario, Selection};
-use crate::vm::VmOptions;
+use daxtest::machine::accel;
+use daxtest::machine::image::Image;
+use daxtest::machine::vm::VmOptions;
+use daxtest::recipe::{parse_size, Recipe};
+use daxtest::scenario::{self, Scenario, Selection};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(sh: xshell::Shell, root: PathBuf) -> anyhow::Result<Ctx> {
         let recipe = Recipe::load(&root)?;
-        crate::concurrent::sweep_stale(&root);
+        daxtest::concurrent::sweep_stale(&root);
         Ok(Ctx { sh, root, recipe })
     }
 
@@ -39,7 +39,8 @@ impl Ctx {
 
     pub fn image(&self, kernel: Option<&str>, force: bool) -> anyhow::Result<Image> {
         let spec = kernel.unwrap_or(&self.recipe.kernels.default);
-        let image = crate::image::ensure(&self.sh, &self.root, &self.recipe, spec, force)?;
+        let image =
+            daxtest::machine::image::ensure(&self.sh, &self.root, &self.recipe, spec, force)?;
         if image.reused {
             eprintln!(
                 "daxtest: image {} for {} is up to date (reused {})",
@@ -84,13 +85,15 @@ impl Ctx {
         let d = &self.recipe.vm;
         let size = f.nvdimm_size.as_deref().unwrap_or(&d.nvdimm_size);
         let opts = VmOptions {
-            accel: crate::qemu::Accel::Tcg,
+            accel: daxtest::machine::qemu::Accel::Tcg,
             memory_mib: f.memory.unwrap_or(d.memory_mib),
             cpus: f.cpus.unwrap_or(d.cpus),
             nvdimms: f.nvdimms.unwrap_or(d.nvdimms),
             nvdimm_size: parse_size(size)
                 .and_then(|b| {
-                    crate::vm::check_nvdimm_size(b).map(|()| b).map_err(anyhow::Error::msg)
+                    daxtest::machine::vm::check_nvdimm_size(b)
+                        .map(|()| b)
+                        .map_err(anyhow::Error::msg)
                 })
                 .map_err(|e| {
                     // Name where the size came from: the flag, or the recipe's default.
@@ -98,7 +101,7 @@ impl Ctx {
                         Some(s) => format!("--nvdimm-size {s}"),
                         None => format!("images/recipe.toml [vm] nvdimm_size = {size:?}"),
                     };
-                    crate::exit::input(format!("{source}: {e:#}"))
+                    daxtest::exit::input(format!("{source}: {e:#}"))
                 })?,
             boot_timeout: Duration::from_secs(f.boot_timeout.unwrap_or(d.boot_timeout_s)),
             hung_task_secs: d.hung_task_s,
@@ -107,7 +110,7 @@ impl Ctx {
         // Bad sizes, a busy port and a full disk are refused before the image build and before
         // anything boots.
         opts.validate()?;
-        crate::vm::check_free_space(&crate::vm::tmp_root(&self.root), &opts)?;
+        daxtest::machine::vm::check_free_space(&daxtest::machine::vm::tmp_root(&self.root), &opts)?;
         let image = self.image(kernel, false)?;
         Ok((image, opts))
     }
@@ -133,14 +136,14 @@ pub fn select_cases(
     select: &[String],
     fs: Option<flags::FsArg>,
 ) -> anyhow::Result<Vec<scenario::Case>> {
-    let sel = Selection::new(root, select).map_err(|e| crate::exit::input(format!("{e:#}")))?;
+    let sel = Selection::new(root, select).map_err(|e| daxtest::exit::input(format!("{e:#}")))?;
     let cases: Vec<scenario::Case> = load_scenarios(&sel)?
         .into_iter()
         .flat_map(|s| s.cases)
         .filter(|c| sel.matches(&c.id) && fs.is_none_or(|fs| fs == c.fs))
         .collect();
     if cases.is_empty() {
-        return Err(crate::exit::input(format!(
+        return Err(daxtest::exit::input(format!(
             "no case matches {select:?}; `cargo xtask list` shows the case ids"
         )));
     }

@@ -5,13 +5,13 @@
 
 use super::test::{execute, RunSetup};
 use super::Ctx;
-use crate::events::{CaseResult, RerunInfo};
-use crate::exit;
 use crate::flags;
-use crate::repro_script;
-use crate::runner::Planned;
-use crate::scenario::{self, KernelVersion, Resolved, TimeoutDef};
 use anyhow::Context;
+use daxtest::exit;
+use daxtest::repro::script;
+use daxtest::run::events::{CaseResult, RerunInfo};
+use daxtest::run::runner::Planned;
+use daxtest::scenario::{self, KernelVersion, Resolved, TimeoutDef};
 use serde::Deserialize;
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -55,8 +55,8 @@ impl flags::Repro {
         let file = PathBuf::from(field(&orig.case, "file")?.as_str().unwrap_or_default());
         let file = if file.is_absolute() { file } else { ctx.root.join(file) };
         let accel = match field(&orig.results, "accel")?.as_str() {
-            Some("kvm") => crate::accel::AccelChoice::Kvm,
-            _ => crate::accel::AccelChoice::Tcg,
+            Some("kvm") => daxtest::machine::accel::AccelChoice::Kvm,
+            _ => daxtest::machine::accel::AccelChoice::Tcg,
         };
         let vm = flags::Vm {
             kernel: vec![rerun.kernel_spec.clone()],
@@ -102,7 +102,7 @@ impl flags::Repro {
             stop_at_failure: false,
         };
         let mut result: Option<CaseResult> = None;
-        let (run_id, run_dir) = crate::reporters::prepare_run_dir(&ctx.root)?;
+        let (run_id, run_dir) = daxtest::report::prepare_run_dir(&ctx.root)?;
         execute(ctx, &image, &opts, &setup, &planned, run_id, &run_dir, &mut |r| {
             result = Some(r.clone())
         })?;
@@ -226,13 +226,13 @@ struct Bundle<'a> {
     resolved: &'a Result<Resolved, String>,
     result: &'a CaseResult,
     run_dir: &'a Path,
-    image: &'a crate::image::Image,
+    image: &'a daxtest::machine::image::Image,
     same_image: bool,
 }
 
 /// A file-name-safe form of a case id.
 fn slug(id: &str) -> String {
-    crate::names::safe(id, "-")
+    daxtest::names::safe(id, "-")
 }
 
 fn write_bundle(b: &Bundle) -> anyhow::Result<PathBuf> {
@@ -243,7 +243,7 @@ fn write_bundle(b: &Bundle) -> anyhow::Result<PathBuf> {
     let dir = b.ctx.root.join("target/daxtest/repro").join(format!(
         "{}-{}",
         slug(b.base_id),
-        crate::reporters::utc_stamp(secs)
+        daxtest::report::utc_stamp(secs)
     ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let write = |name: &str, text: &str| -> anyhow::Result<()> {
@@ -252,7 +252,7 @@ fn write_bundle(b: &Bundle) -> anyhow::Result<PathBuf> {
     };
     std::fs::copy(b.scenario_file, dir.join("scenario.toml"))
         .with_context(|| format!("copying {}", b.scenario_file.display()))?;
-    let log_rel = crate::reporters::kernel_log_path(&b.result.id);
+    let log_rel = daxtest::report::kernel_log_path(&b.result.id);
     let rerun_log = std::fs::read_to_string(b.run_dir.join(&log_rel)).unwrap_or_default();
     write("kernel.log", &rerun_log)?;
     let orig_log = b.orig.case["kernel_log_path"].as_str().map(|p| b.orig.run_dir.join(p));
@@ -264,7 +264,7 @@ fn write_bundle(b: &Bundle) -> anyhow::Result<PathBuf> {
     let spec = match b.resolved {
         Ok(Resolved::Run { spec, xfail }) => {
             write("case.json", &serde_json::to_string_pretty(spec)?)?;
-            let script = repro_script::generate(&repro_script::Input {
+            let script = script::generate(&script::Input {
                 spec,
                 kernel_log: &b.case.kernel_log,
                 xfail: xfail.as_ref(),
@@ -321,7 +321,7 @@ fn vm_dir(command_line: &str) -> Option<&str> {
 
 /// `qemu.sh`: the exact command line as a comment, and a runnable form with the VM's private
 /// directory (gone after the run) made anew.
-pub fn qemu_script(command_line: &str, image: &crate::image::Image) -> String {
+pub fn qemu_script(command_line: &str, image: &daxtest::machine::image::Image) -> String {
     let mut s = String::from("#!/bin/sh\n");
     let _ = writeln!(
         s,

@@ -3,8 +3,8 @@
 
 use super::Ctx;
 use crate::flags;
-use crate::kernel_log;
-use crate::vm::Vm;
+use daxtest::machine::vm::Vm;
+use daxtest::run::kernel_log;
 
 /// When set to a file, `run` writes there how long each of its parts took (JSON, seconds):
 /// `bench run` times a whole `run` process and splits it with this.

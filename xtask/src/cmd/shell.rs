@@ -2,7 +2,7 @@
 
 use super::Ctx;
 use crate::flags;
-use crate::vm::Vm;
+use daxtest::machine::vm::Vm;
 
 impl flags::Shell {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {

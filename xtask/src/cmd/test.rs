@@ -3,14 +3,14 @@
 //! `--until-fail` run cases many times; `--bisect` maps the outcome to `git bisect run`'s codes.
 
 use super::Ctx;
-use crate::events::{CaseResult, Event, RerunInfo, RunInfo};
-use crate::exit;
 use crate::flags;
-use crate::image::Image;
-use crate::reporters::{self, matrix};
-use crate::runner::{Outcome, Planned, Runner};
-use crate::scenario::{Case, KernelVersion, TimeoutDef};
-use crate::vm::VmOptions;
+use daxtest::exit;
+use daxtest::machine::image::Image;
+use daxtest::machine::vm::VmOptions;
+use daxtest::report::{self, matrix};
+use daxtest::run::events::{CaseResult, Event, RerunInfo, RunInfo};
+use daxtest::run::runner::{Outcome, Planned, Runner};
+use daxtest::scenario::{Case, KernelVersion, TimeoutDef};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -138,7 +138,7 @@ impl flags::Test {
         for (image, opts) in images {
             prepared.push(ctx.choose_accel(&self.vm, image, opts)?);
         }
-        let (run_id, run_dir) = reporters::prepare_run_dir(&ctx.root)?;
+        let (run_id, run_dir) = report::prepare_run_dir(&ctx.root)?;
         if let ([spec], [(image, opts)]) = (specs.as_slice(), prepared.as_slice()) {
             let run = self.run_on(ctx, &cases, *spec, image, opts, run_id, &run_dir)?;
             return Ok((run.exit_status(), run_dir));
@@ -266,7 +266,7 @@ pub(super) struct RunSetup {
 /// The kernel spec a run was asked for, in the form `--kernel` takes it back.
 pub(super) fn kernel_spec(ctx: &Ctx, spec: Option<&str>) -> String {
     let spec = spec.unwrap_or(&ctx.recipe.kernels.default);
-    if crate::local_kernel::is_path(spec) {
+    if daxtest::machine::kernel::local::is_path(spec) {
         if let Ok(abs) = std::fs::canonicalize(spec) {
             return abs.to_string_lossy().into_owned();
         }
@@ -294,7 +294,7 @@ pub(super) fn execute(
         kernel_id: image.kernel.id.clone(),
         kernel_release: image.kernel.release.clone(),
         accel: opts.accel.to_string(),
-        qemu_version: crate::qemu::version(&ctx.sh)?,
+        qemu_version: daxtest::machine::qemu::version(&ctx.sh)?,
         cases: planned.len(),
         rerun: RerunInfo {
             kernel_spec: setup.kernel_spec.clone(),
@@ -309,7 +309,7 @@ pub(super) fn execute(
             case_timeout_s: setup.overrides.case_s,
         },
     };
-    let mut reporters = reporters::Reporters::standard(run_dir, Box::new(std::io::stderr()));
+    let mut reporters = report::Reporters::standard(run_dir, Box::new(std::io::stderr()));
     let mut emit = |e: &Event| {
         if let Event::CaseFinished(r) = e {
             on_result(r);

@@ -3,8 +3,8 @@
 //! bare initramfs under KVM once and uses KVM only if that boot powers off cleanly. The verdict
 //! is cached per QEMU version and host kernel.
 
-use crate::image::Image;
-use crate::qemu::{Accel, Qemu, QemuConfig};
+use crate::machine::image::Image;
+use crate::machine::qemu::{Accel, Qemu, QemuConfig};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
@@ -47,7 +47,7 @@ pub fn resolve(
     }
     let host = format!(
         "{} / {}",
-        crate::qemu::version(sh)?,
+        crate::machine::qemu::version(sh)?,
         rustix::system::uname().release().to_string_lossy()
     );
     let path = cache.join("accel.json");

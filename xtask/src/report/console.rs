@@ -1,7 +1,7 @@
 //! The console: a line per case as it finishes, then a summary table and the totals.
 
 use super::Reporter;
-use crate::events::{CaseResult, Event, OutsideCases, Status};
+use crate::run::events::{CaseResult, Event, OutsideCases, Status};
 use std::io::Write;
 
 pub struct Console {

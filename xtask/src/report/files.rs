@@ -2,7 +2,7 @@
 //! cut short keeps what it had), results.json and serial.log at the end.
 
 use super::Reporter;
-use crate::events::{CaseResult, Event, OutsideCases, RunInfo, Status};
+use crate::run::events::{CaseResult, Event, OutsideCases, RunInfo, Status};
 use anyhow::Context;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -55,7 +55,7 @@ struct Results<'a> {
     /// Kernel messages outside every case window that failed the run.
     kernel_log_outside_cases: &'a [OutsideCases],
     /// Added for `cargo xtask repro`: the run's inputs and each VM's QEMU command line.
-    rerun: &'a crate::events::RerunInfo,
+    rerun: &'a crate::run::events::RerunInfo,
     qemu_command_lines: &'a [String],
 }
 
@@ -68,7 +68,7 @@ struct CaseEntry<'a> {
     duration_s: f64,
     message: &'a str,
     /// Why it did not pass, as data (each with a `kind`).
-    problems: &'a [crate::events::Problem],
+    problems: &'a [crate::run::events::Problem],
     /// Where the time went in the guest, part by part.
     phases: &'a [daxtest_proto::case::CasePhase],
     seed: u64,

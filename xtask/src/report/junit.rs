@@ -5,7 +5,7 @@
 //! would hide the bug.
 
 use super::Reporter;
-use crate::events::{CaseResult, Event, Status};
+use crate::run::events::{CaseResult, Event, Status};
 use anyhow::Context;
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 use std::path::{Path, PathBuf};

@@ -7,8 +7,8 @@
 //! images/kernel.config, for its version, before anything is built or booted.
 
 use crate::exit;
-use crate::kernel::{self, Kernel};
-use crate::kernel_config::{self, Fragment};
+use crate::machine::kernel::config::{self, Fragment};
+use crate::machine::kernel::{self, Kernel};
 use crate::scenario::KernelVersion;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
@@ -68,7 +68,7 @@ pub fn prepare(
                     "kernel {spec} lacks options daxtest needs ({}, for {version}): {}. In its \
                      source tree, `cargo xtask kernel --src TREE --config keep` merges them and \
                      rebuilds",
-                    kernel_config::PATH,
+                    config::PATH,
                     missing.join(", ")
                 )));
             }

@@ -2,10 +2,15 @@
 //! layout of an installed kernel, and resolves the modules the guest must load, with their
 //! dependencies, from the package's own metadata.
 
-use crate::apt::{self, Apt};
+pub mod apt;
+pub mod build;
+pub mod config;
+pub mod local;
+
 use crate::recipe::{DebianKernel, Recipe};
 use crate::scenario::KernelVersion;
 use anyhow::{bail, Context};
+use apt::Apt;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};

@@ -1,9 +1,9 @@
 //! Golden tests: a fixed list of events, one of each kind of case, through every reporter.
-//! `UPDATE_GOLDEN=1 cargo test -p xtask reporters` rewrites the files; read them before you
+//! `UPDATE_GOLDEN=1 cargo test -p xtask report::` rewrites the files; read them before you
 //! commit them.
 
 use super::*;
-use crate::events::{CaseResult, Event, FailedStep, OutsideCases, Problem, RunInfo, Status};
+use crate::run::events::{CaseResult, Event, FailedStep, OutsideCases, Problem, RunInfo, Status};
 use daxtest_proto::case::{Expect, Observed, Outcome, Run};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,7 +61,7 @@ fn events(run_dir: &Path, serial: &Path) -> Vec<Event> {
             accel: "tcg".into(),
             qemu_version: "QEMU emulator version 7.2.22".into(),
             cases: 7,
-            rerun: crate::events::RerunInfo {
+            rerun: crate::run::events::RerunInfo {
                 kernel_spec: "debian:6.12".into(),
                 image_key: "0123456789abcdef".into(),
                 image_dir: "/cache/images/0123456789abcdef".into(),
@@ -140,7 +140,7 @@ impl Write for Shared {
 }
 
 fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/reporters/golden").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/report/golden").join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).unwrap();
     }

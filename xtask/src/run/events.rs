@@ -127,8 +127,8 @@ impl fmt::Display for Problem {
             Problem::Taint { before, after } => write!(
                 f,
                 "the kernel taint changed from {before} ({}) to {after} ({})",
-                crate::kernel_log::taint_flags(*before),
-                crate::kernel_log::taint_flags(*after)
+                crate::run::kernel_log::taint_flags(*before),
+                crate::run::kernel_log::taint_flags(*after)
             ),
             Problem::Teardown { message } => write!(f, "teardown: {message}"),
             Problem::LeftBehind { processes } => write!(

@@ -14,7 +14,7 @@ use crate::sh::quote;
 use daxtest_proto::case::{CaseSpec, Expect, FallocMode, Fs, MapKind, Op, Outcome, Shared, Step};
 use std::fmt::Write as _;
 
-const PRELUDE: &str = include_str!("repro_script/prelude.sh");
+const PRELUDE: &str = include_str!("script/prelude.sh");
 
 /// What the script is made from: the case spec as the agent got it, and what the host judges
 /// beyond the steps.
@@ -604,7 +604,7 @@ UNSUPPORTED=0
     g.out.push_str(PRELUDE);
     // Patterns for the kernel-log verdict, one per line, as grep -E -f reads them.
     let mut failure: Vec<String> =
-        crate::kernel_log::FAILURE_PATTERNS.iter().map(|p| ere(p)).collect();
+        crate::run::kernel_log::FAILURE_PATTERNS.iter().map(|p| ere(p)).collect();
     failure.extend(input.kernel_log.forbidden.iter().map(|p| ere(p)));
     for (name, list) in [
         ("failure", failure),

@@ -8,7 +8,7 @@ pub use files::kernel_log_path;
 mod junit;
 pub mod matrix;
 
-use crate::events::Event;
+use crate::run::events::Event;
 use anyhow::Context;
 use std::io::Write;
 use std::path::{Path, PathBuf};

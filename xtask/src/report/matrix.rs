@@ -4,7 +4,7 @@
 
 use super::files::kernel_log_path;
 use super::junit::test_case;
-use crate::events::{CaseResult, Status};
+use crate::run::events::{CaseResult, Status};
 use anyhow::Context;
 use quick_junit::{Report, TestSuite};
 use serde::Serialize;

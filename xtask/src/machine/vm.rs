@@ -7,9 +7,9 @@
 
 use crate::cleanup;
 use crate::exit;
-use crate::image::Image;
-use crate::qemu::{self, Accel, Nvdimm, Qemu, QemuConfig};
-use crate::ssh::{self, Guest};
+use crate::machine::image::Image;
+use crate::machine::qemu::{self, Accel, Nvdimm, Qemu, QemuConfig};
+use crate::machine::ssh::{self, Guest};
 use anyhow::{bail, Context};
 use daxtest_proto::{ReadyReport, AGENT_PATH, CMDLINE_PMEM_COUNT};
 use std::io::{Read, Seek, Write};

@@ -4,13 +4,13 @@
 //! A case that crashes the kernel, hangs or loses the guest ends that VM: the case is reported
 //! with what the serial console shows, and the next case boots a fresh VM.
 
-use crate::events::{CaseResult, Event, FailedStep, OutsideCases, Problem, Status};
-use crate::image::Image;
-use crate::kernel_log;
+use crate::machine::image::Image;
+use crate::machine::ssh::Conversation;
+use crate::machine::vm::{Ready, Vm, VmOptions};
 use crate::recipe::Timeouts;
+use crate::run::events::{CaseResult, Event, FailedStep, OutsideCases, Problem, Status};
+use crate::run::kernel_log;
 use crate::scenario::{Case, Resolved, Symptom, SymptomKind, TimeoutDef, Xfail};
-use crate::ssh::Conversation;
-use crate::vm::{Ready, Vm, VmOptions};
 use daxtest_proto::case::{CaseReport, CaseSpec, Observed, PROGRESS};
 use daxtest_proto::AGENT_PATH;
 use std::path::{Path, PathBuf};
@@ -174,7 +174,7 @@ impl Machine {
         &mut self,
         case: &[u8],
         watch: &mut dyn FnMut(&[u8]) -> anyhow::Result<()>,
-    ) -> anyhow::Result<crate::ssh::Output> {
+    ) -> anyhow::Result<crate::machine::ssh::Output> {
         let agent = match &mut self.agent {
             Some(agent) => agent,
             None => self.agent.insert(self.ready.guest.converse(&format!("{AGENT_PATH} serve"))?),
@@ -756,4 +756,5 @@ fn symptom_covers(symptom: &Symptom, problems: &[Problem]) -> bool {
 }
 
 #[cfg(test)]
+#[path = "runner_tests.rs"]
 mod tests;

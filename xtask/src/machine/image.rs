@@ -13,7 +13,7 @@
 //! place, so concurrent builds never see half an image. Every file is owned by root in the guest
 //! whoever builds it (cpio headers written here, `mksquashfs -all-root`).
 
-use crate::kernel::{self, Chain, Kernel};
+use crate::machine::kernel::{self, Chain, Kernel};
 use crate::recipe::Recipe;
 use anyhow::{bail, Context};
 use base64::Engine;
@@ -298,10 +298,10 @@ pub fn ensure(
 ) -> anyhow::Result<Image> {
     let start = Instant::now();
     // Input first: a bad images/kernel.config is refused before anything is installed.
-    let fragment = crate::kernel_config::Fragment::load(root)?;
-    crate::host::ensure(sh, recipe)?;
+    let fragment = crate::machine::kernel::config::Fragment::load(root)?;
+    crate::machine::host::ensure(sh, recipe)?;
     let cache = root.join("target/daxtest/cache");
-    let debian = match crate::local_kernel::is_path(kernel_spec) {
+    let debian = match crate::machine::kernel::local::is_path(kernel_spec) {
         true => None,
         false => Some(kernel::debian_spec(kernel_spec, recipe)?),
     };
@@ -320,16 +320,16 @@ pub fn ensure(
                     "{} lacks {} (from {}, for {version})",
                     k.config.display(),
                     missing.join(", "),
-                    crate::kernel_config::PATH
+                    crate::machine::kernel::config::PATH
                 );
             }
             k
         }
-        None => crate::local_kernel::prepare(sh, &cache, kernel_spec, &fragment)?,
+        None => crate::machine::kernel::local::prepare(sh, &cache, kernel_spec, &fragment)?,
     };
     // A rebuild needs the agent built and every file resolved and hashed (cargo, modprobe, ldd:
     // about a second); whether anything changed is told by reading the inputs alone.
-    let quick = match force || crate::local_kernel::is_path(kernel_spec) {
+    let quick = match force || crate::machine::kernel::local::is_path(kernel_spec) {
         false => Some(quick_key(root, recipe, kernel_spec)?),
         true => None,
     };
@@ -403,7 +403,7 @@ pub fn quick_key(root: &Path, recipe: &Recipe, kernel_spec: &str) -> anyhow::Res
     let mut h = Sha256::new();
     h.update(&recipe.source);
     h.update(kernel_spec);
-    h.update(std::fs::read(root.join(crate::kernel_config::PATH))?);
+    h.update(std::fs::read(root.join(crate::machine::kernel::config::PATH))?);
     stamp(&mut h, &std::env::current_exe()?);
     for dir in ["guest", "proto"] {
         hash_tree(&mut h, root, &root.join(dir))?;

@@ -1,0 +1,11 @@
+//! The machine a case runs on: a kernel (Debian's, or a tree or install of one's own) and its
+//! config, the guest image, QEMU, the VM's life, the accelerator and the SSH connection. Knows
+//! nothing of scenarios' steps or verdicts; uses only the crate's support modules.
+
+pub mod accel;
+pub mod host;
+pub mod image;
+pub mod kernel;
+pub mod qemu;
+pub mod ssh;
+pub mod vm;
