@@ -9,7 +9,7 @@ use daxtest::exit;
 use daxtest::machine::kernel::build::{self, Base, Step};
 use daxtest::machine::kernel::config::{self, Fragment};
 use daxtest::machine::{host, kernel};
-use daxtest::scenario::KernelVersion;
+use daxtest::version::KernelVersion;
 use std::path::PathBuf;
 use std::time::Instant;
 use xshell::cmd;

@@ -10,8 +10,9 @@ use anyhow::Context;
 use daxtest::exit;
 use daxtest::repro::script;
 use daxtest::run::events::{CaseResult, RerunInfo};
-use daxtest::run::runner::Planned;
-use daxtest::scenario::{self, KernelVersion, Resolved, TimeoutDef};
+use daxtest::run::plan::{self, PlannedCase, Resolution};
+use daxtest::scenario::{self, CaseTimeouts};
+use daxtest::version::KernelVersion;
 use serde::Deserialize;
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -94,11 +95,11 @@ impl flags::Repro {
         }
         let version = KernelVersion::parse(&image.kernel.version)
             .with_context(|| format!("cannot read a version in {:?}", image.kernel.version))?;
-        let resolved = case.resolve(version, Some(seed));
-        let planned = vec![Planned { resolved: resolved.clone(), case: case.clone() }];
+        let resolved = plan::resolve(&case, version, Some(seed));
+        let planned = vec![PlannedCase { resolution: resolved.clone(), case: case.clone() }];
         let setup = RunSetup {
             kernel_spec: rerun.kernel_spec.clone(),
-            overrides: TimeoutDef { step_s: rerun.step_timeout_s, case_s: rerun.case_timeout_s },
+            overrides: CaseTimeouts { step_s: rerun.step_timeout_s, case_s: rerun.case_timeout_s },
             stop_at_failure: false,
         };
         let mut result: Option<CaseResult> = None;
@@ -116,7 +117,7 @@ impl flags::Repro {
             base_id: &base_id,
             scenario_file: &file,
             case: &case,
-            resolved: &resolved,
+            resolution: &resolved,
             result: &result,
             run_dir: &run_dir,
             image: &image,
@@ -223,7 +224,7 @@ struct Bundle<'a> {
     base_id: &'a str,
     scenario_file: &'a Path,
     case: &'a scenario::Case,
-    resolved: &'a Result<Resolved, String>,
+    resolution: &'a Result<Resolution, String>,
     result: &'a CaseResult,
     run_dir: &'a Path,
     image: &'a daxtest::machine::image::Image,
@@ -261,8 +262,8 @@ fn write_bundle(b: &Bundle) -> anyhow::Result<PathBuf> {
     }
 
     let mut unsupported = Vec::new();
-    let spec = match b.resolved {
-        Ok(Resolved::Run { spec, xfail }) => {
+    let spec = match b.resolution {
+        Ok(Resolution::Run { spec, xfail }) => {
             write("case.json", &serde_json::to_string_pretty(spec)?)?;
             let script = script::generate(&script::Input {
                 spec,
@@ -275,7 +276,7 @@ fn write_bundle(b: &Bundle) -> anyhow::Result<PathBuf> {
             unsupported = script.unsupported;
             Some(spec)
         }
-        Ok(Resolved::Skip(why)) => {
+        Ok(Resolution::Skip(why)) => {
             write("case.json", &format!("{{\"skipped\": {:?}}}\n", why))?;
             None
         }

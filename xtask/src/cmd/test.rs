@@ -9,8 +9,10 @@ use daxtest::machine::image::Image;
 use daxtest::machine::vm::VmOptions;
 use daxtest::report::{self, matrix};
 use daxtest::run::events::{CaseResult, Event, RerunInfo, RunInfo};
-use daxtest::run::runner::{Outcome, Planned, Runner};
-use daxtest::scenario::{Case, KernelVersion, TimeoutDef};
+use daxtest::run::plan::{self, PlannedCase};
+use daxtest::run::runner::{Outcome, Runner};
+use daxtest::scenario::{Case, CaseTimeouts};
+use daxtest::version::KernelVersion;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -160,21 +162,8 @@ impl flags::Test {
     }
 
     /// The planned runs of every case on one kernel: `--repeat` copies, seeds, resolution.
-    fn plan(&self, cases: &[Case], image: &Image) -> anyhow::Result<Vec<Planned>> {
-        let version = kernel_version(image)?;
-        let runs = self.runs();
-        let mut planned = Vec::new();
-        for k in 1..=runs {
-            for case in cases {
-                let mut case = case.clone();
-                let seed = self.seed.or((k > 1).then(|| repeat_seed(case.seed, k)));
-                if runs > 1 {
-                    case.id = format!("{}#{k}", case.id);
-                }
-                planned.push(Planned { resolved: case.resolve(version, seed), case });
-            }
-        }
-        Ok(planned)
+    fn plan(&self, cases: &[Case], image: &Image) -> anyhow::Result<Vec<PlannedCase>> {
+        Ok(plan::plan(cases, kernel_version(image)?, self.runs(), self.seed))
     }
 
     /// Runs the cases on one kernel, reporting into `run_dir`.
@@ -192,7 +181,7 @@ impl flags::Test {
         let planned = self.plan(cases, image)?;
         let setup = RunSetup {
             kernel_spec: kernel_spec(ctx, spec),
-            overrides: TimeoutDef { step_s: self.step_timeout, case_s: self.case_timeout },
+            overrides: CaseTimeouts { step_s: self.step_timeout, case_s: self.case_timeout },
             stop_at_failure: self.until_fail,
         };
         let mut results: Vec<CaseResult> = Vec::new();
@@ -259,7 +248,7 @@ impl KernelOutcome {
 pub(super) struct RunSetup {
     /// As given to `--kernel` (or the recipe's default), a path made absolute.
     pub kernel_spec: String,
-    pub overrides: TimeoutDef,
+    pub overrides: CaseTimeouts,
     pub stop_at_failure: bool,
 }
 
@@ -282,7 +271,7 @@ pub(super) fn execute(
     image: &Image,
     opts: &VmOptions,
     setup: &RunSetup,
-    planned: &[Planned],
+    planned: &[PlannedCase],
     run_id: String,
     run_dir: &Path,
     on_result: &mut dyn FnMut(&CaseResult),
@@ -341,26 +330,6 @@ fn unresolved(cases: &[Case], image: &Image) -> anyhow::Result<Vec<String>> {
     let version = kernel_version(image)?;
     Ok(cases
         .iter()
-        .filter_map(|c| c.resolve(version, None).err().map(|e| format!("{}: {e}", c.id)))
+        .filter_map(|c| plan::resolve(c, version, None).err().map(|e| format!("{}: {e}", c.id)))
         .collect())
-}
-
-/// Run k of a repeated case gets its own seed, derived from the case's and k (SplitMix64).
-fn repeat_seed(seed: u64, k: u32) -> u64 {
-    let mut z = seed.wrapping_add(u64::from(k).wrapping_mul(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-    z ^ (z >> 31)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn repeated_runs_get_distinct_stable_seeds() {
-        let seeds: std::collections::BTreeSet<u64> = (2..100).map(|k| repeat_seed(7, k)).collect();
-        assert_eq!(seeds.len(), 98);
-        assert_eq!(repeat_seed(7, 5), repeat_seed(7, 5));
-    }
 }

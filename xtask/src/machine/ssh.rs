@@ -10,7 +10,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub struct Guest {
+pub struct Connection {
     session: Session,
     tcp: TcpStream,
 }
@@ -37,9 +37,9 @@ impl std::fmt::Display for Timeout {
 }
 impl std::error::Error for Timeout {}
 
-/// A command that answers a line per line of input, started by [`Guest::converse`].
+/// A command that answers a line per line of input, started by [`Connection::converse`].
 pub struct Conversation {
-    /// `None` once abandoned (see [`Guest::ask`]).
+    /// `None` once abandoned (see [`Connection::ask`]).
     channel: Option<Channel>,
     /// What came on stdout after the last answer.
     stdout: Vec<u8>,
@@ -53,13 +53,13 @@ pub struct Output {
     pub stderr: Vec<u8>,
 }
 
-impl Guest {
+impl Connection {
     pub fn connect(
         addr: SocketAddr,
         key: &Path,
         host_key: &[u8],
         timeout: Duration,
-    ) -> anyhow::Result<Guest> {
+    ) -> anyhow::Result<Connection> {
         let tcp = TcpStream::connect_timeout(&addr, timeout)?;
         tcp.set_nodelay(true)?;
         let mut session = Session::new()?;
@@ -78,7 +78,7 @@ impl Guest {
             .context("SSH public key authentication as root")?;
         // Commands run as long as they run; deadlines are the caller's.
         session.set_timeout(0);
-        Ok(Guest { session, tcp })
+        Ok(Connection { session, tcp })
     }
 
     /// Runs `command` (through the guest's /bin/sh, as ssh does) and collects its output.
@@ -98,7 +98,7 @@ impl Guest {
         self.exec(command, false, stdout, stderr)
     }
 
-    /// [`Guest::stream`], with the local stdin copied to the command's (EOF at its end): a
+    /// [`Connection::stream`], with the local stdin copied to the command's (EOF at its end): a
     /// script can be piped in, `cargo xtask run -- sh -s < script.sh`.
     pub fn stream_with_stdin(
         &self,
@@ -291,7 +291,7 @@ impl Guest {
         finish(ch)
     }
 
-    /// [`Guest::pump`] into an [`Output`]; `watch` sees the stderr so far between reads.
+    /// [`Connection::pump`] into an [`Output`]; `watch` sees the stderr so far between reads.
     fn pump_watched(
         &self,
         ch: &mut Channel,

@@ -9,7 +9,7 @@ use crate::cleanup;
 use crate::exit;
 use crate::machine::image::Image;
 use crate::machine::qemu::{self, Accel, Nvdimm, Qemu, QemuConfig};
-use crate::machine::ssh::{self, Guest};
+use crate::machine::ssh::{self, Connection};
 use anyhow::{bail, Context};
 use daxtest_proto::{ReadyReport, AGENT_PATH, CMDLINE_PMEM_COUNT};
 use std::io::{Read, Seek, Write};
@@ -121,8 +121,8 @@ pub struct Vm {
 }
 
 /// A guest that answered: its connection, its boot report, and how long it took.
-pub struct Ready {
-    pub guest: Guest,
+pub struct Booted {
+    pub guest: Connection,
     pub report: ReadyReport,
     pub boot_time: Duration,
 }
@@ -153,7 +153,7 @@ impl Vm {
         root: &Path,
         opts: &VmOptions,
         failed: &mut dyn FnMut(&anyhow::Error, bool),
-    ) -> anyhow::Result<(Vm, Ready)> {
+    ) -> anyhow::Result<(Vm, Booted)> {
         once_more(|| Vm::start(image, root, opts), failed)
     }
 
@@ -162,7 +162,7 @@ impl Vm {
         image: &Image,
         root: &Path,
         opts: &VmOptions,
-    ) -> anyhow::Result<(Vm, Ready)> {
+    ) -> anyhow::Result<(Vm, Booted)> {
         Vm::start_or_retry(image, root, opts, &mut |e, retrying| {
             if retrying {
                 eprintln!("daxtest: the VM did not boot; booting once more. What it left:\n{e:#}");
@@ -171,7 +171,7 @@ impl Vm {
     }
 
     /// Boots the image and waits until the agent reports a usable guest.
-    pub fn start(image: &Image, root: &Path, opts: &VmOptions) -> anyhow::Result<(Vm, Ready)> {
+    pub fn start(image: &Image, root: &Path, opts: &VmOptions) -> anyhow::Result<(Vm, Booted)> {
         opts.validate()?;
         let mut attempts = 0;
         loop {
@@ -259,7 +259,7 @@ impl Vm {
         })
     }
 
-    fn wait_ready(&mut self, image: &Image) -> anyhow::Result<Ready> {
+    fn wait_ready(&mut self, image: &Image) -> anyhow::Result<Booted> {
         let deadline = self.started + self.options.boot_timeout;
         let host_key = image.host_key_blob()?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
@@ -281,7 +281,8 @@ impl Vm {
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
-            match Guest::connect(addr, &image.client_key(), &host_key, Duration::from_secs(10)) {
+            match Connection::connect(addr, &image.client_key(), &host_key, Duration::from_secs(10))
+            {
                 Ok(g) => break g,
                 Err(e) if ssh::is_fatal(&e) => return Err(e),
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -302,11 +303,11 @@ impl Vm {
                 self.failure(&format!("the guest booted but is not usable: {}", report.summary()))
             );
         }
-        Ok(Ready { guest, report, boot_time })
+        Ok(Booted { guest, report, boot_time })
     }
 
     /// [`Vm::shutdown`], then copies the serial log (complete, QEMU having exited) to `dest`.
-    pub fn shutdown_keeping_serial(mut self, ready: Ready, dest: &Path) -> anyhow::Result<()> {
+    pub fn shutdown_keeping_serial(mut self, ready: Booted, dest: &Path) -> anyhow::Result<()> {
         let result = self.shutdown_in_place(ready);
         std::fs::copy(&self.serial_log, dest)
             .with_context(|| format!("keeping the serial log as {}", dest.display()))?;
@@ -334,7 +335,7 @@ impl Vm {
     }
 
     /// Stops the VM and keeps fsdax info blocks for next time.
-    pub fn shutdown(mut self, ready: Ready) -> anyhow::Result<()> {
+    pub fn shutdown(mut self, ready: Booted) -> anyhow::Result<()> {
         self.shutdown_in_place(ready)
     }
 
@@ -342,7 +343,7 @@ impl Vm {
     /// blocks, which the guest wrote to the NVDIMMs (QEMU's shared file-backed memory, already
     /// in the backing files) when it made the namespaces, so an orderly power-off would only cost
     /// time. The caller has taken what it needs from the guest (output, the kernel log's end).
-    fn shutdown_in_place(&mut self, ready: Ready) -> anyhow::Result<()> {
+    fn shutdown_in_place(&mut self, ready: Booted) -> anyhow::Result<()> {
         drop(ready.guest);
         self.qemu.kill();
         for (device, nv) in ready.report.devices.iter().zip(&self.nvdimms) {

@@ -9,7 +9,7 @@
 //! the mmap and the munmap, while other steps (clone, punch, truncate...) run as their own
 //! processes, exactly as the agent holds its mappings while it calls other syscalls.
 
-use crate::scenario::{KernelLogDef, Xfail};
+use crate::scenario::{KernelLogRules, Xfail};
 use crate::sh::quote;
 use daxtest_proto::case::{CaseSpec, Expect, FallocMode, Fs, MapKind, Op, Outcome, Shared, Step};
 use std::fmt::Write as _;
@@ -20,7 +20,7 @@ const PRELUDE: &str = include_str!("script/prelude.sh");
 /// beyond the steps.
 pub struct Input<'a> {
     pub spec: &'a CaseSpec,
-    pub kernel_log: &'a KernelLogDef,
+    pub kernel_log: &'a KernelLogRules,
     pub xfail: Option<&'a Xfail>,
     pub kernel_release: &'a str,
 }

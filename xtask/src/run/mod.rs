@@ -4,4 +4,5 @@
 
 pub mod events;
 pub mod kernel_log;
+pub mod plan;
 pub mod runner;

@@ -6,22 +6,16 @@
 
 use crate::machine::image::Image;
 use crate::machine::ssh::Conversation;
-use crate::machine::vm::{Ready, Vm, VmOptions};
+use crate::machine::vm::{Booted, Vm, VmOptions};
 use crate::recipe::Timeouts;
 use crate::run::events::{CaseResult, Event, FailedStep, OutsideCases, Problem, Status};
 use crate::run::kernel_log;
-use crate::scenario::{Case, Resolved, Symptom, SymptomKind, TimeoutDef, Xfail};
+use crate::run::plan::{PlannedCase, Resolution};
+use crate::scenario::{Case, CaseTimeouts, Symptom, SymptomKind, Xfail};
 use daxtest_proto::case::{CaseReport, CaseSpec, Observed, PROGRESS};
 use daxtest_proto::AGENT_PATH;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// A case and what it became for the kernel under test.
-pub struct Planned {
-    pub case: Case,
-    /// `Err` when the case cannot be resolved for this kernel (no expectation applies).
-    pub resolved: Result<Resolved, String>,
-}
 
 pub struct Runner<'a> {
     pub image: &'a Image,
@@ -31,7 +25,7 @@ pub struct Runner<'a> {
     /// The recipe's timeouts.
     pub timeouts: Timeouts,
     /// The command line's, which win over a scenario's.
-    pub overrides: TimeoutDef,
+    pub overrides: CaseTimeouts,
     /// Stop at the first case that fails, crashes, hangs or errs (`--until-fail`).
     pub stop_at_failure: bool,
 }
@@ -158,7 +152,7 @@ pub struct Outcome {
 
 struct Machine {
     vm: Vm,
-    ready: Ready,
+    ready: Booted,
     /// `daxtest-agent serve`, started at the first case: the VM's cases share it.
     agent: Option<Conversation>,
     /// Its place in the run (1-based), for messages.
@@ -213,7 +207,7 @@ struct CaseRun {
 }
 
 impl Runner<'_> {
-    pub fn run(&self, planned: &[Planned], emit: &mut dyn FnMut(&Event)) -> Outcome {
+    pub fn run(&self, planned: &[PlannedCase], emit: &mut dyn FnMut(&Event)) -> Outcome {
         let started = Instant::now();
         let mut machine: Option<Machine> = None;
         let mut serial_logs = Vec::new();
@@ -224,12 +218,12 @@ impl Runner<'_> {
         for p in planned {
             emit(&Event::CaseStarted { id: p.case.id.clone() });
             let t = Instant::now();
-            let result = match &p.resolved {
+            let result = match &p.resolution {
                 Err(e) => self.result(p, Status::Error, e.clone(), t.elapsed()),
-                Ok(Resolved::Skip(reason)) => {
+                Ok(Resolution::Skip(reason)) => {
                     self.result(p, Status::Skip, reason.clone(), Duration::ZERO)
                 }
-                Ok(Resolved::Run { spec, xfail }) => {
+                Ok(Resolution::Run { spec, xfail }) => {
                     if p.case.fresh_vm {
                         if let Some(m) = machine.take() {
                             let log = self.end_vm(m, serial_logs.len(), true, emit, &mut outcome);
@@ -405,7 +399,7 @@ impl Runner<'_> {
     fn run_case(
         &self,
         m: &mut Machine,
-        p: &Planned,
+        p: &PlannedCase,
         spec: &CaseSpec,
         xfail: Option<&Xfail>,
     ) -> CaseRun {
@@ -468,7 +462,7 @@ impl Runner<'_> {
     fn vm_lost(
         &self,
         m: &mut Machine,
-        p: &Planned,
+        p: &PlannedCase,
         watch: &Watch,
         e: anyhow::Error,
         t: Instant,
@@ -557,7 +551,7 @@ impl Runner<'_> {
 
     fn result(
         &self,
-        p: &Planned,
+        p: &PlannedCase,
         status: Status,
         message: String,
         duration: Duration,
@@ -575,8 +569,8 @@ impl Runner<'_> {
             message,
             kernel_log: vec![],
             phases: vec![],
-            seed: match &p.resolved {
-                Ok(Resolved::Run { spec, .. }) => spec.seed,
+            seed: match &p.resolution {
+                Ok(Resolution::Run { spec, .. }) => spec.seed,
                 _ => p.case.seed,
             },
         }

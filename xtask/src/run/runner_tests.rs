@@ -1,5 +1,7 @@
 use super::*;
-use crate::scenario::{parse, KernelVersion, Resolved};
+use crate::run::plan::{resolve, Resolution};
+use crate::scenario::parse;
+use crate::version::KernelVersion;
 use daxtest_proto::case::{Observed, StepReport};
 use std::path::Path;
 
@@ -25,7 +27,7 @@ steps = [
 fn setup(kernel: KernelVersion) -> (Case, CaseSpec, Option<Xfail>) {
     let s = parse(SCENARIO, Path::new("j.toml")).unwrap();
     let case = s.cases[0].clone();
-    let Resolved::Run { spec, xfail } = case.resolve(kernel, None).unwrap() else { panic!() };
+    let Resolution::Run { spec, xfail } = resolve(&case, kernel, None).unwrap() else { panic!() };
     (case, *spec, xfail)
 }
 

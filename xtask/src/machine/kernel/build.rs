@@ -4,7 +4,7 @@
 
 use crate::exit;
 use crate::recipe::HostFile;
-use crate::scenario::KernelVersion;
+use crate::version::KernelVersion;
 use std::fmt;
 use std::path::{Path, PathBuf};
 

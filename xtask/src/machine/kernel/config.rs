@@ -10,7 +10,7 @@
 //! its own version is still refused, naming it. Any other text after `#` on an option line is an
 //! error: a mistyped annotation must not quietly turn into "every version".
 
-use crate::scenario::KernelVersion;
+use crate::version::KernelVersion;
 use anyhow::Context;
 use std::fmt;
 use std::path::Path;

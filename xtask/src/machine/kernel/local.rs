@@ -9,7 +9,7 @@
 use crate::exit;
 use crate::machine::kernel::config::{self, Fragment};
 use crate::machine::kernel::{self, Kernel};
-use crate::scenario::KernelVersion;
+use crate::version::KernelVersion;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};

@@ -8,7 +8,7 @@ pub mod config;
 pub mod local;
 
 use crate::recipe::{DebianKernel, Recipe};
-use crate::scenario::KernelVersion;
+use crate::version::KernelVersion;
 use anyhow::{bail, Context};
 use apt::Apt;
 use std::collections::{HashMap, HashSet};

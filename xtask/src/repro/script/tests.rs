@@ -24,7 +24,7 @@ fn spec(steps: Vec<(Op, Expect)>) -> CaseSpec {
 fn script(s: &CaseSpec) -> Script {
     generate(&Input {
         spec: s,
-        kernel_log: &KernelLogDef::default(),
+        kernel_log: &KernelLogRules::default(),
         xfail: None,
         kernel_release: "6.12.117+deb12-amd64",
     })
@@ -230,7 +230,7 @@ fn an_mmap_expected_to_fail_does_not_enter_the_tables() {
 #[test]
 fn kernel_log_rules_and_xfail_reach_the_script() {
     let s = spec(vec![(Op::Create { file: f("f") }, Expect::outcome(Outcome::Ok))]);
-    let rules = KernelLogDef {
+    let rules = KernelLogRules {
         expected: vec![r"XFS \(pmem0\): Mounting".into()],
         benign: vec![r"dax_insert_entry\d".into()],
         forbidden: vec!["nope".into()],

@@ -1,0 +1,105 @@
+//! What a run does with each case on one kernel: run it (its steps with the expectation that
+//! holds for this kernel's version, its seed, its known bug) or skip it, and why.
+
+use crate::scenario::{Case, Xfail, DEVICE, MOUNT_POINT};
+use crate::version::KernelVersion;
+use daxtest_proto::case::{CaseSpec, Step};
+
+/// A case and what it became for the kernel under test.
+pub struct PlannedCase {
+    pub case: Case,
+    /// `Err` when the case cannot be resolved for this kernel (no expectation applies).
+    pub resolution: Result<Resolution, String>,
+}
+
+/// A case made concrete for one kernel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolution {
+    Run { spec: Box<CaseSpec>, xfail: Option<Xfail> },
+    Skip(String),
+}
+
+/// The case for `kernel`: skipped when a requirement does not hold; otherwise each step with the
+/// first expectation whose kernel conditions hold (none is an error), and the seed.
+pub fn resolve(
+    case: &Case,
+    kernel: KernelVersion,
+    seed: Option<u64>,
+) -> Result<Resolution, String> {
+    if let Some(c) = case.requires.iter().find(|c| !c.holds(kernel)) {
+        return Ok(Resolution::Skip(format!("needs kernel {c}, this is {kernel}")));
+    }
+    let mut steps = Vec::new();
+    for s in &case.steps {
+        let expect = s
+            .expect
+            .iter()
+            .find(|(when, _)| when.iter().all(|c| c.holds(kernel)))
+            .map(|(_, e)| e.clone())
+            .ok_or_else(|| {
+                format!(
+                    "{}:{}: no expectation of this step applies to kernel {kernel}: add one \
+                     without `when`",
+                    case.file.display(),
+                    s.line
+                )
+            })?;
+        steps.push(Step { line: s.line, op: s.op.clone(), expect });
+    }
+    let xfail = case.xfail.iter().find(|x| x.kernel.iter().all(|c| c.holds(kernel))).cloned();
+    Ok(Resolution::Run {
+        spec: Box::new(CaseSpec {
+            id: case.id.clone(),
+            fs: case.fs,
+            mkfs_options: case.mkfs.clone(),
+            mount_options: case.mount.clone(),
+            device: DEVICE.into(),
+            mount_point: MOUNT_POINT.into(),
+            seed: seed.unwrap_or(case.seed),
+            steps,
+        }),
+        xfail,
+    })
+}
+
+/// Every case on one kernel, `runs` times: run k > 1 of a case is `ID#k` with a seed derived from
+/// its own and k (`seed` fixes every one).
+pub fn plan(
+    cases: &[Case],
+    kernel: KernelVersion,
+    runs: u32,
+    seed: Option<u64>,
+) -> Vec<PlannedCase> {
+    let mut planned = Vec::new();
+    for k in 1..=runs {
+        for case in cases {
+            let mut case = case.clone();
+            let seed = seed.or((k > 1).then(|| repeat_seed(case.seed, k)));
+            if runs > 1 {
+                case.id = format!("{}#{k}", case.id);
+            }
+            planned.push(PlannedCase { resolution: resolve(&case, kernel, seed), case });
+        }
+    }
+    planned
+}
+
+/// Run k of a repeated case gets its own seed, derived from the case's and k (SplitMix64).
+fn repeat_seed(seed: u64, k: u32) -> u64 {
+    let mut z = seed.wrapping_add(u64::from(k).wrapping_mul(0x9e3779b97f4a7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_runs_get_distinct_stable_seeds() {
+        let seeds: std::collections::BTreeSet<u64> = (2..100).map(|k| repeat_seed(7, k)).collect();
+        assert_eq!(seeds.len(), 98);
+        assert_eq!(repeat_seed(7, 5), repeat_seed(7, 5));
+    }
+}

@@ -1,0 +1,278 @@
+//! What a step may not say, whatever the kernel: success the kernel cannot give in a matrix
+//! cell, an expectation its operation cannot observe, a name used while it does not exist, an
+//! errno the agent never reports.
+
+use crate::version::Constraint;
+use daxtest_proto::case::{Expect, Fs, MapKind, Op, Outcome, RACE_SLOT};
+use daxtest_proto::errno;
+use std::collections::{HashMap, HashSet};
+
+/// An expectation of success the kernel cannot meet in this matrix cell, whatever its version.
+pub(super) fn impossible(
+    op: &Op,
+    expect: &[(Vec<Constraint>, Expect)],
+    fs: Fs,
+    mount: &str,
+) -> Option<String> {
+    // The alternatives some kernel can reach: up to the first without kernel conditions.
+    let reachable = match expect.iter().position(|(k, _)| k.is_empty()) {
+        Some(i) => &expect[..=i],
+        None => expect,
+    };
+    if !reachable.iter().any(|(_, e)| matches!(e.outcome, Outcome::Ok)) {
+        return None;
+    }
+    match op {
+        Op::Clone { .. } | Op::CloneRange { .. } if fs == Fs::Ext4 => Some(format!(
+            "{} cannot succeed on ext4 (it has no reflink: FICLONE and FICLONERANGE fail with \
+             EOPNOTSUPP): expect {{ errno = \"EOPNOTSUPP\" }} there \
+             ({{ when = {{ fs = \"ext4\" }}, errno = \"EOPNOTSUPP\" }}), or restrict the case \
+             to xfs",
+            op.name()
+        )),
+        Op::RaceStoreClone { .. } if fs == Fs::Ext4 => Some(
+            "race_store_clone cannot succeed on ext4 (it clones with FICLONE, which fails with \
+             EOPNOTSUPP there: ext4 has no reflink): restrict the case to xfs \
+             (matrix = { fs = [\"xfs\"] })"
+                .into(),
+        ),
+        Op::RaceToggleWrite { .. }
+            if mount.split(',').any(|o| matches!(o, "dax" | "dax=always" | "dax=never")) =>
+        {
+            Some(format!(
+                "race_toggle_write cannot race under {mount}: the mount option fixes the DAX \
+                 mode, so toggling the flag never changes it; restrict the case to dax=inode \
+                 (matrix = {{ mount = [\"dax=inode\"] }})"
+            ))
+        }
+        Op::Mmap { kind: MapKind::Sync, .. } if mount.split(',').any(|o| o == "dax=never") => Some(
+            "mmap kind = \"sync\" (MAP_SYNC) cannot succeed under dax=never: without DAX \
+                 the kernel refuses it with EOPNOTSUPP; expect { errno = \"EOPNOTSUPP\" } there \
+                 ({ when = { mount = \"dax=never\" }, errno = \"EOPNOTSUPP\" }), or take dax=never \
+                 out of the case's matrix"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+/// Whether each expectation can be observed by the operation (content needs read or load...).
+pub(super) fn fits(op: &Op, alternatives: &[(Vec<Constraint>, Expect)]) -> Result<(), String> {
+    let access = matches!(op, Op::Store { .. } | Op::Load { .. });
+    for (_, e) in alternatives {
+        if e.faults.is_some() && !access {
+            return Err(format!(
+                "op {} cannot observe faults: only store and load count them (the faults of \
+                 the process that holds the mapping)",
+                op.name()
+            ));
+        }
+        // Whether `op` can observe `e`, and which ops can.
+        let (fits, by) = match &e.outcome {
+            Outcome::Ok | Outcome::Errno(_) => (true, "every op"),
+            Outcome::Signal(_) => (access, "store and load"),
+            Outcome::Content(_) => {
+                (matches!(op, Op::Read { .. } | Op::Load { .. }), "read and load")
+            }
+            Outcome::Dax(_) => (matches!(op, Op::Statx { .. }), "statx"),
+            Outcome::Flag(_) => (matches!(op, Op::GetFlag { .. }), "get_flag"),
+            Outcome::Extents { .. } | Outcome::NoExtents | Outcome::Shared(_) => {
+                (matches!(op, Op::Fiemap { .. }), "fiemap")
+            }
+            Outcome::Exit(_) => (matches!(op, Op::Shell { .. }), "shell"),
+        };
+        if !fits {
+            return Err(format!(
+                "op {} cannot observe \"{}\": only {by} can; expect {{ ok = true }} or an errno \
+                 here and check it with a {by} step",
+                op.name(),
+                e.outcome
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Tracks handles, mappings and saved extent maps through a case, so that a name is used only
+/// while it exists.
+#[derive(Default)]
+pub(super) struct Usage {
+    handles: HashSet<String>,
+    maps: HashMap<String, LiveMap>,
+    saved: HashSet<String>,
+    /// What ended a handle or mapping that is gone: ("handle" or "mapping", name) -> "the munmap
+    /// at line 12".
+    ended: HashMap<(&'static str, String), String>,
+}
+
+/// A mapping made by an earlier step: what later steps may do through it.
+struct LiveMap {
+    len: u64,
+    kind: MapKind,
+    /// The line of its mmap step.
+    line: usize,
+}
+
+impl Usage {
+    /// What is wrong with `op` (at `line`) given the names made and ended before it; records
+    /// what it makes and ends.
+    pub(super) fn step(
+        &mut self,
+        op: &Op,
+        expect: &[(Vec<Constraint>, Expect)],
+        line: usize,
+    ) -> Vec<String> {
+        let mut errors = Vec::new();
+        let need = |set: Vec<&String>,
+                    ended: &HashMap<(&'static str, String), String>,
+                    kind: &'static str,
+                    name: &str,
+                    errors: &mut Vec<String>| {
+            if set.iter().any(|k| *k == name) {
+                return;
+            }
+            let mut known: Vec<String> = set.iter().map(|k| format!("{k:?}")).collect();
+            known.sort();
+            let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+            let op = op.name();
+            errors.push(match (kind, ended.get(&(kind, name.to_string()))) {
+                (_, Some(what)) => format!(
+                    "{op} uses {kind} {name:?}, which no earlier step opened since {what} closed \
+                     it: {} it again before this step, or move this step before that one",
+                    if kind == "handle" { "open" } else { "mmap" }
+                ),
+                ("handle", None) => format!(
+                    "{op} uses handle {name:?}, which no earlier step opened: open it first \
+                     ({{ op = \"open\", file = ..., handle = {name:?} }}; open handles here: \
+                     {known})"
+                ),
+                ("mapping", None) => format!(
+                    "{op} uses mapping {name:?}, which no earlier step opened: mmap it first \
+                     ({{ op = \"mmap\", ..., map = {name:?} }}; mappings here: {known})"
+                ),
+                (_, None) => format!(
+                    "{op} uses {kind} {name:?}, which no earlier step opened or saved: give an \
+                     earlier fiemap step save = {name:?} (saved so far: {known})"
+                ),
+            });
+        };
+        // Op::name serialises the op: only for the steps that end something.
+        let what = || format!("the {} at line {line}", op.name());
+        match op {
+            Op::Open { handle, .. } if !self.handles.insert(handle.clone()) => {
+                errors.push(format!(
+                    "handle {handle:?} is already open: close it first, or give this one \
+                     another name"
+                ));
+            }
+            Op::Close { handle } => {
+                need(self.handles.iter().collect(), &self.ended, "handle", handle, &mut errors);
+                self.handles.remove(handle);
+                self.ended.insert(("handle", handle.clone()), what());
+            }
+            Op::Mmap { map, .. } if self.maps.contains_key(map) => {
+                errors.push(format!(
+                    "mapping {map:?} already exists: munmap it first, or give this one \
+                     another name"
+                ));
+            }
+            Op::Mmap { map, len, kind, .. } => {
+                self.maps.insert(map.clone(), LiveMap { len: *len, kind: *kind, line });
+            }
+            Op::Munmap { map } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
+                self.maps.remove(map);
+                self.ended.insert(("mapping", map.clone()), what());
+            }
+            Op::Store { map, offset, len, .. } | Op::Load { map, offset, len } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
+                // The agent refuses an access outside the mapping, so such a step always fails.
+                match self.maps.get(map) {
+                    Some(m) if offset.checked_add(*len).is_none_or(|end| end > m.len) => errors
+                        .push(format!(
+                            "{} offset {offset} + len {len} runs past the end of mapping {map:?} \
+                             ({} bytes, mmapped at line {}): keep offset + len within its len, \
+                             or mmap more",
+                            op.name(),
+                            m.len,
+                            m.line
+                        )),
+                    _ => {}
+                }
+                // A signal kills the process that holds the mapping: the mapping goes with it.
+                if let Some(sig) = expect.iter().find_map(|(_, e)| match &e.outcome {
+                    Outcome::Signal(s) => Some(s),
+                    _ => None,
+                }) {
+                    self.maps.remove(map);
+                    self.ended.insert(
+                        ("mapping", map.clone()),
+                        format!(
+                            "the {sig} expected at line {line} (it kills the mapping's process)"
+                        ),
+                    );
+                }
+            }
+            Op::Msync { map } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors)
+            }
+            Op::RaceStoreClone { map, .. } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
+                match self.maps.get(map) {
+                    Some(m) if m.len < RACE_SLOT as u64 => errors.push(format!(
+                        "race_store_clone needs a mapping of at least one slot of {RACE_SLOT} \
+                         bytes (it stores into an 8-byte slot at the start of each); mapping \
+                         {map:?} (mmapped at line {}) is {} bytes: mmap at least {RACE_SLOT}",
+                        m.line, m.len
+                    )),
+                    // Stores through a private mapping never reach the file the race clones.
+                    Some(m) if m.kind == MapKind::Private => errors.push(format!(
+                        "race_store_clone needs a shared mapping: mapping {map:?} (mmapped at \
+                         line {}) is private, so its stores never reach the file: mmap it with \
+                         kind = \"shared\" or \"sync\"",
+                        m.line
+                    )),
+                    _ => {}
+                }
+            }
+            Op::Evict | Op::Remount | Op::RaceToggleWrite { .. } => {
+                let what = what();
+                for h in self.handles.drain() {
+                    self.ended.insert(("handle", h), what.clone());
+                }
+                for (m, _) in self.maps.drain() {
+                    self.ended.insert(("mapping", m), what.clone());
+                }
+            }
+            _ => {}
+        }
+        for (_, e) in expect {
+            if let Outcome::Extents { since, .. } = &e.outcome {
+                need(
+                    self.saved.iter().collect(),
+                    &self.ended,
+                    "saved extent map",
+                    since.as_str(),
+                    &mut errors,
+                );
+            }
+        }
+        if let Op::Fiemap { save: Some(name), .. } = op {
+            self.saved.insert(name.clone());
+        }
+        errors
+    }
+}
+
+/// Why a step cannot expect `name`: not an errno, or a second name of a number the agent
+/// reports under its first (daxtest_proto::errno), which no observation could ever match.
+pub(super) fn errno_problem(name: &str) -> Option<String> {
+    if let Some(reported) = errno::alias_of(name) {
+        return Some(format!(
+            "errno = {name:?}: write {reported}: {name} is the same number on Linux and the agent \
+             reports it as {reported}"
+        ));
+    }
+    errno::errno_number(name)
+        .is_none()
+        .then(|| format!("errno = {name:?}: not an errno name (EINVAL, EOPNOTSUPP, ETXTBSY, ...)"))
+}
