@@ -218,7 +218,7 @@ fn find_on_path(program: &str) -> Option<std::path::PathBuf> {
 /// How long after `ready` the background module loads took to end, as the guest saw it; an
 /// error when they failed.
 fn preloaded(ready: &daxtest::machine::vm::Booted) -> anyhow::Result<Duration> {
-    let out = ready.guest.capture(&format!("{AGENT_PATH} preloaded --wait-ms 60000"))?;
+    let out = ready.connection.capture(&format!("{AGENT_PATH} preloaded --wait-ms 60000"))?;
     let done: daxtest_proto::Preloaded =
         serde_json::from_slice(&out.stdout).with_context(|| {
             format!(

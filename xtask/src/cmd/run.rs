@@ -48,9 +48,9 @@ impl flags::Run {
         // command line is limited in length by dropbear).
         let (out, err) = (&mut std::io::stdout(), &mut std::io::stderr());
         let streamed = if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            ready.guest.stream(&command, out, err)
+            ready.connection.stream(&command, out, err)
         } else {
-            ready.guest.stream_with_stdin(&command, out, err)
+            ready.connection.stream_with_stdin(&command, out, err)
         };
         let status = match streamed {
             Ok(status) => status,

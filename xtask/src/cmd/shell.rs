@@ -13,7 +13,7 @@ impl flags::Shell {
             ready.report.kernel_release,
             ready.boot_time.as_secs_f64()
         );
-        let status = ready.guest.shell()?;
+        let status = ready.connection.shell()?;
         vm.shutdown(ready)?;
         Ok(status)
     }

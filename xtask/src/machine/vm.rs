@@ -122,7 +122,7 @@ pub struct Vm {
 
 /// A guest that answered: its connection, its boot report, and how long it took.
 pub struct Booted {
-    pub guest: Connection,
+    pub connection: Connection,
     pub report: ReadyReport,
     pub boot_time: Duration,
 }
@@ -263,7 +263,7 @@ impl Vm {
         let deadline = self.started + self.options.boot_timeout;
         let host_key = image.host_key_blob()?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let guest = loop {
+        let connection = loop {
             self.check_alive("before the guest was ready")?;
             if Instant::now() > deadline {
                 bail!(self.failure(&format!(
@@ -289,7 +289,7 @@ impl Vm {
             }
         };
         let wait_ms = deadline.saturating_duration_since(Instant::now()).as_millis();
-        let out = guest.capture(&format!("{AGENT_PATH} probe --wait-ms {wait_ms}"))?;
+        let out = connection.capture(&format!("{AGENT_PATH} probe --wait-ms {wait_ms}"))?;
         let boot_time = self.started.elapsed();
         let report: ReadyReport = serde_json::from_slice(&out.stdout).with_context(|| {
             self.failure(&format!(
@@ -303,7 +303,7 @@ impl Vm {
                 self.failure(&format!("the guest booted but is not usable: {}", report.summary()))
             );
         }
-        Ok(Booted { guest, report, boot_time })
+        Ok(Booted { connection, report, boot_time })
     }
 
     /// [`Vm::shutdown`], then copies the serial log (complete, QEMU having exited) to `dest`.
@@ -344,7 +344,7 @@ impl Vm {
     /// in the backing files) when it made the namespaces, so an orderly power-off would only cost
     /// time. The caller has taken what it needs from the guest (output, the kernel log's end).
     fn shutdown_in_place(&mut self, ready: Booted) -> anyhow::Result<()> {
-        drop(ready.guest);
+        drop(ready.connection);
         self.qemu.kill();
         for (device, nv) in ready.report.devices.iter().zip(&self.nvdimms) {
             if device.formatted_now {

@@ -6,3 +6,5 @@ pub mod events;
 pub mod kernel_log;
 pub mod plan;
 pub mod runner;
+pub mod verdict;
+mod watch;

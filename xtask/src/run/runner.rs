@@ -8,11 +8,13 @@ use crate::machine::image::Image;
 use crate::machine::ssh::Conversation;
 use crate::machine::vm::{Booted, Vm, VmOptions};
 use crate::recipe::Timeouts;
-use crate::run::events::{CaseResult, Event, FailedStep, OutsideCases, Problem, Status};
+use crate::run::events::{CaseResult, Event, OutsideCases, Problem, Status};
 use crate::run::kernel_log;
 use crate::run::plan::{PlannedCase, Resolution};
-use crate::scenario::{Case, CaseTimeouts, Symptom, SymptomKind, Xfail};
-use daxtest_proto::case::{CaseReport, CaseSpec, Observed, PROGRESS};
+use crate::run::verdict::{doubt, judge, outside_cases};
+use crate::run::watch::{Limits, Stop, Watch};
+use crate::scenario::{Case, CaseTimeouts, Xfail};
+use daxtest_proto::case::{CaseReport, CaseSpec, PROGRESS};
 use daxtest_proto::AGENT_PATH;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,119 +32,6 @@ pub struct Runner<'a> {
     pub stop_at_failure: bool,
 }
 
-struct Limits {
-    step: Duration,
-    case: Duration,
-}
-
-/// Why the host stopped waiting for a case.
-#[derive(Debug)]
-enum Stop {
-    Hang(String),
-    Crash,
-}
-
-impl std::fmt::Display for Stop {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Stop::Hang(why) => f.write_str(why),
-            Stop::Crash => f.write_str("the kernel crashed"),
-        }
-    }
-}
-impl std::error::Error for Stop {}
-
-/// Watches a running case: its progress lines (for the step and case deadlines) and the serial
-/// console (a panic or a hang detector's report ends the wait at once).
-struct Watch<'a> {
-    serial_log: PathBuf,
-    serial_start: u64,
-    serial_checked: Instant,
-    limits: Limits,
-    spec: &'a CaseSpec,
-    started: Instant,
-    /// The latest progress line and when it came.
-    phase: (String, Instant),
-}
-
-impl<'a> Watch<'a> {
-    fn new(serial_log: &Path, limits: Limits, spec: &'a CaseSpec) -> Self {
-        let now = Instant::now();
-        Watch {
-            serial_log: serial_log.to_path_buf(),
-            serial_start: std::fs::metadata(serial_log).map(|m| m.len()).unwrap_or(0),
-            serial_checked: now,
-            limits,
-            spec,
-            started: now,
-            phase: ("start".into(), now),
-        }
-    }
-
-    /// What the case was doing, for messages: `step 3 (line 12, write)`.
-    fn step(&self) -> String {
-        let phase = &self.phase.0;
-        let step = phase.strip_prefix("step ").and_then(|n| n.parse::<usize>().ok());
-        match step.and_then(|n| Some((n, self.spec.steps.get(n.checked_sub(1)?)?))) {
-            Some((n, s)) => format!("step {n} (line {}, {})", s.line, s.op.name()),
-            None => phase.clone(),
-        }
-    }
-
-    fn serial_since_start(&self) -> String {
-        use std::io::{Read, Seek};
-        let mut text = Vec::new();
-        if let Ok(mut f) = std::fs::File::open(&self.serial_log) {
-            let _ = f.seek(std::io::SeekFrom::Start(self.serial_start));
-            let _ = f.read_to_end(&mut text);
-        }
-        String::from_utf8_lossy(&text).into_owned()
-    }
-
-    fn check(&mut self, stderr: &[u8]) -> anyhow::Result<()> {
-        let now = Instant::now();
-        let text = String::from_utf8_lossy(stderr);
-        if let Some(last) = text.lines().rev().find_map(|l| l.strip_prefix(PROGRESS)) {
-            if last != self.phase.0 {
-                self.phase = (last.to_string(), now);
-            }
-        }
-        if now - self.started > self.limits.case {
-            return Err(Stop::Hang(format!(
-                "the case did not finish within {} s (the case timeout); it was in {}",
-                self.limits.case.as_secs(),
-                self.step()
-            ))
-            .into());
-        }
-        if self.phase.0.starts_with("step ") && now - self.phase.1 > self.limits.step {
-            return Err(Stop::Hang(format!(
-                "{} did not return within {} s (the step timeout)",
-                self.step(),
-                self.limits.step.as_secs()
-            ))
-            .into());
-        }
-        // The console is read at most every 200 ms: a panic needs no faster answer.
-        if now - self.serial_checked > Duration::from_millis(200) {
-            self.serial_checked = now;
-            let serial = self.serial_since_start();
-            if kernel_log::crash_report(&serial).is_some() {
-                return Err(Stop::Crash.into());
-            }
-            if let Some(line) = kernel_log::hang_report(&serial) {
-                return Err(Stop::Hang(format!(
-                    "the kernel reported a hang in {}: {}",
-                    self.step(),
-                    line.trim()
-                ))
-                .into());
-            }
-        }
-        Ok(())
-    }
-}
-
 /// How the run went for the exit status.
 pub struct Outcome {
     pub any_failure: bool,
@@ -150,7 +39,8 @@ pub struct Outcome {
     pub infrastructure_failed: bool,
 }
 
-struct Machine {
+/// A booted VM as the runner uses it: the QEMU process, what its boot gave, its agent.
+struct Guest {
     vm: Vm,
     ready: Booted,
     /// `daxtest-agent serve`, started at the first case: the VM's cases share it.
@@ -161,7 +51,7 @@ struct Machine {
     last_case: Option<String>,
 }
 
-impl Machine {
+impl Guest {
     /// Runs one case in the agent (started at the first), as its JSON line; the answer is the
     /// report's line.
     fn ask(
@@ -171,9 +61,11 @@ impl Machine {
     ) -> anyhow::Result<crate::machine::ssh::Output> {
         let agent = match &mut self.agent {
             Some(agent) => agent,
-            None => self.agent.insert(self.ready.guest.converse(&format!("{AGENT_PATH} serve"))?),
+            None => {
+                self.agent.insert(self.ready.connection.converse(&format!("{AGENT_PATH} serve"))?)
+            }
         };
-        self.ready.guest.ask(agent, case, watch)
+        self.ready.connection.ask(agent, case, watch)
     }
 
     /// Where kernel messages logged since the last window closed come from.
@@ -185,6 +77,20 @@ impl Machine {
             (Some(prev), None) => format!("after {prev}, the last case of VM {}", self.number),
         }
     }
+}
+
+/// The run's VMs: the one cases run on now, if any, and what every VM of the run left.
+#[derive(Default)]
+struct Guests {
+    up: Option<Guest>,
+    serial_logs: Vec<PathBuf>,
+    boot_failures: Vec<PathBuf>,
+    /// Why the next boot happens, when the last VM was ended on purpose.
+    next_reason: Option<String>,
+    /// Two boots in a row failed: no more are tried.
+    unbootable: bool,
+    /// Kernel lines outside every case window failed the run.
+    outside_failed: bool,
 }
 
 /// What a case run leaves of its VM.
@@ -209,12 +115,8 @@ struct CaseRun {
 impl Runner<'_> {
     pub fn run(&self, planned: &[PlannedCase], emit: &mut dyn FnMut(&Event)) -> Outcome {
         let started = Instant::now();
-        let mut machine: Option<Machine> = None;
-        let mut serial_logs = Vec::new();
-        let mut boot_failures = Vec::new();
-        let mut outcome = Outcome { any_failure: false, infrastructure_failed: false };
-        // Why the next boot happens, when the previous VM was ended on purpose.
-        let mut reboot_reason: Option<String> = None;
+        let mut guests = Guests::default();
+        let mut any_failure = false;
         for p in planned {
             emit(&Event::CaseStarted { id: p.case.id.clone() });
             let t = Instant::now();
@@ -224,105 +126,115 @@ impl Runner<'_> {
                     self.result(p, Status::Skip, reason.clone(), Duration::ZERO)
                 }
                 Ok(Resolution::Run { spec, xfail }) => {
-                    if p.case.fresh_vm {
-                        if let Some(m) = machine.take() {
-                            let log = self.end_vm(m, serial_logs.len(), true, emit, &mut outcome);
-                            serial_logs.push(log);
-                            reboot_reason = Some("the case asks for a fresh VM".into());
-                        }
+                    if p.case.fresh_vm && guests.up.is_some() {
+                        let why = "the case asks for a fresh VM".to_string();
+                        self.retire(&mut guests, true, Some(why), emit);
                     }
-                    // A case whose VM logged a failure before it began ran on a kernel that
-                    // was no longer trustworthy: it runs once more, on a fresh VM.
-                    let mut attempts = 0;
-                    loop {
-                        attempts += 1;
-                        // A kernel that failed two boots in a row would fail them for every
-                        // case: booting it again would only multiply the boot timeout.
-                        if machine.is_none() && !outcome.infrastructure_failed {
-                            let reason = match (serial_logs.is_empty(), reboot_reason.take()) {
-                                (true, _) => "first case".to_string(),
-                                (false, Some(why)) => why,
-                                (false, None) => {
-                                    "the previous VM crashed, hung or was lost".to_string()
-                                }
-                            };
-                            let number = serial_logs.len() + 1;
-                            match self.boot(emit, &reason, number, &mut boot_failures) {
-                                Ok(m) => machine = Some(m),
-                                Err(_) => outcome.infrastructure_failed = true,
-                            }
-                        }
-                        let Some(m) = machine.as_mut() else {
-                            break self.result(
-                                p,
-                                Status::Error,
-                                format!(
-                                    "no VM: it did not boot, twice (see {}); not booted again \
-                                     for the remaining cases",
-                                    boot_failures.last().map_or(String::new(), |p: &PathBuf| p
-                                        .display()
-                                        .to_string())
-                                ),
-                                t.elapsed(),
-                            );
-                        };
-                        let run = self.run_case(m, p, spec, xfail.as_ref());
-                        m.last_case = Some(p.case.id.clone());
-                        let retry = run.before.is_some() && attempts == 1;
-                        if let Some(outside) = run.before {
-                            outcome.any_failure = true;
-                            emit(&Event::KernelLogOutsideCases(outside));
-                        }
-                        let after = match run.after {
-                            After::Fine if retry => After::Doubtful(format!(
-                                "the kernel logged a failure before {} began; the case runs \
-                                 again",
-                                p.case.id
-                            )),
-                            other => other,
-                        };
-                        match after {
-                            After::Fine => {}
-                            After::Gone => {
-                                let m = machine.take().expect("machine is there");
-                                serial_logs.push(self.end_vm(
-                                    m,
-                                    serial_logs.len(),
-                                    false,
-                                    emit,
-                                    &mut outcome,
-                                ));
-                            }
-                            After::Doubtful(why) => {
-                                let m = machine.take().expect("machine is there");
-                                serial_logs.push(self.end_vm(
-                                    m,
-                                    serial_logs.len(),
-                                    true,
-                                    emit,
-                                    &mut outcome,
-                                ));
-                                reboot_reason = Some(why);
-                            }
-                        }
-                        if !retry {
-                            break run.result;
-                        }
-                    }
+                    self.run_trusted(&mut guests, p, spec, xfail.as_ref(), t, emit)
                 }
             };
             let failed = result.status.is_failure();
-            outcome.any_failure |= failed;
+            any_failure |= failed;
             emit(&Event::CaseFinished(result));
             if failed && self.stop_at_failure {
                 break;
             }
         }
-        if let Some(m) = machine.take() {
-            serial_logs.push(self.end_vm(m, serial_logs.len(), true, emit, &mut outcome));
+        if guests.up.is_some() {
+            self.retire(&mut guests, true, None, emit);
         }
+        let Guests { serial_logs, boot_failures, unbootable, outside_failed, .. } = guests;
         emit(&Event::RunFinished { elapsed: started.elapsed(), serial_logs, boot_failures });
-        outcome
+        Outcome { any_failure: any_failure || outside_failed, infrastructure_failed: unbootable }
+    }
+
+    /// Runs a case on the guest that is up (booting one if none is). A case whose kernel logged
+    /// a failure before it began ran on a kernel that was no longer trustworthy: it runs once
+    /// more, on a fresh VM.
+    fn run_trusted(
+        &self,
+        guests: &mut Guests,
+        p: &PlannedCase,
+        spec: &CaseSpec,
+        xfail: Option<&Xfail>,
+        t: Instant,
+        emit: &mut dyn FnMut(&Event),
+    ) -> CaseResult {
+        let mut first_attempt = true;
+        loop {
+            let Some(guest) = self.guest(guests, emit) else {
+                let log =
+                    guests.boot_failures.last().map_or(String::new(), |p| p.display().to_string());
+                let why = format!(
+                    "no VM: it did not boot, twice (see {log}); not booted again for the \
+                     remaining cases"
+                );
+                return self.result(p, Status::Error, why, t.elapsed());
+            };
+            let run = self.run_case(guest, p, spec, xfail);
+            guest.last_case = Some(p.case.id.clone());
+            let again = run.before.is_some() && first_attempt;
+            if let Some(outside) = run.before {
+                guests.outside_failed = true;
+                emit(&Event::KernelLogOutsideCases(outside));
+            }
+            match run.after {
+                After::Gone => self.retire(guests, false, None, emit),
+                After::Doubtful(why) => self.retire(guests, true, Some(why), emit),
+                After::Fine if again => {
+                    let why = format!(
+                        "the kernel logged a failure before {} began; the case runs again",
+                        p.case.id
+                    );
+                    self.retire(guests, true, Some(why), emit)
+                }
+                After::Fine => {}
+            }
+            if !again {
+                return run.result;
+            }
+            first_attempt = false;
+        }
+    }
+
+    /// The guest that is up, booting one when none is, unless two boots in a row failed: a
+    /// kernel that does not boot would fail every boot, and trying again would only multiply
+    /// the boot timeout.
+    fn guest<'g>(
+        &self,
+        guests: &'g mut Guests,
+        emit: &mut dyn FnMut(&Event),
+    ) -> Option<&'g mut Guest> {
+        if guests.up.is_none() && !guests.unbootable {
+            let reason = match (guests.serial_logs.is_empty(), guests.next_reason.take()) {
+                (true, _) => "first case".to_string(),
+                (false, Some(why)) => why,
+                (false, None) => "the previous VM crashed, hung or was lost".to_string(),
+            };
+            let number = guests.serial_logs.len() + 1;
+            match self.boot(emit, &reason, number, &mut guests.boot_failures) {
+                Ok(g) => guests.up = Some(g),
+                Err(_) => guests.unbootable = true,
+            }
+        }
+        guests.up.as_mut()
+    }
+
+    /// Ends the guest that is up: cleanly (the kernel log's end read and judged first) or
+    /// killed; `why` is the reason the next one boots.
+    fn retire(
+        &self,
+        guests: &mut Guests,
+        clean: bool,
+        why: Option<String>,
+        emit: &mut dyn FnMut(&Event),
+    ) {
+        if let Some(g) = guests.up.take() {
+            let index = guests.serial_logs.len();
+            let log = self.end_vm(g, index, clean, emit, &mut guests.outside_failed);
+            guests.serial_logs.push(log);
+        }
+        guests.next_reason = why;
     }
 
     /// Boots a VM, once more if the first attempt fails: a boot that fails once is reported
@@ -333,7 +245,7 @@ impl Runner<'_> {
         reason: &str,
         number: usize,
         failures: &mut Vec<PathBuf>,
-    ) -> anyhow::Result<Machine> {
+    ) -> anyhow::Result<Guest> {
         let mut failed = |e: &anyhow::Error, retrying: bool| {
             let log = self.run_dir.join(format!("boot-failure-{}.log", failures.len() + 1));
             if let Err(w) = std::fs::write(&log, format!("{e:#}\n")) {
@@ -348,7 +260,7 @@ impl Runner<'_> {
             reason: reason.into(),
             command_line: vm.command_line.clone(),
         });
-        Ok(Machine { vm, ready, agent: None, number, last_case: None })
+        Ok(Guest { vm, ready, agent: None, number, last_case: None })
     }
 
     /// Powers off (or kills) the VM and keeps its serial log in the run directory. Before a
@@ -356,26 +268,26 @@ impl Runner<'_> {
     /// or a gap there fails the run.
     fn end_vm(
         &self,
-        mut m: Machine,
+        mut m: Guest,
         index: usize,
         clean: bool,
         emit: &mut dyn FnMut(&Event),
-        outcome: &mut Outcome,
+        outside_failed: &mut bool,
     ) -> PathBuf {
         let dest = self.run_dir.join(format!("serial-{}.log", index + 1));
         if clean {
             if let Some(agent) = m.agent.take() {
-                if let Err(e) = m.ready.guest.hang_up(agent) {
+                if let Err(e) = m.ready.connection.hang_up(agent) {
                     eprintln!("daxtest: ending the agent: {e:#}");
                 }
             }
             let deadline = Instant::now() + Duration::from_secs(20);
-            match m.ready.guest.capture_until(&format!("{AGENT_PATH} kmsg-rest"), deadline) {
+            match m.ready.connection.capture_until(&format!("{AGENT_PATH} kmsg-rest"), deadline) {
                 Ok(out) if out.status == 0 => {
                     let lines: Vec<String> =
                         String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
                     if let Some(outside) = outside_cases(m.place(None), lines) {
-                        outcome.any_failure = true;
+                        *outside_failed = true;
                         emit(&Event::KernelLogOutsideCases(outside));
                     }
                 }
@@ -398,7 +310,7 @@ impl Runner<'_> {
     /// Runs one case on `m`.
     fn run_case(
         &self,
-        m: &mut Machine,
+        m: &mut Guest,
         p: &PlannedCase,
         spec: &CaseSpec,
         xfail: Option<&Xfail>,
@@ -407,7 +319,7 @@ impl Runner<'_> {
         let input = serde_json::to_vec(spec).expect("a case spec serializes");
         let limits = self.limits(&p.case);
         let mut watch = Watch::new(&m.vm.serial_log, limits, spec);
-        let answer = m.ask(&input, &mut |e| watch.check(e));
+        let answer = m.ask(&input, &mut |e| watch.poll(e));
         let answer = match answer {
             Ok(out) => out,
             Err(e) => {
@@ -461,7 +373,7 @@ impl Runner<'_> {
     /// seen on the console, or a lost guest. The VM is not used again.
     fn vm_lost(
         &self,
-        m: &mut Machine,
+        m: &mut Guest,
         p: &PlannedCase,
         watch: &Watch,
         e: anyhow::Error,
@@ -524,9 +436,9 @@ impl Runner<'_> {
     /// What a kernel developer needs from a hung guest: blocked tasks (sysrq w) and every CPU's
     /// back-trace (sysrq l). Over SSH when the guest still answers (the whole kernel log of the
     /// case), else through the monitor's keyboard (what reaches the console).
-    fn hang_dump(&self, m: &mut Machine, watch: &Watch) -> (Vec<String>, &'static str) {
+    fn hang_dump(&self, m: &mut Guest, watch: &Watch) -> (Vec<String>, &'static str) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        match m.ready.guest.capture_until(&format!("{AGENT_PATH} dump"), deadline) {
+        match m.ready.connection.capture_until(&format!("{AGENT_PATH} dump"), deadline) {
             Ok(out) if out.status == 0 => {
                 let text = String::from_utf8_lossy(&out.stdout).into_owned();
                 (text.lines().map(str::to_string).collect(), "sysrq w and l over SSH")
@@ -577,178 +489,7 @@ impl Runner<'_> {
     }
 }
 
-/// Why the guest cannot be trusted after this case, if it cannot: what the kernel logged or its
-/// taint, what teardown could not undo, what the case changed beyond its filesystem.
-fn doubt(result: &CaseResult, report: &CaseReport) -> Option<String> {
-    let mut why: Vec<String> = result
-        .problems
-        .iter()
-        .filter(|p| {
-            matches!(
-                p,
-                Problem::KernelLine { .. }
-                    | Problem::Taint { .. }
-                    | Problem::Teardown { .. }
-                    | Problem::IncompleteLog { .. }
-            )
-        })
-        .map(|p| p.to_string())
-        .collect();
-    why.extend(report.residue.iter().cloned());
-    (!why.is_empty()).then(|| why.join("; "))
-}
-
-/// Kernel messages outside every window (the boot, between cases, after the last), judged by
-/// the built-in failure patterns alone (no case's benign list applies): `Some` when they fail
-/// the run, a failure pattern or a note that records were lost.
-fn outside_cases(place: String, lines: Vec<String>) -> Option<OutsideCases> {
-    let bad = kernel_log::Classifier::new(&[], &[], &[])
-        .map(|c| c.classify(&lines).bad)
-        .unwrap_or_default();
-    let gap = lines.iter().find(|l| l.starts_with("(daxtest: ")).cloned();
-    (!bad.is_empty() || gap.is_some()).then_some(OutsideCases { place, bad, gap, lines })
-}
-
 fn serial_tail(serial: &str, n: usize) -> Vec<String> {
     let lines: Vec<&str> = serial.lines().collect();
     lines[lines.len().saturating_sub(n)..].iter().map(|l| l.to_string()).collect()
 }
-
-/// Decides a case from the agent's report: the steps against their expectations, the kernel log,
-/// the taint and teardown, as structured problems; then the status (an error when the case
-/// could not be run or judged; a known bug only when every problem is its symptom). `base`
-/// carries id, kernel, seed, time.
-pub fn judge(
-    case: &Case,
-    spec: &CaseSpec,
-    xfail: Option<&Xfail>,
-    report: &CaseReport,
-    base: CaseResult,
-) -> CaseResult {
-    let mut r = base;
-    r.kernel_log = report.kernel_log.clone();
-    r.phases = report.phases.clone();
-    let problems = problems(case, spec, report);
-    let (status, problems) = verdict(problems, xfail);
-    r.status = status;
-    r.message = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
-    if let (Status::Xfail, Some(x)) = (status, xfail) {
-        r.message = format!("known bug: {} ({}): {}", x.reason, x.link, r.message);
-    }
-    r.problems = problems;
-    r
-}
-
-/// Everything wrong with a case, in the order a developer reads it.
-fn problems(case: &Case, spec: &CaseSpec, report: &CaseReport) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    match &report.setup_error {
-        Some(e) => problems.push(Problem::Setup { message: e.clone() }),
-        None => {
-            // The host judges again from the observations: the agent's own stop is only an
-            // optimisation.
-            let failed =
-                spec.steps.iter().zip(&report.steps).enumerate().find_map(|(i, (step, seen))| {
-                    step.expect.check(&seen.observed).err().map(|_| match &seen.observed {
-                        Observed::Error(message) => Problem::Framework {
-                            number: i + 1,
-                            line: step.line,
-                            op: seen.op.clone(),
-                            message: message.clone(),
-                        },
-                        observed => Problem::Step(FailedStep {
-                            number: i + 1,
-                            line: step.line,
-                            op: seen.op.clone(),
-                            expected: step.expect.clone(),
-                            observed: observed.clone(),
-                        }),
-                    })
-                });
-            match failed {
-                Some(p) => problems.push(p),
-                None if report.steps.len() < spec.steps.len() => problems
-                    .push(Problem::StepsMissing { ran: report.steps.len(), of: spec.steps.len() }),
-                None => {}
-            }
-        }
-    }
-    let log = &case.kernel_log;
-    match kernel_log::Classifier::new(&log.expected, &log.benign, &log.forbidden) {
-        Ok(classifier) => {
-            let verdict = classifier.classify(&report.kernel_log);
-            problems.extend(verdict.bad.into_iter().map(|line| Problem::KernelLine { line }));
-            // What a case that never ran its steps did not log says nothing.
-            if report.setup_error.is_none() {
-                problems.extend(
-                    verdict.missing.into_iter().map(|pattern| Problem::MissingPattern { pattern }),
-                );
-            }
-        }
-        Err(e) => problems.push(Problem::Run { message: format!("kernel log patterns: {e:#}") }),
-    }
-    if let Some(why) = &report.kernel_log_gap {
-        problems.push(Problem::IncompleteLog { why: why.clone() });
-    }
-    if report.tainted_after != report.tainted_before {
-        problems
-            .push(Problem::Taint { before: report.tainted_before, after: report.tainted_after });
-    }
-    if let Some(t) = &report.teardown_error {
-        problems.push(Problem::Teardown { message: t.clone() });
-    }
-    if !report.left_behind.is_empty() {
-        problems.push(Problem::LeftBehind { processes: report.left_behind.clone() });
-    }
-    problems
-}
-
-/// The status the problems give, with the problem an unexpected pass adds.
-fn verdict(mut problems: Vec<Problem>, xfail: Option<&Xfail>) -> (Status, Vec<Problem>) {
-    let status = match xfail {
-        _ if problems.iter().any(Problem::is_error) => Status::Error,
-        None if problems.is_empty() => Status::Pass,
-        None => Status::Fail,
-        Some(x) if problems.is_empty() => {
-            problems
-                .push(Problem::UnexpectedPass { reason: x.reason.clone(), link: x.link.clone() });
-            Status::Fail
-        }
-        Some(x) if symptom_covers(&x.symptom, &problems) => Status::Xfail,
-        Some(_) => Status::Fail,
-    };
-    (status, problems)
-}
-
-/// Whether every problem is the known bug's symptom. A kernel-log symptom covers the taint a
-/// warning or an oops brings (W, D), nothing else.
-fn symptom_covers(symptom: &Symptom, problems: &[Problem]) -> bool {
-    const TAINT_DIE: u64 = 1 << 7;
-    const TAINT_WARN: u64 = 1 << 9;
-    let matches = |text: &str| match &symptom.what {
-        SymptomKind::Message(re) => regex::Regex::new(re).is_ok_and(|r| r.is_match(text)),
-        _ => false,
-    };
-    let kernel_line_matched = symptom.step.is_none()
-        && problems.iter().any(|p| matches!(p, Problem::KernelLine { line } if matches(line)));
-    problems.iter().all(|p| match p {
-        Problem::Step(s) => {
-            symptom.step == Some(s.number)
-                && match (&symptom.what, &s.observed) {
-                    (SymptomKind::Errno(e), Observed::Errno(o)) => e == o,
-                    (SymptomKind::Signal(e), Observed::Signal(o)) => e == o,
-                    (SymptomKind::Message(_), observed) => matches(&observed.to_string()),
-                    _ => false,
-                }
-        }
-        Problem::KernelLine { line } => symptom.step.is_none() && matches(line),
-        Problem::Taint { before, after } => {
-            kernel_line_matched && (after & !before) & !(TAINT_WARN | TAINT_DIE) == 0
-        }
-        _ => false,
-    })
-}
-
-#[cfg(test)]
-#[path = "runner_tests.rs"]
-mod tests;

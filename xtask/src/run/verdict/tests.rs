@@ -4,6 +4,7 @@ use crate::scenario::parse;
 use crate::version::KernelVersion;
 use daxtest_proto::case::{Observed, StepReport};
 use std::path::Path;
+use std::time::Duration;
 
 const SCENARIO: &str = r#"
 format = 1
