@@ -12,6 +12,7 @@ pub mod exit;
 pub mod lines;
 pub mod machine;
 pub mod names;
+pub mod paths;
 pub mod recipe;
 pub mod report;
 pub mod repro;

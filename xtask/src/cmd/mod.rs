@@ -91,7 +91,7 @@ impl Ctx {
             nvdimms: f.nvdimms.unwrap_or(d.nvdimms),
             nvdimm_size: parse_size(size)
                 .and_then(|b| {
-                    daxtest::machine::vm::check_nvdimm_size(b)
+                    daxtest::machine::vm::validate_nvdimm_size(b)
                         .map(|()| b)
                         .map_err(anyhow::Error::msg)
                 })
@@ -110,7 +110,7 @@ impl Ctx {
         // Bad sizes, a busy port and a full disk are refused before the image build and before
         // anything boots.
         opts.validate()?;
-        daxtest::machine::vm::check_free_space(&daxtest::machine::vm::tmp_root(&self.root), &opts)?;
+        daxtest::machine::vm::ensure_free_space(&daxtest::paths::tmp_root(&self.root), &opts)?;
         let image = self.image(kernel, false)?;
         Ok((image, opts))
     }

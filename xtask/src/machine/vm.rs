@@ -32,7 +32,7 @@ pub struct VmOptions {
 }
 
 /// An fsdax namespace needs a size that is a multiple of 16 MiB, and room for its info block.
-pub fn check_nvdimm_size(bytes: u64) -> Result<(), String> {
+pub fn validate_nvdimm_size(bytes: u64) -> Result<(), String> {
     if bytes < 64 << 20 || !bytes.is_multiple_of(16 << 20) {
         return Err("use a multiple of 16 MiB of at least 64 MiB (e.g. 2G), which an fsdax \
                     namespace needs"
@@ -65,7 +65,7 @@ impl VmOptions {
             }
             None => {}
         }
-        check_nvdimm_size(self.nvdimm_size)
+        validate_nvdimm_size(self.nvdimm_size)
             .map_err(|e| exit::input(format!("NVDIMM size {} bytes: {e}", self.nvdimm_size)))?;
         if self.memory_mib < 256 {
             return Err(exit::input(format!(
@@ -201,10 +201,10 @@ impl Vm {
         initrd: &Path,
         network: bool,
     ) -> anyhow::Result<Vm> {
-        let tmp_root = tmp_root(root);
+        let tmp_root = crate::paths::tmp_root(root);
         std::fs::create_dir_all(&tmp_root)
             .with_context(|| format!("creating {}", tmp_root.display()))?;
-        check_free_space(&tmp_root, opts)?;
+        ensure_free_space(&tmp_root, opts)?;
         let dir = tempfile::Builder::new()
             .prefix("vm-")
             .tempdir_in(&tmp_root)
@@ -264,7 +264,7 @@ impl Vm {
         let host_key = image.host_key_blob()?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
         let connection = loop {
-            self.check_alive("before the guest was ready")?;
+            self.ensure_alive("before the guest was ready")?;
             if Instant::now() > deadline {
                 bail!(self.failure(&format!(
                     "the guest did not answer over SSH within {:?}",
@@ -384,7 +384,7 @@ impl Vm {
         let _ = self.qemu.wait_timeout(Duration::from_secs(3));
     }
 
-    fn check_alive(&mut self, when: &str) -> anyhow::Result<()> {
+    fn ensure_alive(&mut self, when: &str) -> anyhow::Result<()> {
         if let Some(status) = self.qemu.try_wait()? {
             bail!(self.failure(&format!("QEMU exited ({status}) {when}")));
         }
@@ -453,20 +453,9 @@ pub fn once_more<T>(
     })
 }
 
-/// Where VM directories (backing files, serial log, monitor socket) go: `$DAXTEST_TMPDIR/daxtest`,
-/// for backing files on another filesystem (a bigger disk, or a tmpfs for RAM-backed NVDIMMs),
-/// else target/daxtest/tmp. A directory of our own, because the sweep after a killed run removes
-/// what it finds there.
-pub fn tmp_root(root: &Path) -> PathBuf {
-    match std::env::var_os("DAXTEST_TMPDIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("daxtest"),
-        _ => root.join("target/daxtest/tmp"),
-    }
-}
-
 /// The backing files are sparse, but what the guest writes to its NVDIMMs lands in them: a full
 /// disk would show up in the guest as a SIGBUS from QEMU. Refuse to start below a floor instead.
-pub fn check_free_space(dir: &Path, opts: &VmOptions) -> anyhow::Result<()> {
+pub fn ensure_free_space(dir: &Path, opts: &VmOptions) -> anyhow::Result<()> {
     const FLOOR: u64 = 512 << 20;
     // The directory may not exist yet: ask its nearest existing ancestor's filesystem.
     let probe = dir.ancestors().find(|d| d.exists()).unwrap_or(dir);
