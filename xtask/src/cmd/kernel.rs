@@ -84,7 +84,7 @@ impl flags::Kernel {
         let config = std::fs::read_to_string(tree.join(".config"))?;
         let dropped = fragment.missing(&config, version);
         if !dropped.is_empty() {
-            let why = build::explain_dropped(&tree, &config, &dropped);
+            let why = daxtest::machine::kernel::kconfig::explain_dropped(&tree, &config, &dropped);
             let fragment = config::PATH;
             return Err(exit::input(format!(
                 "Kconfig dropped {} option(s) of {fragment} in {} (their dependencies are not \

@@ -213,6 +213,11 @@ fn option_of(s: &str) -> Result<(String, String), String> {
     Ok((name.to_string(), value.to_string()))
 }
 
+/// The value of `name` in a .config (`y`, `m`, a string with its quotes), `None` when unset.
+pub fn config_value<'c>(config: &'c str, name: &str) -> Option<&'c str> {
+    config.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

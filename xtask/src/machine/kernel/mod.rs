@@ -5,6 +5,7 @@
 pub mod apt;
 pub mod build;
 pub mod config;
+pub mod kconfig;
 pub mod local;
 mod modules;
 
