@@ -1,0 +1,399 @@
+//! What a step must produce, and the one judge of it ([`Expect::check`]), used by the agent (to
+//! stop at the first mismatch) and by the host (to report it).
+
+use super::observed::{on_off, show_byte};
+use super::{Observed, FIEMAP_EXTENT_SHARED};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Which extents of a FIEMAP range carry FIEMAP_EXTENT_SHARED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shared {
+    All,
+    None,
+    Some,
+}
+
+/// What a step must produce: its outcome and, for `store` and `load`, how many page faults the
+/// access may take. Written in scenario files as `{ errno = "EINVAL" }`,
+/// `{ content = "c", faults = ">=1" }` and so on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub outcome: Outcome,
+    /// Minor plus major faults of the process that owns the mapping, counted around the access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<Count>,
+}
+
+impl Expect {
+    /// An expectation of this outcome alone.
+    pub fn outcome(outcome: Outcome) -> Expect {
+        Expect { outcome, faults: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The call succeeds (whatever it returns).
+    Ok,
+    /// The call fails with this errno name.
+    Errno(String),
+    /// The access is killed by this signal (SIGBUS).
+    Signal(String),
+    /// Success, exactly the bytes asked for, and every one equals this character.
+    Content(char),
+    /// Success, and STATX_ATTR_DAX is set (true) or clear (false).
+    Dax(bool),
+    /// Success, and FS_XFLAG_DAX is set (true) or clear (false).
+    Flag(bool),
+    /// Success, and the extent map equals (true) or differs from (false) the one saved as `since`.
+    Extents { since: String, same: bool },
+    /// Success, and the range has no extent at all (a hole).
+    NoExtents,
+    /// Success, the range has extents, and this is which of them are shared.
+    Shared(Shared),
+    /// Success, and the shell command exits with this status.
+    Exit(i32),
+}
+
+/// A comparison of a count, as scenario files write it: `0`, `">=1"`, `"<4"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    pub cmp: Cmp,
+    pub n: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cmp {
+    Eq,
+    Ge,
+    Gt,
+    Le,
+    Lt,
+}
+
+impl Count {
+    /// `"3"`, `"=3"`, `">=1"`, `">0"`, `"<=2"`, `"<2"`.
+    pub fn parse(s: &str) -> Option<Count> {
+        let t = s.trim();
+        let (cmp, rest) =
+            [(">=", Cmp::Ge), ("<=", Cmp::Le), (">", Cmp::Gt), ("<", Cmp::Lt), ("=", Cmp::Eq)]
+                .into_iter()
+                .find_map(|(p, c)| t.strip_prefix(p).map(|r| (c, r)))
+                .unwrap_or((Cmp::Eq, t));
+        let n = rest.trim().parse().ok()?;
+        Some(Count { cmp, n })
+    }
+
+    pub fn holds(self, v: u64) -> bool {
+        match self.cmp {
+            Cmp::Eq => v == self.n,
+            Cmp::Ge => v >= self.n,
+            Cmp::Gt => v > self.n,
+            Cmp::Le => v <= self.n,
+            Cmp::Lt => v < self.n,
+        }
+    }
+}
+
+impl fmt::Display for Count {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = match self.cmp {
+            Cmp::Eq => "=",
+            Cmp::Ge => ">=",
+            Cmp::Gt => ">",
+            Cmp::Le => "<=",
+            Cmp::Lt => "<",
+        };
+        write!(f, "{op} {}", self.n)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Ok => f.write_str("success"),
+            Outcome::Errno(e) => write!(f, "error {e}"),
+            Outcome::Signal(s) => write!(f, "killed by {s}"),
+            Outcome::Content(c) => write!(f, "every byte {}", show_byte(*c as u8)),
+            Outcome::Dax(on) => write!(f, "STATX_ATTR_DAX {}", on_off(*on)),
+            Outcome::Flag(on) => write!(f, "FS_XFLAG_DAX {}", on_off(*on)),
+            Outcome::Extents { since, same: true } => {
+                write!(f, "extents unchanged since {since:?}")
+            }
+            Outcome::Extents { since, same: false } => write!(f, "extents changed since {since:?}"),
+            Outcome::NoExtents => f.write_str("no extents (a hole)"),
+            Outcome::Shared(s) => write!(f, "{} extents shared", format!("{s:?}").to_lowercase()),
+            Outcome::Exit(s) => write!(f, "exit status {s}"),
+        }
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.outcome)?;
+        match self.faults {
+            Some(c) => write!(f, " with faults {c}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Outcome {
+    fn met_by(&self, observed: &Observed) -> bool {
+        match (self, observed) {
+            (_, Observed::Error(_)) => false,
+            (_, Observed::Race { problems, .. }) if !problems.is_empty() => false,
+            (Outcome::Ok, o) => {
+                !matches!(o, Observed::Errno(_) | Observed::Signal(_) | Observed::Exit { .. })
+                    || matches!(o, Observed::Exit { status: 0, .. })
+            }
+            (Outcome::Errno(e), Observed::Errno(o)) => e == o,
+            (Outcome::Signal(s), Observed::Signal(o)) => s == o,
+            // A short read, or one cut into more runs than reported, proves nothing about the
+            // bytes that did not come back.
+            (Outcome::Content(c), Observed::Bytes { asked, got, runs, truncated, .. }) => {
+                got == asked && !truncated && runs.iter().all(|r| r.byte == *c as u8)
+            }
+            (Outcome::Dax(e), Observed::Dax(o)) => e == o,
+            (Outcome::Flag(e), Observed::Flag(o)) => e == o,
+            (Outcome::Extents { same, .. }, Observed::Extents { extents, saved: Some(saved) }) => {
+                (extents == saved) == *same
+            }
+            (Outcome::NoExtents, Observed::Extents { extents, .. }) => extents.is_empty(),
+            // A range with no extents is a hole, not a range whose extents are (not) shared.
+            (Outcome::Shared(s), Observed::Extents { extents, .. }) if !extents.is_empty() => {
+                let shared = extents.iter().filter(|e| e.flags & FIEMAP_EXTENT_SHARED != 0).count();
+                match s {
+                    Shared::All => shared == extents.len(),
+                    Shared::None => shared == 0,
+                    Shared::Some => shared > 0 && shared < extents.len(),
+                }
+            }
+            (Outcome::Exit(e), Observed::Exit { status, .. }) => e == status,
+            _ => false,
+        }
+    }
+}
+
+impl Expect {
+    /// `Ok(())` when `observed` meets the expectation; otherwise why not, in one line.
+    pub fn check(&self, observed: &Observed) -> Result<(), String> {
+        let faults_ok = match (self.faults, observed.faults()) {
+            (None, _) => true,
+            (Some(c), Some(n)) => c.holds(n),
+            (Some(_), None) => false,
+        };
+        if self.outcome.met_by(observed) && faults_ok {
+            Ok(())
+        } else {
+            Err(format!("expected {self}, got {observed}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{runs, Extent, Run};
+
+    fn bytes(data: &[u8]) -> Observed {
+        let (runs, truncated) = runs(0, data);
+        let n = data.len() as u64;
+        Observed::Bytes { asked: n, got: n, runs, truncated, faults: None }
+    }
+
+    fn ext(flags: u32) -> Extent {
+        Extent { logical: 0, physical: 4096, length: 4096, flags }
+    }
+
+    fn just(o: Outcome) -> Expect {
+        Expect::outcome(o)
+    }
+
+    fn faults(o: Outcome, c: &str) -> Expect {
+        Expect { outcome: o, faults: Some(Count::parse(c).unwrap()) }
+    }
+
+    /// Every kind of expectation, met and not met, with the message a developer reads.
+    #[test]
+    fn each_expectation_fails_with_what_was_expected_and_seen() {
+        let extents = |v: Vec<Extent>| Observed::Extents { extents: v, saved: None };
+        let cases: Vec<(Expect, Observed, Option<&str>)> = vec![
+            (just(Outcome::Ok), Observed::Ok, None),
+            (
+                just(Outcome::Ok),
+                Observed::Errno("EINVAL".into()),
+                Some("expected success, got error EINVAL"),
+            ),
+            (just(Outcome::Errno("EINVAL".into())), Observed::Errno("EINVAL".into()), None),
+            (
+                just(Outcome::Errno("EINVAL".into())),
+                Observed::Ok,
+                Some("expected error EINVAL, got success"),
+            ),
+            (
+                just(Outcome::Errno("EOPNOTSUPP".into())),
+                Observed::Errno("EINVAL".into()),
+                Some("expected error EOPNOTSUPP, got error EINVAL"),
+            ),
+            (just(Outcome::Signal("SIGBUS".into())), Observed::Signal("SIGBUS".into()), None),
+            (
+                just(Outcome::Signal("SIGBUS".into())),
+                bytes(b"\0\0"),
+                Some("expected killed by SIGBUS, got bytes [\\0 x2 at 0]"),
+            ),
+            (just(Outcome::Content('b')), bytes(b"bb"), None),
+            (
+                just(Outcome::Content('b')),
+                bytes(b"bc"),
+                Some("expected every byte 'b', got bytes ['b' x1 at 0, 'c' x1 at 1]"),
+            ),
+            // A short read proves nothing about the bytes that did not come back.
+            (
+                just(Outcome::Content('b')),
+                Observed::Bytes {
+                    asked: 4096,
+                    got: 0,
+                    runs: vec![],
+                    truncated: false,
+                    faults: None,
+                },
+                Some("expected every byte 'b', got bytes [] (asked 4096, got 0)"),
+            ),
+            (
+                just(Outcome::Content('b')),
+                Observed::Bytes {
+                    asked: 4096,
+                    got: 2,
+                    runs: vec![Run { offset: 0, len: 2, byte: b'b' }],
+                    truncated: false,
+                    faults: None,
+                },
+                Some("expected every byte 'b', got bytes ['b' x2 at 0] (asked 4096, got 2)"),
+            ),
+            (just(Outcome::Dax(true)), Observed::Dax(true), None),
+            (
+                just(Outcome::Dax(true)),
+                Observed::Dax(false),
+                Some("expected STATX_ATTR_DAX on, got STATX_ATTR_DAX off"),
+            ),
+            (
+                just(Outcome::Flag(false)),
+                Observed::Flag(true),
+                Some("expected FS_XFLAG_DAX off, got FS_XFLAG_DAX on"),
+            ),
+            (
+                just(Outcome::Extents { since: "b".into(), same: true }),
+                Observed::Extents { extents: vec![ext(0)], saved: Some(vec![ext(0)]) },
+                None,
+            ),
+            (
+                just(Outcome::Extents { since: "b".into(), same: true }),
+                Observed::Extents { extents: vec![ext(0x800)], saved: Some(vec![ext(0)]) },
+                Some(
+                    "expected extents unchanged since \"b\", got extents [0+4096@4096 flags 0x800]",
+                ),
+            ),
+            (
+                just(Outcome::Extents { since: "b".into(), same: false }),
+                Observed::Extents { extents: vec![ext(0)], saved: Some(vec![ext(0)]) },
+                Some("expected extents changed since \"b\""),
+            ),
+            (just(Outcome::Shared(Shared::All)), extents(vec![ext(0x2000)]), None),
+            (
+                just(Outcome::Shared(Shared::None)),
+                extents(vec![ext(0x2000)]),
+                Some("expected none extents shared"),
+            ),
+            // A hole has no extents that could be shared or not.
+            (
+                just(Outcome::Shared(Shared::None)),
+                extents(vec![]),
+                Some("expected none extents shared, got no extents"),
+            ),
+            (
+                just(Outcome::Shared(Shared::All)),
+                extents(vec![]),
+                Some("expected all extents shared, got no extents"),
+            ),
+            (just(Outcome::NoExtents), extents(vec![]), None),
+            (
+                just(Outcome::NoExtents),
+                extents(vec![ext(0)]),
+                Some("expected no extents (a hole), got extents [0+4096@4096 flags 0x0]"),
+            ),
+            (
+                just(Outcome::Ok),
+                Observed::Race { rounds: 5, problems: vec!["slot 3 lost".into()] },
+                Some("expected success, got 5 rounds, 1 problems: slot 3 lost"),
+            ),
+            (
+                just(Outcome::Exit(0)),
+                Observed::Exit { status: 1, output: "no".into() },
+                Some("expected exit status 0, got exit 1: no"),
+            ),
+            // daxtest's own failures never meet an expectation, whatever it is.
+            (
+                just(Outcome::Ok),
+                Observed::Error("no mapping \"m\"".into()),
+                Some("expected success, got daxtest error: no mapping \"m\""),
+            ),
+            (
+                just(Outcome::Errno("EINVAL".into())),
+                Observed::Error("x".into()),
+                Some("expected error EINVAL, got daxtest error: x"),
+            ),
+            // Faults: counted by the process that owns the mapping.
+            (just(Outcome::Ok), Observed::Stored { faults: 3 }, None),
+            (faults(Outcome::Ok, ">=1"), Observed::Stored { faults: 1 }, None),
+            (
+                faults(Outcome::Ok, ">=1"),
+                Observed::Stored { faults: 0 },
+                Some("expected success with faults >= 1, got stored, 0 faults"),
+            ),
+            (
+                faults(Outcome::Content('a'), "0"),
+                Observed::Bytes {
+                    asked: 1,
+                    got: 1,
+                    runs: vec![Run { offset: 0, len: 1, byte: b'a' }],
+                    truncated: false,
+                    faults: Some(1),
+                },
+                Some("expected every byte 'a' with faults = 0, got bytes ['a' x1 at 0], 1 fault"),
+            ),
+            (
+                faults(Outcome::Ok, "0"),
+                Observed::Ok,
+                Some("expected success with faults = 0, got success"),
+            ),
+        ];
+        for (expect, observed, want) in cases {
+            let got = expect.check(&observed);
+            match want {
+                None => assert_eq!(got, Ok(()), "{expect:?} vs {observed:?}"),
+                Some(msg) => {
+                    let e = got.expect_err(&format!("{expect:?} vs {observed:?} must fail"));
+                    assert!(e.starts_with(msg), "{e}\n  does not start with\n{msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn counts_parse_and_compare() {
+        let c = |s: &str| Count::parse(s).unwrap();
+        assert!(c("0").holds(0) && !c("0").holds(1));
+        assert!(c(">=1").holds(1) && !c(">=1").holds(0));
+        assert!(c(">0").holds(1) && c("<2").holds(1) && !c("<2").holds(2));
+        assert!(c("<=2").holds(2) && c("=3").holds(3));
+        assert_eq!(c(" >= 4 ").to_string(), ">= 4");
+        assert_eq!(Count::parse("many"), None);
+        assert_eq!(Count::parse(">=-1"), None);
+    }
+}

@@ -1,0 +1,75 @@
+//! A test case as the guest agent runs it, and what the agent reports back.
+//!
+//! The host expands scenario files (matrix, kernel conditions, variables) into [`CaseSpec`]s in
+//! which every expectation is concrete; the agent executes the steps with real system calls and
+//! returns one [`Observed`] per step. [`Expect::check`] is the single judge, used by the agent (to
+//! stop at the first mismatch) and by the host (to report it).
+
+mod expect;
+mod observed;
+mod op;
+mod report;
+
+pub use expect::{Cmp, Count, Expect, Outcome, Shared};
+pub use observed::{runs, runs_into, Extent, Observed, Run, FIEMAP_EXTENT_SHARED, MAX_RUNS};
+pub use op::{FallocMode, MapKind, Op, RACE_SLOT};
+pub use report::{CasePhase, CaseReport, StepReport};
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Filesystems under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fs {
+    Xfs,
+    Ext4,
+}
+
+impl Fs {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fs::Xfs => "xfs",
+            Fs::Ext4 => "ext4",
+        }
+    }
+}
+
+impl fmt::Display for Fs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Prefix of the agent's progress lines on stderr (`@daxtest: step 3`), read by the host for
+/// step timeouts.
+pub const PROGRESS: &str = "@daxtest: ";
+
+/// One case, fully resolved for one matrix cell and one kernel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseSpec {
+    /// Stable id: `scenario/case/fs/mount-option`.
+    pub id: String,
+    pub fs: Fs,
+    /// Extra mkfs arguments (the device comes last; `-f`/`-F` and quiet are added by the agent).
+    pub mkfs_options: Vec<String>,
+    /// Mount options, e.g. `dax=always`.
+    pub mount_options: String,
+    /// Block device to format, `/dev/pmem0`.
+    pub device: String,
+    /// Where the filesystem is mounted; step paths are relative to it.
+    pub mount_point: String,
+    /// Seed for every random choice (race jitter, patterns).
+    pub seed: u64,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Line of the step in its scenario file, for messages.
+    pub line: usize,
+    pub op: Op,
+    pub expect: Expect,
+}

@@ -1,0 +1,191 @@
+//! What a step did, as the agent observes it: success, an errno or a signal, bytes as runs,
+//! the DAX state, extents, a race's findings, a shell's exit, or daxtest's own error.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A run of equal bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    pub offset: u64,
+    pub len: u64,
+    pub byte: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent {
+    pub logical: u64,
+    pub physical: u64,
+    pub length: u64,
+    pub flags: u32,
+}
+
+/// FIEMAP_EXTENT_SHARED
+pub const FIEMAP_EXTENT_SHARED: u32 = 0x2000;
+
+/// What a step did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Observed {
+    Ok,
+    Errno(String),
+    Signal(String),
+    /// A store through a mapping that completed, with the faults it took.
+    Stored {
+        faults: u64,
+    },
+    /// Bytes read or loaded: how many were asked for and how many came back, as runs (at most
+    /// [`MAX_RUNS`]; `truncated` if there were more); a load also counts its faults.
+    Bytes {
+        asked: u64,
+        got: u64,
+        runs: Vec<Run>,
+        truncated: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        faults: Option<u64>,
+    },
+    Dax(bool),
+    Flag(bool),
+    /// FIEMAP result, with the saved map named by the expectation when there is one.
+    Extents {
+        extents: Vec<Extent>,
+        saved: Option<Vec<Extent>>,
+    },
+    /// A race step's findings: empty when nothing was lost or torn.
+    Race {
+        rounds: u64,
+        problems: Vec<String>,
+    },
+    Exit {
+        status: i32,
+        output: String,
+    },
+    /// daxtest could not do the step (a mapping whose process is gone, a helper that failed, a
+    /// race that never raced): says nothing about the kernel, so the case is an error.
+    Error(String),
+}
+
+impl Observed {
+    /// The page faults an access took, for observations that count them.
+    pub fn faults(&self) -> Option<u64> {
+        match self {
+            Observed::Stored { faults } => Some(*faults),
+            Observed::Bytes { faults, .. } => *faults,
+            _ => None,
+        }
+    }
+}
+
+pub const MAX_RUNS: usize = 16;
+
+/// Byte runs of `data`, which starts at file or mapping offset `base`.
+pub fn runs(base: u64, data: &[u8]) -> (Vec<Run>, bool) {
+    let mut out: Vec<Run> = Vec::with_capacity(MAX_RUNS);
+    let truncated = runs_into(base, data, &mut out);
+    (out, truncated)
+}
+
+/// [`runs`] into a vector the caller made (with capacity [`MAX_RUNS`], so that pushing never
+/// allocates: a load counts its page faults around this); true when there were more runs.
+pub fn runs_into(base: u64, data: &[u8], out: &mut Vec<Run>) -> bool {
+    for (i, &b) in data.iter().enumerate() {
+        match out.last_mut() {
+            Some(r) if r.byte == b => r.len += 1,
+            _ => {
+                if out.len() == MAX_RUNS {
+                    return true;
+                }
+                out.push(Run { offset: base + i as u64, len: 1, byte: b })
+            }
+        }
+    }
+    false
+}
+
+pub(super) fn show_byte(b: u8) -> String {
+    match b {
+        0 => "\\0".into(),
+        0x20..=0x7e => format!("'{}'", b as char),
+        _ => format!("0x{b:02x}"),
+    }
+}
+
+fn plural(n: u64, one: &str) -> String {
+    format!("{n} {one}{}", if n == 1 { "" } else { "s" })
+}
+
+impl fmt::Display for Observed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Observed::Ok => f.write_str("success"),
+            Observed::Errno(e) => write!(f, "error {e}"),
+            Observed::Signal(s) => write!(f, "killed by {s}"),
+            Observed::Stored { faults } => write!(f, "stored, {}", plural(*faults, "fault")),
+            Observed::Bytes { asked, got, runs, truncated, faults } => {
+                let parts: Vec<String> = runs
+                    .iter()
+                    .map(|r| format!("{} x{} at {}", show_byte(r.byte), r.len, r.offset))
+                    .collect();
+                write!(f, "bytes [{}{}]", parts.join(", "), if *truncated { ", ..." } else { "" })?;
+                if got != asked {
+                    write!(f, " (asked {asked}, got {got})")?;
+                }
+                match faults {
+                    Some(n) => write!(f, ", {}", plural(*n, "fault")),
+                    None => Ok(()),
+                }
+            }
+            Observed::Dax(on) => write!(f, "STATX_ATTR_DAX {}", on_off(*on)),
+            Observed::Flag(on) => write!(f, "FS_XFLAG_DAX {}", on_off(*on)),
+            Observed::Extents { extents, .. } if extents.is_empty() => f.write_str("no extents"),
+            Observed::Extents { extents, .. } => {
+                let parts: Vec<String> = extents
+                    .iter()
+                    .map(|e| {
+                        format!("{}+{}@{} flags 0x{:x}", e.logical, e.length, e.physical, e.flags)
+                    })
+                    .collect();
+                write!(f, "extents [{}]", parts.join(", "))
+            }
+            Observed::Race { rounds, problems } if problems.is_empty() => {
+                write!(f, "{rounds} rounds, nothing lost or torn")
+            }
+            Observed::Race { rounds, problems } => {
+                write!(f, "{rounds} rounds, {} problems: {}", problems.len(), problems.join("; "))
+            }
+            Observed::Exit { status, output } => write!(f, "exit {status}: {}", output.trim()),
+            Observed::Error(e) => write!(f, "daxtest error: {e}"),
+        }
+    }
+}
+
+pub(super) fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_compress_and_cap() {
+        let (r, t) = runs(100, b"aaabbc");
+        assert_eq!(
+            r,
+            [
+                Run { offset: 100, len: 3, byte: b'a' },
+                Run { offset: 103, len: 2, byte: b'b' },
+                Run { offset: 105, len: 1, byte: b'c' }
+            ]
+        );
+        assert!(!t);
+        let many: Vec<u8> = (0..40u8).collect();
+        let (r, t) = runs(0, &many);
+        assert_eq!(r.len(), MAX_RUNS);
+        assert!(t);
+    }
+}

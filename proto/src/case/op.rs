@@ -1,0 +1,222 @@
+//! The operations a step can do, as scenario files name them.
+
+use serde::{Deserialize, Serialize};
+
+/// How an mmap is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MapKind {
+    /// MAP_SHARED
+    Shared,
+    /// MAP_SHARED_VALIDATE | MAP_SYNC (needs DAX: EOPNOTSUPP otherwise)
+    Sync,
+    /// MAP_PRIVATE
+    Private,
+}
+
+/// fallocate(2) modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallocMode {
+    /// 0: allocate (unwritten extents), extend the size.
+    Default,
+    KeepSize,
+    PunchHole,
+    ZeroRange,
+    CollapseRange,
+    InsertRange,
+    UnshareRange,
+}
+
+/// An operation. Paths are relative to the case's mount point; handles and maps are names
+/// that later steps use to refer to an open file descriptor or a mapping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    /// open(O_CREAT|O_WRONLY), close.
+    Create {
+        file: String,
+    },
+    Mkdir {
+        dir: String,
+    },
+    /// pwrite `len` bytes of `pattern` at `offset`, creating the file if needed.
+    Write {
+        file: String,
+        offset: u64,
+        len: u64,
+        pattern: char,
+    },
+    /// pread; observed as byte runs.
+    Read {
+        file: String,
+        offset: u64,
+        len: u64,
+    },
+    Fsync {
+        file: String,
+    },
+    Truncate {
+        file: String,
+        size: u64,
+    },
+    Fallocate {
+        file: String,
+        mode: FallocMode,
+        offset: u64,
+        len: u64,
+    },
+    /// statx: observed STATX_ATTR_DAX.
+    Statx {
+        file: String,
+    },
+    /// FS_IOC_FSGETXATTR: observed FS_XFLAG_DAX.
+    GetFlag {
+        file: String,
+    },
+    /// FS_IOC_FSGETXATTR, change FS_XFLAG_DAX, FS_IOC_FSSETXATTR.
+    SetFlag {
+        file: String,
+        on: bool,
+    },
+    /// FICLONE: `dst` (created or truncated) becomes a clone of `src`.
+    Clone {
+        src: String,
+        dst: String,
+    },
+    /// FICLONERANGE.
+    CloneRange {
+        src: String,
+        dst: String,
+        src_offset: u64,
+        len: u64,
+        dst_offset: u64,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Unlink {
+        file: String,
+    },
+    /// Keep a file descriptor open (O_RDWR) under `handle` until `close` or `evict`.
+    Open {
+        file: String,
+        handle: String,
+    },
+    Close {
+        handle: String,
+    },
+    Mmap {
+        file: String,
+        map: String,
+        offset: u64,
+        len: u64,
+        kind: MapKind,
+    },
+    Munmap {
+        map: String,
+    },
+    /// Store `len` bytes of `pattern` through a mapping, at `offset` into it.
+    Store {
+        map: String,
+        offset: u64,
+        len: u64,
+        pattern: char,
+    },
+    /// Load through a mapping; observed as byte runs.
+    Load {
+        map: String,
+        offset: u64,
+        len: u64,
+    },
+    Msync {
+        map: String,
+    },
+    /// FIEMAP over [offset, offset+len) (len 0: to EOF); `save` keeps the result under a name.
+    Fiemap {
+        file: String,
+        offset: u64,
+        len: u64,
+        save: Option<String>,
+    },
+    /// Close every handle and mapping, syncfs, drop caches: the inode is evicted and reloaded.
+    Evict,
+    /// Close everything, unmount, mount again with the same options.
+    Remount,
+    Mkswap {
+        file: String,
+    },
+    Swapon {
+        file: String,
+    },
+    Swapoff {
+        file: String,
+    },
+    /// FIFREEZE / FITHAW on the mount point.
+    Freeze,
+    Thaw,
+    /// Race: one process toggles FS_XFLAG_DAX `rounds` times while another writes record i
+    /// (4 KiB) at offset i * 4 KiB; afterwards every record must read back intact, then again
+    /// after the inode is evicted and after a remount. Ends every handle and mapping (as
+    /// `remount` does); a race in which the file's DAX mode never changed is an error.
+    RaceToggleWrite {
+        file: String,
+        rounds: u64,
+    },
+    /// Race: one thread stores pass numbers through mapping `map` (8-byte slots, one per 512
+    /// bytes) while another clones the file `rounds` times (`<file>.clone<N>`); afterwards the
+    /// source must hold every last value, and every slot of every clone a pass between the ones
+    /// running when its FICLONE began and when it returned.
+    RaceStoreClone {
+        map: String,
+        file: String,
+        rounds: u64,
+    },
+    /// Pause (for tests of the framework itself, and for timeouts).
+    Sleep {
+        millis: u64,
+    },
+    /// A shell command in the guest (escape hatch; observed as its exit status). Processes it
+    /// leaves running fail the case, unless `background` says it starts them on purpose; they
+    /// are killed at the end of the case either way.
+    Shell {
+        command: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        background: bool,
+    },
+}
+
+impl Op {
+    /// The operation's name as written in scenario files.
+    pub fn name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("op").and_then(|o| o.as_str().map(str::to_string)))
+            .unwrap_or_default()
+    }
+}
+
+/// race_store_clone's slot: one 8-byte value at the start of every 512 bytes of the mapping.
+pub const RACE_SLOT: usize = 512;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_names_are_the_scenario_words() {
+        assert_eq!(Op::Evict.name(), "evict");
+        assert_eq!(
+            Op::CloneRange {
+                src: "a".into(),
+                dst: "b".into(),
+                src_offset: 0,
+                len: 1,
+                dst_offset: 0
+            }
+            .name(),
+            "clone_range"
+        );
+    }
+}
