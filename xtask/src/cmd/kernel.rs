@@ -16,7 +16,7 @@ use xshell::cmd;
 
 impl flags::Kernel {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
-        let tree = build::check_tree(&self.src)?;
+        let tree = build::source_tree(&self.src)?;
         if self.config == Base::Keep && !tree.join(".config").exists() {
             return Err(exit::input(format!(
                 "--src {} --config keep: the tree has no .config; use --config minimal or \

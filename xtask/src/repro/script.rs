@@ -126,7 +126,8 @@ impl Gen {
         self.unsupported.push(what);
     }
 
-    fn expect_check(&mut self, expect: &Expect) {
+    /// Writes the line that compares the step's result with `expect` and prints the verdict.
+    fn verdict_line(&mut self, expect: &Expect) {
         let check = match &expect.outcome {
             Outcome::Ok => "expect_success".to_string(),
             Outcome::Errno(e) => format!("expect_errno {}", quote(e)),
@@ -269,7 +270,7 @@ impl Gen {
                     });
                 } else {
                     // The mmap failed as expected: the agent drops the fd it opened for it.
-                    self.expect_check(&step.expect);
+                    self.verdict_line(&step.expect);
                     self.line("s_do close >/dev/null");
                 }
             }
@@ -391,7 +392,7 @@ impl Gen {
             }
         }
         if !self.checked {
-            self.expect_check(&step.expect);
+            self.verdict_line(&step.expect);
         }
     }
 
@@ -401,7 +402,7 @@ impl Gen {
         if !matches!(expect.outcome, Outcome::Signal(_)) {
             return;
         }
-        self.expect_check(expect);
+        self.verdict_line(expect);
         self.line("s_respawn");
         let mut cmds = Vec::new();
         for (_, path) in &self.session.files {

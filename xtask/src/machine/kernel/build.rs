@@ -36,8 +36,9 @@ impl Base {
 /// What makes a directory a kernel source tree, for the build and for the config merge.
 const TREE_ENTRIES: [&str; 3] = ["Makefile", "arch/x86", "scripts/kconfig/merge_config.sh"];
 
-/// Checks that `dir` is the top of a Linux source tree; its canonical path.
-pub fn check_tree(dir: &str) -> anyhow::Result<PathBuf> {
+/// The canonical path of the Linux source tree whose top is `dir`; an input error when `dir` is
+/// not the top of one.
+pub fn source_tree(dir: &str) -> anyhow::Result<PathBuf> {
     let path = Path::new(dir);
     if !path.is_dir() {
         return Err(exit::input(format!(
@@ -256,18 +257,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("Makefile"), "all:\n").unwrap();
         let d = dir.path().to_string_lossy();
-        let e = check_tree(&d).unwrap_err();
+        let e = source_tree(&d).unwrap_err();
         assert!(e.downcast_ref::<exit::InputError>().is_some());
         assert!(
             e.to_string().contains("not a kernel source tree (no arch/x86, no scripts/kconfig/"),
             "{e}"
         );
-        let e = check_tree("/nonexistent/linux").unwrap_err().to_string();
+        let e = source_tree("/nonexistent/linux").unwrap_err().to_string();
         assert!(e.starts_with("--src /nonexistent/linux: no such directory"), "{e}");
         std::fs::create_dir_all(dir.path().join("arch/x86")).unwrap();
         std::fs::create_dir_all(dir.path().join("scripts/kconfig")).unwrap();
         std::fs::write(dir.path().join("scripts/kconfig/merge_config.sh"), "").unwrap();
-        assert_eq!(check_tree(&d).unwrap(), dir.path().canonicalize().unwrap());
+        assert_eq!(source_tree(&d).unwrap(), dir.path().canonicalize().unwrap());
     }
 
     #[test]
