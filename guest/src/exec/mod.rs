@@ -10,7 +10,6 @@
 mod files;
 mod filesystem;
 pub mod isolation;
-pub mod kmsg;
 pub mod mapping;
 pub mod race;
 pub mod sys;
@@ -27,7 +26,7 @@ use std::time::Instant;
 pub fn run(spec: &CaseSpec) -> CaseReport {
     let start = Instant::now();
     let mut clock = Clock::default();
-    let window = kmsg::Window::open(&spec.id);
+    let window = crate::kmsg::Window::open(&spec.id);
     let shell = spec.steps.iter().any(|s| matches!(s.op, Op::Shell { .. }));
     let baseline = isolation::Baseline::take(shell);
     let tainted_before = tainted();

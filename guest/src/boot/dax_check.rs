@@ -7,7 +7,7 @@
 //! its module loads in a quarter of the time of xfs.ko, which keeps the check off the boot's
 //! critical path.
 
-use crate::init::{tool, Event};
+use super::{tool, Event};
 use crate::stat::statx_dax;
 use anyhow::{bail, Context};
 use daxtest_proto::{DaxCheck, PmemDevice};

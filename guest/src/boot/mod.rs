@@ -5,12 +5,15 @@
 //! Ordering is chosen for boot-to-ready time under TCG: sshd starts as soon as the network
 //! module is in, while the NVDIMM and filesystem modules are still loading on other threads.
 
-use crate::{dax_check, modules::Loader};
+mod dax_check;
+mod modules;
+
 use anyhow::{bail, Context};
 use daxtest_proto::{
     BootConfig, Phase, ReadyReport, BOOT_CONFIG_PATH, CMDLINE_PMEM_COUNT, PRELOADED_PATH,
     READY_PATH,
 };
+use modules::Loader;
 use rustix::mount::{mount, MountFlags};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -76,9 +79,9 @@ pub fn preload(modules: &[&str]) {
 /// Boots; returns the modules to load in the background once the guest is ready.
 fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
     mount_pseudo_filesystems()?;
-    // Every kernel record from here to poweroff, for the case windows (exec::kmsg).
+    // Every kernel record from here to poweroff, for the case windows (crate::kmsg).
     std::thread::spawn(|| {
-        if let Err(e) = crate::exec::kmsg::log_forever() {
+        if let Err(e) = crate::kmsg::log_forever() {
             println!("daxtest-agent: copying /dev/kmsg: {e}");
         }
     });
