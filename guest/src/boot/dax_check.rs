@@ -7,7 +7,8 @@
 //! its module loads in a quarter of the time of xfs.ko, which keeps the check off the boot's
 //! critical path.
 
-use super::{tool, Event};
+use super::latch::Latch;
+use super::tool::tool;
 use crate::stat::statx_dax;
 use anyhow::{bail, Context};
 use daxtest_proto::{DaxCheck, PmemDevice};
@@ -49,7 +50,7 @@ pub fn wait_for_pmem(count: usize, timeout: Duration) -> anyhow::Result<Vec<Stri
 /// `fs_ready` waits for the check's filesystem module.
 pub fn prepare_and_check(
     name: &str,
-    payload: &Event,
+    payload: &Latch,
     fs_ready: &dyn Fn() -> anyhow::Result<()>,
 ) -> anyhow::Result<PmemDevice> {
     let formatted_now = ensure_fsdax(name, payload)?;
@@ -63,7 +64,7 @@ pub fn prepare_and_check(
 
 /// Puts the namespace behind `name` in fsdax mode unless it already is (the host keeps backing
 /// files that already hold the fsdax info block, which saves ndctl's seconds at every boot).
-fn ensure_fsdax(name: &str, payload: &Event) -> anyhow::Result<bool> {
+fn ensure_fsdax(name: &str, payload: &Latch) -> anyhow::Result<bool> {
     if queue_dax(name)? {
         return Ok(false);
     }

@@ -6,18 +6,22 @@
 //! module is in, while the NVDIMM and filesystem modules are still loading on other threads.
 
 mod dax_check;
+mod latch;
 mod modules;
+mod tool;
 
 use anyhow::{bail, Context};
 use daxtest_proto::{
     BootConfig, Phase, ReadyReport, BOOT_CONFIG_PATH, CMDLINE_PMEM_COUNT, PRELOADED_PATH,
     READY_PATH,
 };
+use latch::Latch;
 use modules::Loader;
 use rustix::mount::{mount, MountFlags};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tool::tool;
 
 pub fn run() -> ! {
     std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
@@ -105,7 +109,7 @@ fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
     // Every chain on its own thread. The DAX check needs only the NVDIMM drivers and ext4, so it
     // runs while xfs (the slowest module by far under TCG) is still loading.
     let loader = Loader::default();
-    let payload_mounted = Event::default();
+    let payload_mounted = Latch::default();
     let (net, payload, devices) = std::thread::scope(|s| {
         for chain in &config.module_chains {
             let loader = &loader;
@@ -165,7 +169,7 @@ fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
 /// Waits for the pmem devices, makes them fsdax, checks DAX on each (in parallel).
 fn check_devices(
     count: usize,
-    payload: &Event,
+    payload: &Latch,
     fs_ready: &(dyn Fn() -> anyhow::Result<()> + Sync),
 ) -> anyhow::Result<(Vec<daxtest_proto::PmemDevice>, Phase)> {
     let names = dax_check::wait_for_pmem(count, Duration::from_secs(20))?;
@@ -219,29 +223,6 @@ fn mount_payload(config: &BootConfig, loader: &Loader) -> anyhow::Result<Phase> 
     }
 }
 
-/// An outcome that threads can wait for, set once.
-#[derive(Default)]
-pub struct Event {
-    state: std::sync::Mutex<Option<Result<(), String>>>,
-    set: std::sync::Condvar,
-}
-
-impl Event {
-    pub fn set(&self, outcome: Result<(), String>) {
-        *self.state.lock().expect("event poisoned") = Some(outcome);
-        self.set.notify_all();
-    }
-
-    pub fn wait(&self) -> Result<(), String> {
-        let mut state = self.state.lock().expect("event poisoned");
-        loop {
-            match &*state {
-                Some(outcome) => return outcome.clone(),
-                None => state = self.set.wait(state).expect("event poisoned"),
-            }
-        }
-    }
-}
 fn mount_pseudo_filesystems() -> anyhow::Result<()> {
     let mounts: [(&str, &str, &str, &str); 6] = [
         ("proc", "/proc", "proc", ""),
@@ -304,24 +285,6 @@ pub fn pmem_count_from_cmdline(cmdline: &str) -> anyhow::Result<usize> {
         .find_map(|w| w.strip_prefix(&key))
         .with_context(|| format!("no {key}N on the kernel command line"))?;
     value.parse().with_context(|| format!("{key}{value}: not a count"))
-}
-
-/// Runs a guest tool and returns its stdout; the error carries its stderr.
-pub fn tool(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "{program} {}: {}: {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn write_report(report: &ReadyReport) -> anyhow::Result<()> {
