@@ -5,7 +5,7 @@
 //! Ordering is chosen for boot-to-ready time under TCG: sshd starts as soon as the network
 //! module is in, while the NVDIMM and filesystem modules are still loading on other threads.
 
-mod dax_check;
+mod dax_proof;
 mod latch;
 mod modules;
 mod tool;
@@ -106,7 +106,7 @@ fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
     }
     let pmem_count = pmem_count_from_cmdline(&std::fs::read_to_string("/proc/cmdline")?)?;
 
-    // Every chain on its own thread. The DAX check needs only the NVDIMM drivers and ext4, so it
+    // Every chain on its own thread. The DAX proof needs only the NVDIMM drivers and ext4, so it
     // runs while xfs (the slowest module by far under TCG) is still loading.
     let loader = Loader::default();
     let payload_mounted = Latch::default();
@@ -122,14 +122,14 @@ fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
         });
         let chains = &config.module_chains;
         let devices =
-            s.spawn(|| match loader.wait_for(dax_check::DEVICE_MODULES, chains).as_slice() {
+            s.spawn(|| match loader.wait_for(dax_proof::DEVICE_MODULES, chains).as_slice() {
                 [] => {
                     let fs_ready =
-                        || match loader.wait_for(dax_check::FS_MODULES, chains).as_slice() {
+                        || match loader.wait_for(dax_proof::FS_MODULES, chains).as_slice() {
                             [] => Ok(()),
                             errors => Err(anyhow::anyhow!("{}", errors.join("; "))),
                         };
-                    check_devices(pmem_count, &payload_mounted, &fs_ready)
+                    prove_devices(pmem_count, &payload_mounted, &fs_ready)
                 }
                 errors => Err(anyhow::anyhow!("{}", errors.join("; "))),
             });
@@ -156,27 +156,27 @@ fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
         Err(e) => report.errors.push(format!("NVDIMMs: {e:#}")),
     }
     for d in &report.devices {
-        if !d.dax_check.ok {
+        if !d.dax_proof.ok {
             report
                 .errors
-                .push(format!("/dev/{}: DAX does not work: {}", d.name, d.dax_check.detail));
+                .push(format!("/dev/{}: DAX does not work: {}", d.name, d.dax_proof.detail));
         }
     }
     report.timeline.sort_by(|a, b| a.uptime_s.total_cmp(&b.uptime_s));
     Ok(config.preload)
 }
 
-/// Waits for the pmem devices, makes them fsdax, checks DAX on each (in parallel).
-fn check_devices(
+/// Waits for the pmem devices, makes them fsdax, proves DAX on each (in parallel).
+fn prove_devices(
     count: usize,
     payload: &Latch,
     fs_ready: &(dyn Fn() -> anyhow::Result<()> + Sync),
 ) -> anyhow::Result<(Vec<daxtest_proto::PmemDevice>, Phase)> {
-    let names = dax_check::wait_for_pmem(count, Duration::from_secs(20))?;
+    let names = dax_proof::wait_for_pmem(count, Duration::from_secs(20))?;
     let devices = std::thread::scope(|s| {
         let handles: Vec<_> = names
             .iter()
-            .map(|n| s.spawn(move || dax_check::prepare_and_check(n, payload, fs_ready)))
+            .map(|n| s.spawn(move || dax_proof::prepare_and_prove(n, payload, fs_ready)))
             .collect();
         handles
             .into_iter()
