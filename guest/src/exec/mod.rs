@@ -1,5 +1,5 @@
 //! `daxtest-agent case`: runs one [`CaseSpec`] with real system calls and reports what each step
-//! did. Set-up makes a fresh filesystem and checks that DAX is in the state the mount asks for;
+//! did. Set-up makes a fresh filesystem and verifies that DAX is in the state the mount asks for;
 //! every process the case starts runs in its cgroup and is swept at the end; teardown always
 //! runs and must leave the guest as the case found it; the kernel messages of the case's window,
 //! and of the stretch before it, come from PID 1's copy of /dev/kmsg.
