@@ -183,7 +183,7 @@ fn prove_devices(
             .map(|h| h.join().expect("device thread panicked"))
             .collect::<anyhow::Result<Vec<_>>>()
     })?;
-    Ok((devices, phase("dax-check")))
+    Ok((devices, phase("dax-proof")))
 }
 
 /// Mounts the read-only payload disk, where most tools and the on-demand modules live.

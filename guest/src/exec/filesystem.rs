@@ -35,7 +35,7 @@ impl Executor<'_> {
         clock.lap("mount");
         let options = mount_options(&self.mnt).unwrap_or_default();
         self.verify_dax_state(&options)?;
-        clock.lap("dax-check");
+        clock.lap("dax-state");
         Ok(options)
     }
 
