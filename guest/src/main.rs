@@ -1,5 +1,11 @@
 //! daxtest guest agent. As PID 1 it boots the test VM (see `boot`); over SSH the host calls its
-//! subcommands: `probe` (readiness and boot report), `stat` (DAX state of a file), `poweroff`.
+//! subcommands: `probe` (readiness and boot report), `serve` and `case` (cases), `stat` (DAX
+//! state of a file), `kmsg-rest`, `poweroff`.
+//!
+//! The folders follow the flow and neither uses the other: `boot` (PID 1 until the guest is
+//! ready), then `exec` (the cases). The modules at the root are support for both: `kmsg` (the
+//! kernel log PID 1 copies and cases cut windows from) and `stat` (a file's DAX state). Unsafe
+//! code is denied here and allowed only in `exec::sys`.
 #![deny(unsafe_code)]
 
 mod boot;

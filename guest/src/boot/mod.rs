@@ -1,6 +1,10 @@
-//! PID 1 of the test VM: mounts the pseudo filesystems, loads the modules, brings up the network
-//! and sshd, makes sure every NVDIMM is an fsdax device on which DAX really works, writes the
-//! boot report for `daxtest-agent probe`, then reaps orphans forever.
+//! Owns what PID 1 does until the guest is ready (and its reaping of orphans ever after).
+//! May use the root's support modules (`kmsg`, `stat`) and `daxtest_proto`; never `exec`.
+//!
+//! PID 1 of the test VM: mounts the pseudo filesystems, starts the kernel-log copy, loads the
+//! modules (`modules`), brings up the network and sshd, mounts the payload disk, makes every
+//! NVDIMM an fsdax device and proves DAX works on it (`dax_proof`), and writes the boot report
+//! for `daxtest-agent probe`. Its threads share a `latch` and a way to run a `tool`.
 //!
 //! Ordering is chosen for boot-to-ready time under TCG: sshd starts as soon as the network
 //! module is in, while the NVDIMM and filesystem modules are still loading on other threads.
