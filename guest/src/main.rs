@@ -1,13 +1,18 @@
-//! daxtest guest agent. As PID 1 it boots the test VM (see `init`); over SSH the host calls its
-//! subcommands: `probe` (readiness and boot report), `stat` (DAX state of a file), `poweroff`.
+//! daxtest guest agent. As PID 1 it boots the test VM (see `boot`); over SSH the host calls its
+//! subcommands: `probe` (readiness and boot report), `serve` and `case` (cases), `stat` (DAX
+//! state of a file), `kmsg-rest`, `poweroff`.
+//!
+//! The folders follow the flow and neither uses the other: `boot` (PID 1 until the guest is
+//! ready), then `exec` (the cases). The modules at the root are support for both: `kmsg` (the
+//! kernel log PID 1 copies and cases cut windows from) and `stat` (a file's DAX state). Unsafe
+//! code is denied here and allowed only in `exec::sys`.
 #![deny(unsafe_code)]
 
-mod dax_check;
+mod boot;
 #[cfg(test)]
 mod errno_table;
 mod exec;
-mod init;
-mod modules;
+mod kmsg;
 mod stat;
 
 use anyhow::{bail, Context};
@@ -17,7 +22,7 @@ use std::time::{Duration, Instant};
 fn main() {
     if rustix::process::getpid().is_init() {
         // PID 1 must never return: the kernel panics if init exits.
-        init::run();
+        boot::run();
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match dispatch(&args) {
@@ -42,7 +47,7 @@ fn dispatch(args: &[String]) -> anyhow::Result<i32> {
         ["probe"] => probe(Duration::ZERO),
         // Started by init once the guest is ready: loads the payload's modules (xfs).
         ["preload", modules @ ..] => {
-            init::preload(modules);
+            boot::preload(modules);
             Ok(0)
         }
         // When the modules left to the payload (xfs) were loaded, in the background after ready.
@@ -106,7 +111,7 @@ fn dispatch(args: &[String]) -> anyhow::Result<i32> {
         }
         // At the end of a VM's life: the kernel log no case window took, for the host to judge.
         ["kmsg-rest"] => {
-            let (lines, gap) = exec::kmsg::rest();
+            let (lines, gap) = kmsg::rest();
             for line in lines {
                 println!("{line}");
             }
@@ -134,7 +139,7 @@ fn dump() -> anyhow::Result<i32> {
     }
     // sysrq l goes through NMIs to the other CPUs: let their back-traces land.
     std::thread::sleep(Duration::from_millis(500));
-    for line in exec::kmsg::since_last_marker().context("reading /dev/kmsg")? {
+    for line in kmsg::since_last_marker().context("reading /dev/kmsg")? {
         println!("{line}");
     }
     Ok(0)

@@ -109,16 +109,16 @@ pub struct PmemDevice {
     pub size_bytes: u64,
     /// `true` when the agent had to run `ndctl create-namespace -m fsdax` at this boot.
     pub formatted_now: bool,
-    /// The check that a filesystem on this device really gets DAX.
-    pub dax_check: DaxCheck,
+    /// The proof that a filesystem on this device really gets DAX.
+    pub dax_proof: DaxProof,
 }
 
 /// Proof that DAX works on a device: a filesystem mounted with dax=always and a file on it whose
 /// statx reports STATX_ATTR_DAX. On a raw namespace XFS mounts without DAX ("Turning off DAX")
 /// and ext4 refuses dax=always.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DaxCheck {
-    /// The filesystem used for the check.
+pub struct DaxProof {
+    /// The filesystem used for the proof.
     pub filesystem: String,
     /// `/sys/block/<dev>/queue/dax`: the block layer's own view.
     pub queue_dax: bool,

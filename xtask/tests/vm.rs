@@ -90,7 +90,7 @@ fn two_nvdimms_of_a_chosen_size_are_both_fsdax() {
     let devices = report["devices"].as_array().unwrap();
     assert_eq!(devices.len(), 2);
     for d in devices {
-        assert_eq!(d["dax_check"]["ok"], true, "{d}");
+        assert_eq!(d["dax_proof"]["ok"], true, "{d}");
         // 256 MiB minus the fsdax info block and struct page reserve.
         let size = d["size_bytes"].as_u64().unwrap();
         assert!(size > 200 << 20 && size < 256 << 20, "{size}");

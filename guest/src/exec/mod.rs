@@ -1,8 +1,11 @@
-//! `daxtest-agent case`: runs one [`CaseSpec`] with real system calls and reports what each step
-//! did. Set-up makes a fresh filesystem and checks that DAX is in the state the mount asks for;
-//! every process the case starts runs in its cgroup and is swept at the end; teardown always
-//! runs and must leave the guest as the case found it; the kernel messages of the case's window,
-//! and of the stretch before it, come from PID 1's copy of /dev/kmsg.
+//! Owns a case: `daxtest-agent case` and `serve` run a [`CaseSpec`] and report each step.
+//! May use the root's support modules (`kmsg`, `stat`) and `daxtest_proto`; never `boot`.
+//!
+//! Steps run with real system calls. Set-up makes a fresh filesystem and verifies that DAX is in
+//! the state the mount asks for; every process the case starts runs in its cgroup and is swept
+//! at the end; teardown always runs and must leave the guest as the case found it; the kernel
+//! messages of the case's window, and of the stretch before it, come from PID 1's copy of
+//! /dev/kmsg (`crate::kmsg`).
 //!
 //! One handler per kind of operation: files (`files`), mappings (`mapping`, each held by a
 //! process of its own), the filesystem as a whole (`filesystem`), races (`race`).
@@ -10,7 +13,6 @@
 mod files;
 mod filesystem;
 pub mod isolation;
-pub mod kmsg;
 pub mod mapping;
 pub mod race;
 pub mod sys;
@@ -27,7 +29,7 @@ use std::time::Instant;
 pub fn run(spec: &CaseSpec) -> CaseReport {
     let start = Instant::now();
     let mut clock = Clock::default();
-    let window = kmsg::Window::open(&spec.id);
+    let window = crate::kmsg::Window::open(&spec.id);
     let shell = spec.steps.iter().any(|s| matches!(s.op, Op::Shell { .. }));
     let baseline = isolation::Baseline::take(shell);
     let tainted_before = tainted();

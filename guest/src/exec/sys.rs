@@ -43,7 +43,8 @@ struct FileCloneRange {
     dest_offset: u64,
 }
 
-fn check(ret: libc::c_int) -> io::Result<()> {
+/// A libc return as an io::Result: below zero means failed, with the reason in errno.
+fn result(ret: libc::c_int) -> io::Result<()> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -54,7 +55,7 @@ fn check(ret: libc::c_int) -> io::Result<()> {
 pub fn get_xflags(fd: BorrowedFd) -> io::Result<u32> {
     let mut x = FsXattr::default();
     // SAFETY: FS_IOC_FSGETXATTR writes one struct fsxattr (28 bytes, the layout above).
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR, &mut x) })?;
+    result(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR, &mut x) })?;
     Ok(x.xflags)
 }
 
@@ -62,19 +63,19 @@ pub fn get_xflags(fd: BorrowedFd) -> io::Result<u32> {
 pub fn set_dax_flag(fd: BorrowedFd, on: bool) -> io::Result<()> {
     let mut x = FsXattr::default();
     // SAFETY: as in get_xflags.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR, &mut x) })?;
+    result(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR, &mut x) })?;
     if on {
         x.xflags |= FS_XFLAG_DAX;
     } else {
         x.xflags &= !FS_XFLAG_DAX;
     }
     // SAFETY: FS_IOC_FSSETXATTR reads one struct fsxattr from a valid pointer.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSSETXATTR, &x) })
+    result(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSSETXATTR, &x) })
 }
 
 pub fn ficlone(dst: BorrowedFd, src: BorrowedFd) -> io::Result<()> {
     // SAFETY: FICLONE takes the source fd as its integer argument.
-    check(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd() as libc::c_ulong) })
+    result(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd() as libc::c_ulong) })
 }
 
 pub fn ficlonerange(
@@ -91,7 +92,7 @@ pub fn ficlonerange(
         dest_offset: dst_offset,
     };
     // SAFETY: FICLONERANGE reads one struct file_clone_range.
-    check(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONERANGE, &arg) })
+    result(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONERANGE, &arg) })
 }
 
 /// FS_IOC_FIEMAP over [start, start+len), with FIEMAP_FLAG_SYNC; (logical, physical, length,
@@ -116,7 +117,7 @@ pub fn fiemap(fd: BorrowedFd, start: u64, len: u64) -> io::Result<Vec<(u64, u64,
             *words.add(6) = SLOTS as u32;
         }
         // SAFETY: FS_IOC_FIEMAP fills at most fm_extent_count extents after the header.
-        check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FIEMAP, buf.as_mut_ptr()) })?;
+        result(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FIEMAP, buf.as_mut_ptr()) })?;
         // SAFETY: fm_mapped_extents is the u32 at offset 20.
         let mapped = unsafe { *words.add(5) } as usize;
         let mut last = false;
@@ -136,7 +137,7 @@ pub fn fiemap(fd: BorrowedFd, start: u64, len: u64) -> io::Result<Vec<(u64, u64,
 pub fn freeze(fd: BorrowedFd, on: bool) -> io::Result<()> {
     let op = if on { FIFREEZE } else { FITHAW };
     // SAFETY: FIFREEZE/FITHAW take an unused int argument.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), op, 0) })
+    result(unsafe { libc::ioctl(fd.as_raw_fd(), op, 0) })
 }
 
 fn cpath(p: &Path) -> io::Result<CString> {
@@ -147,18 +148,18 @@ fn cpath(p: &Path) -> io::Result<CString> {
 pub fn swapon(path: &Path) -> io::Result<()> {
     let p = cpath(path)?;
     // SAFETY: a valid NUL-terminated path and no flags.
-    check(unsafe { libc::swapon(p.as_ptr(), 0) })
+    result(unsafe { libc::swapon(p.as_ptr(), 0) })
 }
 
 pub fn swapoff(path: &Path) -> io::Result<()> {
     let p = cpath(path)?;
     // SAFETY: a valid NUL-terminated path.
-    check(unsafe { libc::swapoff(p.as_ptr()) })
+    result(unsafe { libc::swapoff(p.as_ptr()) })
 }
 
 pub fn fallocate(fd: BorrowedFd, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
     // SAFETY: plain syscall on a valid fd.
-    check(unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset as i64, len as i64) })
+    result(unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset as i64, len as i64) })
 }
 
 /// A live mapping. Not unmapped on drop: steps decide (munmap, evict, teardown).
@@ -206,15 +207,16 @@ pub fn anonymous(len: usize) -> io::Result<Mapping> {
 
 pub fn munmap(m: &Mapping) -> io::Result<()> {
     // SAFETY: the range was returned by mmap and is unmapped once (the caller forgets it).
-    check(unsafe { libc::munmap(m.addr as *mut libc::c_void, m.len) })
+    result(unsafe { libc::munmap(m.addr as *mut libc::c_void, m.len) })
 }
 
 pub fn msync(m: &Mapping) -> io::Result<()> {
     // SAFETY: the range is a live mapping.
-    check(unsafe { libc::msync(m.addr as *mut libc::c_void, m.len, libc::MS_SYNC) })
+    result(unsafe { libc::msync(m.addr as *mut libc::c_void, m.len, libc::MS_SYNC) })
 }
 
-fn check_range(m: &Mapping, offset: usize, len: usize) -> io::Result<()> {
+/// Ok when `len` bytes at `offset` lie inside the mapping: what makes a raw access to it sound.
+fn within(m: &Mapping, offset: usize, len: usize) -> io::Result<()> {
     if offset.checked_add(len).is_none_or(|end| end > m.len) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "access outside the mapping"));
     }
@@ -224,8 +226,8 @@ fn check_range(m: &Mapping, offset: usize, len: usize) -> io::Result<()> {
 /// Stores `len` bytes of `byte` at `offset` of the mapping, in this process: its page-table
 /// entries are the ones under test. A SIGBUS kills the process (the mapping holder).
 pub fn store(m: &Mapping, offset: usize, len: usize, byte: u8) -> io::Result<()> {
-    check_range(m, offset, len)?;
-    // SAFETY: the range lies inside the live mapping (checked above); other processes may
+    within(m, offset, len)?;
+    // SAFETY: the range lies inside the live mapping (`within` above); other processes may
     // change the same bytes, which is what a shared file mapping is for.
     unsafe { std::ptr::write_bytes((m.addr + offset) as *mut u8, byte, len) };
     Ok(())
@@ -239,8 +241,8 @@ pub fn load_runs(
     len: usize,
     out: &mut Vec<daxtest_proto::case::Run>,
 ) -> io::Result<bool> {
-    check_range(m, offset, len)?;
-    // SAFETY: the range lies inside the live mapping (checked above) and is only read here.
+    within(m, offset, len)?;
+    // SAFETY: the range lies inside the live mapping (`within` above) and is only read here.
     let data = unsafe { std::slice::from_raw_parts((m.addr + offset) as *const u8, len) };
     Ok(daxtest_proto::case::runs_into(offset as u64, data, out))
 }
@@ -305,7 +307,7 @@ pub fn fork_serving(serve: impl FnOnce(std::fs::File, std::fs::File) -> i32) -> 
     let pipe = || -> io::Result<(OwnedFd, OwnedFd)> {
         let mut fds = [0; 2];
         // SAFETY: pipe2 fills two fds, owned from here on.
-        check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+        result(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
         // SAFETY: both are fresh descriptors nobody else owns.
         Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
     };

@@ -1,16 +1,17 @@
 //! Makes every NVDIMM an fsdax device and proves that DAX works on it. A namespace in raw mode
 //! is a block device too, but XFS then logs "DAX unsupported by block device. Turning off DAX"
-//! and mounts without DAX, so the only trustworthy check is a dax=always mount and statx.
+//! and mounts without DAX, so the only trustworthy proof is a dax=always mount and statx.
 //!
-//! The check uses a small ext4 (64 MiB, no journal) at the start of the device: both filesystems
+//! The proof uses a small ext4 (64 MiB, no journal) at the start of the device: both filesystems
 //! ask the block device for its dax_device the same way, ext4 refuses dax=always without one, and
-//! its module loads in a quarter of the time of xfs.ko, which keeps the check off the boot's
+//! its module loads in a quarter of the time of xfs.ko, which keeps the proof off the boot's
 //! critical path.
 
-use crate::init::{tool, Event};
+use super::latch::Latch;
+use super::tool::tool;
 use crate::stat::statx_dax;
 use anyhow::{bail, Context};
-use daxtest_proto::{DaxCheck, PmemDevice};
+use daxtest_proto::{DaxProof, PmemDevice};
 use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 use std::io::Write;
 use std::path::Path;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 /// The module chains the devices need (the others may still be loading while they appear).
 pub const DEVICE_MODULES: &[&str] = &["nfit", "nd_pmem"];
-/// What the check's mount needs: its mkfs runs while ext4.ko (the largest boot module) loads.
+/// What the proof's mount needs: its mkfs runs while ext4.ko (the largest boot module) loads.
 pub const FS_MODULES: &[&str] = &["ext4"];
 
 /// Waits until `count` pmem block devices exist; returns their names, pmem0 first.
@@ -46,10 +47,10 @@ pub fn wait_for_pmem(count: usize, timeout: Duration) -> anyhow::Result<Vec<Stri
     Ok(names)
 }
 
-/// `fs_ready` waits for the check's filesystem module.
-pub fn prepare_and_check(
+/// `fs_ready` waits for the proof's filesystem module.
+pub fn prepare_and_prove(
     name: &str,
-    payload: &Event,
+    payload: &Latch,
     fs_ready: &dyn Fn() -> anyhow::Result<()>,
 ) -> anyhow::Result<PmemDevice> {
     let formatted_now = ensure_fsdax(name, payload)?;
@@ -57,13 +58,13 @@ pub fn prepare_and_check(
         .parse::<u64>()
         .context("block device size")?
         * 512;
-    let dax_check = check(name, fs_ready);
-    Ok(PmemDevice { name: name.to_string(), size_bytes, formatted_now, dax_check })
+    let dax_proof = prove(name, fs_ready);
+    Ok(PmemDevice { name: name.to_string(), size_bytes, formatted_now, dax_proof })
 }
 
 /// Puts the namespace behind `name` in fsdax mode unless it already is (the host keeps backing
 /// files that already hold the fsdax info block, which saves ndctl's seconds at every boot).
-fn ensure_fsdax(name: &str, payload: &Event) -> anyhow::Result<bool> {
+fn ensure_fsdax(name: &str, payload: &Latch) -> anyhow::Result<bool> {
     if queue_dax(name)? {
         return Ok(false);
     }
@@ -98,8 +99,8 @@ fn read_sys(path: &str) -> anyhow::Result<String> {
 }
 
 /// mkfs.ext4, mount -o dax=always, create a file, statx it. Leaves the device wiped.
-fn check(name: &str, fs_ready: &dyn Fn() -> anyhow::Result<()>) -> DaxCheck {
-    let mut result = DaxCheck {
+fn prove(name: &str, fs_ready: &dyn Fn() -> anyhow::Result<()>) -> DaxProof {
+    let mut result = DaxProof {
         filesystem: "ext4".into(),
         queue_dax: queue_dax(name).unwrap_or(false),
         mount_options: String::new(),
@@ -125,18 +126,18 @@ fn check(name: &str, fs_ready: &dyn Fn() -> anyhow::Result<()>) -> DaxCheck {
 
 fn mount_and_stat(
     name: &str,
-    result: &mut DaxCheck,
+    result: &mut DaxProof,
     fs_ready: &dyn Fn() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let dev = format!("/dev/{name}");
-    let dir = format!("/run/daxtest/check-{name}");
+    let dir = format!("/run/daxtest/proof-{name}");
     std::fs::create_dir_all(&dir)?;
     // Small and journal-less: formatting the whole device would cost a second under TCG.
     tool(
         "mkfs.ext4",
         &["-q", "-F", "-b", "4096", "-O", "^has_journal", "-E", "nodiscard", &dev, "64M"],
     )?;
-    fs_ready().context("the modules the check's mount needs")?;
+    fs_ready().context("the modules the proof's mount needs")?;
     mount(dev.as_str(), dir.as_str(), "ext4", MountFlags::empty(), Some(c"dax=always"))
         .with_context(|| format!("mount -t ext4 -o dax=always {dev}"))?;
     let inner = (|| -> anyhow::Result<()> {
@@ -163,7 +164,7 @@ fn mount_options(dir: &str) -> anyhow::Result<String> {
 }
 
 /// Zeroes the start of the device so the user finds a blank one (mkfs without -f would refuse):
-/// the check's 64 MiB ext4 has one block group, so no backup superblock lies beyond its first
+/// the proof's 64 MiB ext4 has one block group, so no backup superblock lies beyond its first
 /// blocks.
 fn wipe(dev: &str) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new().write(true).open(dev)?;

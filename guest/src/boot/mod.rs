@@ -1,20 +1,31 @@
-//! PID 1 of the test VM: mounts the pseudo filesystems, loads the modules, brings up the network
-//! and sshd, makes sure every NVDIMM is an fsdax device on which DAX really works, writes the
-//! boot report for `daxtest-agent probe`, then reaps orphans forever.
+//! Owns what PID 1 does until the guest is ready (and its reaping of orphans ever after).
+//! May use the root's support modules (`kmsg`, `stat`) and `daxtest_proto`; never `exec`.
+//!
+//! PID 1 of the test VM: mounts the pseudo filesystems, starts the kernel-log copy, loads the
+//! modules (`modules`), brings up the network and sshd, mounts the payload disk, makes every
+//! NVDIMM an fsdax device and proves DAX works on it (`dax_proof`), and writes the boot report
+//! for `daxtest-agent probe`. Its threads share a `latch` and a way to run a `tool`.
 //!
 //! Ordering is chosen for boot-to-ready time under TCG: sshd starts as soon as the network
 //! module is in, while the NVDIMM and filesystem modules are still loading on other threads.
 
-use crate::{dax_check, modules::Loader};
+mod dax_proof;
+mod latch;
+mod modules;
+mod tool;
+
 use anyhow::{bail, Context};
 use daxtest_proto::{
     BootConfig, Phase, ReadyReport, BOOT_CONFIG_PATH, CMDLINE_PMEM_COUNT, PRELOADED_PATH,
     READY_PATH,
 };
+use latch::Latch;
+use modules::Loader;
 use rustix::mount::{mount, MountFlags};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tool::tool;
 
 pub fn run() -> ! {
     std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
@@ -76,9 +87,9 @@ pub fn preload(modules: &[&str]) {
 /// Boots; returns the modules to load in the background once the guest is ready.
 fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
     mount_pseudo_filesystems()?;
-    // Every kernel record from here to poweroff, for the case windows (exec::kmsg).
+    // Every kernel record from here to poweroff, for the case windows (crate::kmsg).
     std::thread::spawn(|| {
-        if let Err(e) = crate::exec::kmsg::log_forever() {
+        if let Err(e) = crate::kmsg::log_forever() {
             println!("daxtest-agent: copying /dev/kmsg: {e}");
         }
     });
@@ -99,10 +110,10 @@ fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
     }
     let pmem_count = pmem_count_from_cmdline(&std::fs::read_to_string("/proc/cmdline")?)?;
 
-    // Every chain on its own thread. The DAX check needs only the NVDIMM drivers and ext4, so it
+    // Every chain on its own thread. The DAX proof needs only the NVDIMM drivers and ext4, so it
     // runs while xfs (the slowest module by far under TCG) is still loading.
     let loader = Loader::default();
-    let payload_mounted = Event::default();
+    let payload_mounted = Latch::default();
     let (net, payload, devices) = std::thread::scope(|s| {
         for chain in &config.module_chains {
             let loader = &loader;
@@ -115,14 +126,14 @@ fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
         });
         let chains = &config.module_chains;
         let devices =
-            s.spawn(|| match loader.wait_for(dax_check::DEVICE_MODULES, chains).as_slice() {
+            s.spawn(|| match loader.wait_for(dax_proof::DEVICE_MODULES, chains).as_slice() {
                 [] => {
                     let fs_ready =
-                        || match loader.wait_for(dax_check::FS_MODULES, chains).as_slice() {
+                        || match loader.wait_for(dax_proof::FS_MODULES, chains).as_slice() {
                             [] => Ok(()),
                             errors => Err(anyhow::anyhow!("{}", errors.join("; "))),
                         };
-                    check_devices(pmem_count, &payload_mounted, &fs_ready)
+                    prove_devices(pmem_count, &payload_mounted, &fs_ready)
                 }
                 errors => Err(anyhow::anyhow!("{}", errors.join("; "))),
             });
@@ -149,34 +160,34 @@ fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
         Err(e) => report.errors.push(format!("NVDIMMs: {e:#}")),
     }
     for d in &report.devices {
-        if !d.dax_check.ok {
+        if !d.dax_proof.ok {
             report
                 .errors
-                .push(format!("/dev/{}: DAX does not work: {}", d.name, d.dax_check.detail));
+                .push(format!("/dev/{}: DAX does not work: {}", d.name, d.dax_proof.detail));
         }
     }
     report.timeline.sort_by(|a, b| a.uptime_s.total_cmp(&b.uptime_s));
     Ok(config.preload)
 }
 
-/// Waits for the pmem devices, makes them fsdax, checks DAX on each (in parallel).
-fn check_devices(
+/// Waits for the pmem devices, makes them fsdax, proves DAX on each (in parallel).
+fn prove_devices(
     count: usize,
-    payload: &Event,
+    payload: &Latch,
     fs_ready: &(dyn Fn() -> anyhow::Result<()> + Sync),
 ) -> anyhow::Result<(Vec<daxtest_proto::PmemDevice>, Phase)> {
-    let names = dax_check::wait_for_pmem(count, Duration::from_secs(20))?;
+    let names = dax_proof::wait_for_pmem(count, Duration::from_secs(20))?;
     let devices = std::thread::scope(|s| {
         let handles: Vec<_> = names
             .iter()
-            .map(|n| s.spawn(move || dax_check::prepare_and_check(n, payload, fs_ready)))
+            .map(|n| s.spawn(move || dax_proof::prepare_and_prove(n, payload, fs_ready)))
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().expect("device thread panicked"))
             .collect::<anyhow::Result<Vec<_>>>()
     })?;
-    Ok((devices, phase("dax-check")))
+    Ok((devices, phase("dax-proof")))
 }
 
 /// Mounts the read-only payload disk, where most tools and the on-demand modules live.
@@ -216,29 +227,6 @@ fn mount_payload(config: &BootConfig, loader: &Loader) -> anyhow::Result<Phase> 
     }
 }
 
-/// An outcome that threads can wait for, set once.
-#[derive(Default)]
-pub struct Event {
-    state: std::sync::Mutex<Option<Result<(), String>>>,
-    set: std::sync::Condvar,
-}
-
-impl Event {
-    pub fn set(&self, outcome: Result<(), String>) {
-        *self.state.lock().expect("event poisoned") = Some(outcome);
-        self.set.notify_all();
-    }
-
-    pub fn wait(&self) -> Result<(), String> {
-        let mut state = self.state.lock().expect("event poisoned");
-        loop {
-            match &*state {
-                Some(outcome) => return outcome.clone(),
-                None => state = self.set.wait(state).expect("event poisoned"),
-            }
-        }
-    }
-}
 fn mount_pseudo_filesystems() -> anyhow::Result<()> {
     let mounts: [(&str, &str, &str, &str); 6] = [
         ("proc", "/proc", "proc", ""),
@@ -301,24 +289,6 @@ pub fn pmem_count_from_cmdline(cmdline: &str) -> anyhow::Result<usize> {
         .find_map(|w| w.strip_prefix(&key))
         .with_context(|| format!("no {key}N on the kernel command line"))?;
     value.parse().with_context(|| format!("{key}{value}: not a count"))
-}
-
-/// Runs a guest tool and returns its stdout; the error carries its stderr.
-pub fn tool(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "{program} {}: {}: {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn write_report(report: &ReadyReport) -> anyhow::Result<()> {
