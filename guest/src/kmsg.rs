@@ -200,6 +200,35 @@ fn read_from(path: &Path, offset: u64) -> std::io::Result<String> {
     Ok(text)
 }
 
+/// Blocks until the kernel logs a record whose text contains `text`, from now on: for a shell step
+/// that must act right after something is logged (a window's end marker, a kernel message).
+/// `ready` is created once the wait has begun, for a caller that must not go on before.
+pub fn wait_for(text: &str, ready: Option<&Path>) -> std::io::Result<()> {
+    let mut kmsg = File::open("/dev/kmsg")?;
+    // SEEK_END on /dev/kmsg skips to the record after the newest one: only what comes next.
+    kmsg.seek(SeekFrom::End(0))?;
+    if let Some(ready) = ready {
+        File::create(ready)?;
+    }
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match kmsg.read(&mut buf) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                let record = String::from_utf8_lossy(&buf[..n]);
+                let first = record.lines().next().unwrap_or_default();
+                if text_of(first).is_some_and(|t| unescape(t).contains(text)) {
+                    return Ok(());
+                }
+            }
+            // Records overwritten before this read: the next one is still to come.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The records since the last begin marker (all of them when there is none), marker excluded:
 /// what `daxtest-agent dump` shows of a case that never returned.
 pub fn since_last_marker() -> std::io::Result<Vec<String>> {

@@ -35,7 +35,7 @@ fn main() {
 }
 
 const USAGE: &str =
-    "usage: daxtest-agent probe [--wait-ms N] | preloaded --wait-ms N | stat PATH... | case < CASE.json | serve | dump | kmsg-rest | poweroff | version";
+    "usage: daxtest-agent probe [--wait-ms N] | preloaded --wait-ms N | stat PATH... | case < CASE.json | serve | dump | wait-kmsg TEXT [--ready FILE] | kmsg-rest | poweroff | version";
 
 fn dispatch(args: &[String]) -> anyhow::Result<i32> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -107,6 +107,15 @@ fn dispatch(args: &[String]) -> anyhow::Result<i32> {
             for e in exec::race::toggle(std::path::Path::new(path), rounds, seed) {
                 println!("{e}");
             }
+            Ok(0)
+        }
+        // For shell steps that must act right after the kernel logs something.
+        ["wait-kmsg", text] => {
+            kmsg::wait_for(text, None).context("reading /dev/kmsg")?;
+            Ok(0)
+        }
+        ["wait-kmsg", text, "--ready", file] => {
+            kmsg::wait_for(text, Some(std::path::Path::new(file))).context("reading /dev/kmsg")?;
             Ok(0)
         }
         // At the end of a VM's life: the kernel log no case window took, for the host to judge.
