@@ -62,7 +62,7 @@ pub struct FailedStep {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Problem {
-    /// mkfs, mount or the DAX check failed: the case could not run.
+    /// mkfs, mount or the check that DAX is as the mount asks failed: the case could not run.
     Setup { message: String },
     /// A step did not meet its expectation.
     Step(FailedStep),

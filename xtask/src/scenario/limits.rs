@@ -154,7 +154,7 @@ fn file_ranges(op: &Op) -> Vec<(String, Option<u64>)> {
 }
 
 /// The problem with one value of the mount matrix: a dax option the kernel does not know, or
-/// more than one (the kernel applies the last, the agent's DAX check reads the first).
+/// more than one (the kernel applies the last, the agent's verify_dax_state reads the first).
 pub fn mount_problem(mount: &str) -> Option<String> {
     let dax: Vec<&str> = mount.split(',').filter(|o| o.starts_with("dax")).collect();
     if let Some(bad) = dax.iter().find(|o| !DAX_OPTIONS.contains(o)) {
