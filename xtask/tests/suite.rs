@@ -97,6 +97,12 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
             "fail",
             "step 2 (line 142, unlink): expected success, got error ENOENT; kernel log: [",
         ),
+        // The check after the unmount (fsck = true) finds what the case did to the filesystem.
+        (
+            "wrong/fsck-finds-damage/xfs/dax=always",
+            "fail",
+            "teardown: xfs_repair -n /dev/pmem0: exit status: 1: ",
+        ),
         (
             "wrong/xfail-symptom/xfs/dax=always",
             "xfail",

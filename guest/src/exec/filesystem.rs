@@ -116,6 +116,35 @@ impl Executor<'_> {
     }
 }
 
+/// The filesystem checker's verdict on the unmounted device: `xfs_repair -n` or `e2fsck -fn`
+/// (change nothing); what it reports when it finds something.
+pub fn fsck(spec: &daxtest_proto::case::CaseSpec) -> Option<String> {
+    let mut cmd = match spec.fs {
+        Fs::Xfs => Command::new("xfs_repair"),
+        Fs::Ext4 => Command::new("e2fsck"),
+    };
+    let args: &[&str] = if spec.fs == Fs::Xfs { &["-n"] } else { &["-f", "-n"] };
+    let name = if spec.fs == Fs::Xfs { "xfs_repair -n" } else { "e2fsck -fn" };
+    match cmd.args(args).arg(&spec.device).stdin(Stdio::null()).output() {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => {
+            let mut said = String::from_utf8_lossy(&out.stdout).into_owned();
+            said.push_str(&String::from_utf8_lossy(&out.stderr));
+            let found: Vec<&str> = said
+                .lines()
+                .filter(|l| {
+                    !l.trim().is_empty()
+                        && !l.starts_with("Phase ")
+                        && !l.trim_start().starts_with("- ")
+                })
+                .take(5)
+                .collect();
+            Some(format!("{name} {}: {}: {}", spec.device, out.status, found.join(" | ")))
+        }
+        Err(e) => Some(format!("{name}: {e}")),
+    }
+}
+
 /// syncfs, then drop clean caches, so that the next access looks the inode up again.
 pub fn evict(mnt: &Path) -> std::io::Result<()> {
     let d = File::open(mnt)?;

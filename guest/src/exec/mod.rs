@@ -73,6 +73,9 @@ pub fn run(spec: &CaseSpec) -> CaseReport {
     }
     clock.lap("release");
     teardown.extend(ex.unmount());
+    if spec.fsck && !teardown.iter().any(|t| t.starts_with("umount")) {
+        teardown.extend(filesystem::fsck(spec));
+    }
     clock.lap("unmount");
     // The next case's mkfs needs the device: nobody may hold it.
     if let Err(e) = sys::open_exclusive(Path::new(&spec.device)) {

@@ -62,6 +62,10 @@ pub struct CaseSpec {
     pub mount_point: String,
     /// Seed for every random choice (race jitter, patterns).
     pub seed: u64,
+    /// After the unmount, check the filesystem (xfs_repair -n, e2fsck -fn): what it finds fails
+    /// the case, as a teardown that could not undo the case.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fsck: bool,
     pub steps: Vec<Step>,
 }
 

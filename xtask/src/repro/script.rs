@@ -590,6 +590,7 @@ FS={fs}
 MKFS_FORCE={mkfs_force}
 MKFS_ARGS={mkfs_args}
 MOUNT_OPTS={mount_opts}
+FSCK={fsck}
 CASE_TAG={tag}
 UNSUPPORTED=0
 "#,
@@ -598,6 +599,7 @@ UNSUPPORTED=0
         release = input.kernel_release,
         device = spec.device,
         mount_point = spec.mount_point,
+        fsck = u8::from(spec.fsck),
         mkfs_args = quote(&mkfs_args.join(" ")),
         mount_opts = quote(&spec.mount_options),
         tag = quote(&format!("{}.{}", spec.id.replace(['/', ' '], "_"), spec.seed)),

@@ -56,6 +56,7 @@ pub fn resolve(
             device: DEVICE.into(),
             mount_point: MOUNT_POINT.into(),
             seed: seed.unwrap_or(case.seed),
+            fsck: case.fsck,
             steps,
         }),
         xfail,

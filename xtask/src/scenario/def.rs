@@ -24,6 +24,9 @@ pub(super) struct FileDef {
     /// Extra mkfs arguments per filesystem.
     #[serde(default)]
     pub(super) mkfs: BTreeMap<Fs, Vec<String>>,
+    /// Check the filesystem after every case's unmount (default false).
+    #[serde(default)]
+    pub(super) fsck: bool,
     #[serde(default)]
     pub(super) kernel_log: KernelLogDef,
     /// Timeouts for every case of the file (the recipe's otherwise).
@@ -142,6 +145,8 @@ pub(super) struct CaseDef {
     /// Boot a new VM for this case (default false: one VM serves many cases).
     #[serde(default)]
     pub(super) fresh_vm: bool,
+    /// Check the filesystem after the unmount (default: the file's `fsck`).
+    pub(super) fsck: Option<bool>,
     pub(super) seed: Option<u64>,
     #[serde(default)]
     pub(super) timeout: TimeoutDef,

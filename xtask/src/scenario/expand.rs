@@ -260,6 +260,7 @@ fn expand_case(
                 xfail,
                 kernel_log: log.clone(),
                 fresh_vm: c.fresh_vm,
+                fsck: c.fsck.unwrap_or(def.fsck),
                 timeout: CaseTimeouts {
                     step_s: own_timeout.step_s.or(file_timeout.step_s),
                     case_s: own_timeout.case_s.or(file_timeout.case_s),

@@ -328,8 +328,8 @@ s_stop() {
 # maps again what the agent still held (the agent loads in a forked child, so its mapping
 # survives; xfs_io's does not).
 s_respawn() {
-	say "  NOTE: xfs_io died of the signal, as expected; a new xfs_io maps the files again (the"
-	say "        daxtest agent keeps its mapping: it accesses it from a forked child)"
+	say "  NOTE: xfs_io died of the signal, as expected; a new xfs_io maps the files again (in"
+	say "        daxtest only that mapping's process dies, and the case maps it again itself)"
 	s_start
 }
 
@@ -350,6 +350,13 @@ teardown() {
 			sleep 0.05
 		done
 		MOUNTED=0
+		# The case asks for the filesystem to be checked once unmounted, as daxtest does.
+		if [ -z "$TEARDOWN" ] && [ "$FSCK" = 1 ]; then
+			case $FS in
+			xfs) xfs_repair -n "$DEV" >"$W/fsck" 2>&1 ;;
+			*) e2fsck -f -n "$DEV" >"$W/fsck" 2>&1 ;;
+			esac || TEARDOWN="the filesystem check found problems: $(grep -v '^Phase ' "$W/fsck" | head -5 | tr '\n' ' ')"
+		fi
 	fi
 }
 

@@ -13,6 +13,7 @@ fn spec(steps: Vec<(Op, Expect)>) -> CaseSpec {
         device: "/dev/pmem0".into(),
         mount_point: "/mnt/test".into(),
         seed: 7,
+        fsck: false,
         steps: steps
             .into_iter()
             .enumerate()
