@@ -1,5 +1,6 @@
 //! The console: a line per case as it finishes, then a summary table and the totals.
 
+use super::stats::{Counts, RunStats};
 use super::Reporter;
 use crate::run::events::{CaseResult, Event, OutsideCases, Status};
 use std::io::Write;
@@ -28,12 +29,28 @@ fn outside_summary(o: &OutsideCases) -> String {
     format!("{what} outside every case, {}: the run fails", o.place)
 }
 
+/// `1 passed, 0 failed, ...`: every status, in the order of their declaration.
+fn totals(c: &Counts) -> String {
+    let count = |s: Status| c.get(s);
+    format!(
+        "{} passed, {} failed, {} skipped, {} xfail, {} crashed, {} hung, {} errors",
+        count(Status::Pass),
+        count(Status::Fail),
+        count(Status::Skip),
+        count(Status::Xfail),
+        count(Status::Crash),
+        count(Status::Hang),
+        count(Status::Error),
+    )
+}
+
 fn secs(d: std::time::Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
 impl Reporter for Console {
-    fn event(&mut self, e: &Event) -> anyhow::Result<()> {
+    fn event(&mut self, e: &Event, stats: &RunStats) -> anyhow::Result<()> {
+        let counts = stats.current().map(|k| k.counts).unwrap_or_default();
         match e {
             Event::RunStarted(info) => {
                 self.run_dir = info.run_dir.display().to_string();
@@ -50,7 +67,7 @@ impl Reporter for Console {
                 writeln!(
                     self.out,
                     "[{:>3}/{}] {:<5} {:>6}  {}",
-                    self.results.len() + 1,
+                    counts.total(),
                     self.total,
                     r.status.name().to_uppercase(),
                     secs(r.duration),
@@ -112,19 +129,7 @@ impl Reporter for Console {
                         writeln!(self.out, "{:<width$}  {:<6} {:>7}    | {line}", "", "", "")?;
                     }
                 }
-                let count = |s: Status| self.results.iter().filter(|r| r.status == s).count();
-                writeln!(
-                    self.out,
-                    "\n{} passed, {} failed, {} skipped, {} xfail, {} crashed, {} hung, {} errors in {}",
-                    count(Status::Pass),
-                    count(Status::Fail),
-                    count(Status::Skip),
-                    count(Status::Xfail),
-                    count(Status::Crash),
-                    count(Status::Hang),
-                    count(Status::Error),
-                    secs(*elapsed)
-                )?;
+                writeln!(self.out, "\n{} in {}", totals(&counts), secs(*elapsed))?;
                 for o in &self.outside {
                     writeln!(self.out, "{}", outside_summary(o))?;
                 }

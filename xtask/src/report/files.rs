@@ -1,6 +1,7 @@
 //! The run directory's files: one kernel log per case (written as each case finishes, so a run
 //! cut short keeps what it had), results.json and serial.log at the end.
 
+use super::stats::RunStats;
 use super::Reporter;
 use crate::run::events::{CaseResult, Event, OutsideCases, RunInfo, Status};
 use anyhow::Context;
@@ -48,7 +49,7 @@ struct Results<'a> {
     accel: &'a str,
     qemu_version: &'a str,
     elapsed_s: f64,
-    counts: std::collections::BTreeMap<&'static str, usize>,
+    counts: std::collections::BTreeMap<String, usize>,
     /// Logs of VM boots that failed (each retried once), in the run directory.
     boot_failures: Vec<PathBuf>,
     cases: Vec<CaseEntry<'a>>,
@@ -78,7 +79,7 @@ struct CaseEntry<'a> {
 }
 
 impl Reporter for Files {
-    fn event(&mut self, e: &Event) -> anyhow::Result<()> {
+    fn event(&mut self, e: &Event, stats: &RunStats) -> anyhow::Result<()> {
         match e {
             Event::RunStarted(info) => self.info = Some(info.clone()),
             // Nothing to write until a case has a result.
@@ -105,10 +106,6 @@ impl Reporter for Files {
             }
             Event::RunFinished { elapsed, serial_logs, boot_failures } => {
                 let info = self.info.as_ref().context("RunFinished before RunStarted")?;
-                let mut counts = std::collections::BTreeMap::new();
-                for r in &self.results {
-                    *counts.entry(r.status.name()).or_insert(0) += 1;
-                }
                 let results = Results {
                     run_id: &info.run_id,
                     kernel_id: &info.kernel_id,
@@ -116,7 +113,7 @@ impl Reporter for Files {
                     accel: &info.accel,
                     qemu_version: &info.qemu_version,
                     elapsed_s: elapsed.as_secs_f64(),
-                    counts,
+                    counts: stats.counts.by_name(),
                     boot_failures: boot_failures
                         .iter()
                         .map(|p| p.file_name().map_or(p.clone(), PathBuf::from))

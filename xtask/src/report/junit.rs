@@ -4,6 +4,7 @@
 //! green nor red, which is what a known kernel bug is; a failure would break the build, a success
 //! would hide the bug.
 
+use super::stats::RunStats;
 use super::Reporter;
 use crate::run::events::{CaseResult, Event, Status};
 use anyhow::Context;
@@ -22,7 +23,8 @@ impl Junit {
 }
 
 impl Reporter for Junit {
-    fn event(&mut self, e: &Event) -> anyhow::Result<()> {
+    // quick_junit counts the testcases of each suite itself (the kernel-log ones among them).
+    fn event(&mut self, e: &Event, _: &RunStats) -> anyhow::Result<()> {
         match e {
             Event::RunStarted(info) => {
                 self.suite = Some(TestSuite::new(format!("daxtest {}", info.kernel_release)));

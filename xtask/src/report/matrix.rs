@@ -112,7 +112,7 @@ struct Results<'a> {
     run_id: &'a str,
     kernels: Vec<KernelEntry<'a>>,
     /// Over every kernel.
-    counts: BTreeMap<&'static str, usize>,
+    counts: BTreeMap<String, usize>,
     /// Ids of the cases whose status is not the same on every kernel.
     differing: Vec<&'a str>,
     cases: Vec<CaseEntry<'a>>,
@@ -125,7 +125,7 @@ struct KernelEntry<'a> {
     /// The kernel's own run directory (results.json, junit.xml, kernel-logs/, serial.log).
     dir: &'a str,
     elapsed_s: f64,
-    counts: BTreeMap<&'static str, usize>,
+    counts: BTreeMap<String, usize>,
 }
 
 #[derive(Serialize)]
@@ -140,12 +140,10 @@ struct CaseEntry<'a> {
     kernel_log_path: String,
 }
 
-fn counts<'a>(results: impl Iterator<Item = &'a CaseResult>) -> BTreeMap<&'static str, usize> {
-    let mut counts = BTreeMap::new();
-    for r in results {
-        *counts.entry(r.status.name()).or_insert(0) += 1;
-    }
-    counts
+fn counts<'a>(results: impl Iterator<Item = &'a CaseResult>) -> BTreeMap<String, usize> {
+    let mut counts = super::stats::Counts::default();
+    results.for_each(|r| counts.add(r.status));
+    counts.by_name()
 }
 
 /// Writes results.json and junit.xml of the whole run into `dir`.

@@ -155,7 +155,7 @@ fn every_reporter_matches_its_golden_file() {
     let serial = dir.path().join("serial-1.log");
     std::fs::write(&serial, "daxtest-agent: ready at 2.23s\n").unwrap();
     let console_out = Shared::default();
-    let mut reporters = Reporters(vec![
+    let mut reporters = Reporters::new(vec![
         Box::new(console::Console::new(Box::new(console_out.clone()))),
         Box::new(files::Files::new(dir.path())),
         Box::new(junit::Junit::new(dir.path())),

@@ -28,6 +28,17 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in the order of their declaration (`status as usize` indexes this).
+    pub const ALL: [Status; 7] = [
+        Status::Pass,
+        Status::Fail,
+        Status::Skip,
+        Status::Xfail,
+        Status::Crash,
+        Status::Hang,
+        Status::Error,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Status::Pass => "pass",
