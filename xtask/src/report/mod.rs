@@ -1,13 +1,13 @@
 //! Reporters: consumers of runner events. The console shows progress and a summary; the files
 //! of the run directory (results.json, junit.xml, kernel-logs/, serial.log) are written by their
 //! own reporters. None of them decides anything about a case, and what they count is counted
-//! once, in [`stats`].
+//! once, in [`stats`]. Uses the run's events only.
 
 mod console;
 mod files;
 pub use files::kernel_log_path;
 mod junit;
-pub mod matrix;
+pub mod results;
 pub mod stats;
 
 use crate::run::events::Event;
@@ -71,6 +71,19 @@ pub fn prepare_run_dir(root: &Path) -> anyhow::Result<(String, PathBuf)> {
     std::os::unix::fs::symlink(&id, &tmp)?;
     std::fs::rename(&tmp, runs.join("latest"))?;
     Ok((id, dir))
+}
+
+/// The directory of a kernel's share of a run on several kernels: its release, made unique among
+/// those already `taken`.
+pub fn kernel_dir_name(release: &str, taken: &[String]) -> String {
+    let base = crate::names::safe(release, "-_.+");
+    let mut name = base.clone();
+    let mut n = 2;
+    while taken.contains(&name) {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    name
 }
 
 /// `20261124-153012` from seconds since the epoch (UTC, proleptic Gregorian).

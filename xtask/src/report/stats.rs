@@ -84,7 +84,7 @@ impl Row<'_> {
 impl RunStats {
     pub fn update(&mut self, e: &Event) {
         match e {
-            Event::RunStarted(info) => self.kernels.push(KernelStats {
+            Event::KernelStarted(info) => self.kernels.push(KernelStats {
                 release: info.kernel_release.clone(),
                 counts: Counts::default(),
                 cases: Vec::new(),
@@ -100,12 +100,14 @@ impl RunStats {
                     });
                 }
             }
-            // Counted as cases are: only what finished counts.
+            // Only what finished counts.
             Event::CaseStarted { .. } => {}
             // Not about cases: the reporters that show them take them from the event.
-            Event::VmBooted { .. }
+            Event::RunStarted(_)
+            | Event::VmBooted { .. }
             | Event::BootFailed { .. }
             | Event::KernelLogOutsideCases(_)
+            | Event::KernelFinished { .. }
             | Event::RunFinished { .. } => {}
         }
     }
