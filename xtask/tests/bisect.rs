@@ -100,7 +100,7 @@ fn a_kernel_that_cannot_be_tested_is_125() {
     let results = common::results(&out);
     assert!(dir.join("boot-failure-2.log").is_file());
     assert!(!dir.join("boot-failure-3.log").exists());
-    assert_eq!(results["boot_failures"].as_array().unwrap().len(), 2);
+    assert_eq!(results["kernels"][0]["boot_failures"].as_array().unwrap().len(), 2);
     let cases = results["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 3);
     for c in cases {

@@ -133,7 +133,7 @@ fn a_usr_merged_install_root_of_the_7_2_packages_is_a_kernel_to_test() {
     let out = run(&["test", "--kernel", &spec, "reflink"]);
     assert_eq!(out.status.code(), Some(0));
     let results = results(&out);
-    assert_eq!(results["kernel_release"], "7.2.13+deb14-amd64");
+    assert_eq!(results["kernels"][0]["kernel_release"], "7.2.13+deb14-amd64");
     let cases = results["cases"].as_array().unwrap();
     assert!(cases.len() >= 10, "{}", cases.len());
     assert!(cases.iter().all(|c| c["status"] == "pass"), "{cases:?}");

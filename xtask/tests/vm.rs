@@ -239,7 +239,7 @@ fn a_chosen_ssh_port_serves_every_vm_of_a_run() {
         .map(|c| c["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["crash", "pass"]);
-    let vms = results["qemu_command_lines"].as_array().unwrap();
+    let vms = results["kernels"][0]["qemu_command_lines"].as_array().unwrap();
     assert_eq!(vms.len(), 2, "{vms:?}");
     for vm in vms {
         let forward = format!("hostfwd=tcp:127.0.0.1:{port}-:22");

@@ -297,16 +297,10 @@ fn suite(ctx: &Ctx, vm: flags::Vm) -> anyhow::Result<i32> {
     // This run's own directory: runs/latest may already be another run's.
     let (status, dir) = test.run_in_dir(ctx)?;
     let total = t.elapsed();
-    let results: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("results.json"))?)?;
-    let cases = results["cases"].as_array().map_or(0, Vec::len);
-    let in_cases: f64 = results["cases"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["duration_s"].as_f64())
-        .sum();
-    let run = results["elapsed_s"].as_f64().unwrap_or_default();
+    let results = daxtest::report::results::read(&dir)?;
+    let cases = results.cases.len();
+    let in_cases: f64 = results.cases.iter().map(|c| c.duration_s).sum();
+    let run = results.elapsed_s;
     println!();
     println!(
         "whole suite:          {:.1} s  `cargo xtask test`, {cases} cases, exit {status}",
@@ -324,13 +318,11 @@ fn suite(ctx: &Ctx, vm: flags::Vm) -> anyhow::Result<i32> {
     // Where a case's time goes in the guest, part by part (the rest of a case's time is the
     // host's: sending it, reading and judging its report).
     let mut parts: Vec<(String, f64)> = Vec::new();
-    for c in results["cases"].as_array().into_iter().flatten() {
-        for p in c["phases"].as_array().into_iter().flatten() {
-            let (name, micros) = (p["name"].as_str().unwrap_or("?"), p["micros"].as_f64());
-            match parts.iter_mut().find(|(n, _)| n == name) {
-                Some((_, total)) => *total += micros.unwrap_or(0.0),
-                None => parts.push((name.to_string(), micros.unwrap_or(0.0))),
-            }
+    for p in results.cases.iter().flat_map(|c| &c.phases) {
+        let micros = p.micros as f64;
+        match parts.iter_mut().find(|(n, _)| *n == p.name) {
+            Some((_, total)) => *total += micros,
+            None => parts.push((p.name.clone(), micros)),
         }
     }
     if !parts.is_empty() {

@@ -3,60 +3,39 @@
 //! says whether the outcome is the same, and writes a bundle a kernel developer can use without
 //! daxtest: README, the scenario, the resolved case, the kernel log, `qemu.sh` and `reproduce.sh`.
 
-use super::test::{execute, RunSetup};
+use super::test::{execute, KernelPlan, RunSetup};
 use super::Ctx;
 use crate::flags;
 use anyhow::Context;
 use daxtest::exit;
+use daxtest::report::results::{self, CaseEntry, KernelEntry};
 use daxtest::repro::script;
-use daxtest::run::events::{CaseResult, RerunInfo};
+use daxtest::run::events::CaseResult;
 use daxtest::run::plan::{self, PlannedCase, Resolution};
 use daxtest::scenario::{self, CaseTimeouts};
 use daxtest::version::KernelVersion;
-use serde::Deserialize;
-use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The earlier run and the case in it.
 struct Original {
+    /// The run directory of the case's kernel: the run's, on one kernel.
     run_dir: PathBuf,
-    results: Value,
-    case: Value,
-    /// The id as the run wrote it (with `#k` for a repeat).
-    id: String,
+    kernel: KernelEntry,
+    /// The case as the run wrote it (its id with `#k` for a repeat).
+    case: CaseEntry,
 }
 
 impl flags::Repro {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
         let orig = find(&ctx.root, &self.target)?;
-        let base_id = orig.id.rsplit_once('#').map_or(orig.id.as_str(), |(b, _)| b).to_string();
-        let rerun = orig.results.get("rerun").filter(|v| v.is_object()).ok_or_else(|| {
-            exit::input(format!(
-                "{}: results.json has no `rerun` record (kernel spec, image, VM options): an older \
-                 daxtest wrote it; run the case again with `cargo xtask test '{base_id}' --seed {}` \
-                 and repro that run",
-                orig.run_dir.display(),
-                orig.case["seed"]
-            ))
-        })?;
-        let cannot = |what: String| {
-            exit::input(format!(
-                "{}/results.json: {what}: it cannot be run again exactly; run the case with \
-                 `cargo xtask test` and repro that run",
-                orig.run_dir.display()
-            ))
-        };
-        let rerun = RerunInfo::deserialize(rerun)
-            .map_err(|e| cannot(format!("its `rerun` record is incomplete ({e})")))?;
-        let field = |v: &Value, k: &str| -> anyhow::Result<Value> {
-            v.get(k).filter(|x| !x.is_null()).cloned().ok_or_else(|| cannot(format!("no `{k}`")))
-        };
-        let seed = field(&orig.case, "seed")?.as_u64().context("seed is not a number")?;
-        let file = PathBuf::from(field(&orig.case, "file")?.as_str().unwrap_or_default());
-        let file = if file.is_absolute() { file } else { ctx.root.join(file) };
-        let accel = match field(&orig.results, "accel")?.as_str() {
-            Some("kvm") => daxtest::machine::accel::AccelChoice::Kvm,
+        let base_id = orig.case.id.rsplit_once('#').map_or(orig.case.id.as_str(), |(b, _)| b);
+        let base_id = base_id.to_string();
+        let rerun = &orig.kernel.rerun;
+        let file = &orig.case.file;
+        let file = if file.is_absolute() { file.clone() } else { ctx.root.join(file) };
+        let accel = match orig.kernel.accel.as_str() {
+            "kvm" => daxtest::machine::accel::AccelChoice::Kvm,
             _ => daxtest::machine::accel::AccelChoice::Tcg,
         };
         let vm = flags::Vm {
@@ -95,21 +74,24 @@ impl flags::Repro {
         }
         let version = KernelVersion::parse(&image.kernel.version)
             .with_context(|| format!("cannot read a version in {:?}", image.kernel.version))?;
-        let resolved = plan::resolve(&case, version, Some(seed));
-        let planned = vec![PlannedCase { resolution: resolved.clone(), case: case.clone() }];
-        let setup = RunSetup {
+        let resolved = plan::resolve(&case, version, Some(orig.case.seed));
+        let kernel = KernelPlan {
+            image: &image,
+            opts: &opts,
             kernel_spec: rerun.kernel_spec.clone(),
+            planned: vec![PlannedCase { resolution: resolved.clone(), case: case.clone() }],
+        };
+        let setup = RunSetup {
             overrides: CaseTimeouts { step_s: rerun.step_timeout_s, case_s: rerun.case_timeout_s },
             stop_at_failure: false,
+            runs_per_case: 1,
         };
         let mut result: Option<CaseResult> = None;
-        let (run_id, run_dir) = daxtest::report::prepare_run_dir(&ctx.root)?;
-        execute(ctx, &image, &opts, &setup, &planned, run_id, &run_dir, &mut |r| {
-            result = Some(r.clone())
-        })?;
+        let (_, run_dir) =
+            execute(ctx, &setup, std::slice::from_ref(&kernel), &mut |r| result = Some(r.clone()))?;
         let result = result.context("the runner reported no result for the case")?;
-        let original_status = orig.case["status"].as_str().unwrap_or("?").to_string();
-        let same = result.status.name() == original_status;
+        let original_status = orig.case.status.name();
+        let same = result.status == orig.case.status;
 
         let bundle = write_bundle(&Bundle {
             ctx,
@@ -134,8 +116,9 @@ impl flags::Repro {
     }
 }
 
-/// Finds RUN and CASE in `target` (RUN/CASE): RUN is a run directory, a run id under
-/// target/daxtest/runs/, or `latest`; the case id has slashes too, so every split is tried.
+/// Finds RUN and CASE in `target` (RUN/CASE, or RUN/KERNEL/CASE for a run on several kernels):
+/// RUN is a run directory, a run id under target/daxtest/runs/, or `latest`; KERNEL the
+/// directory of a kernel in it; the case id has slashes too, so every split is tried.
 fn find(root: &Path, target: &str) -> anyhow::Result<Original> {
     let runs = root.join("target/daxtest/runs");
     let mut found_run = None;
@@ -160,62 +143,55 @@ fn find(root: &Path, target: &str) -> anyhow::Result<Original> {
         )));
     };
     let results = read_results(&run_dir)?;
-    // A run on several kernels: its results.json lists a run directory per kernel, which holds
-    // the cases.
-    let kernel_dirs: Option<Vec<String>> = results
-        .get("kernels")
-        .and_then(Value::as_array)
-        .map(|ks| ks.iter().filter_map(|k| k["dir"].as_str().map(str::to_string)).collect());
-    let (run_dir, id, results) = match kernel_dirs {
-        Some(dirs) => match dirs.iter().find_map(|d| Some((d, id.strip_prefix(&format!("{d}/"))?)))
-        {
-            Some((d, rest)) => {
-                let dir = run_dir.join(d);
-                let results = read_results(&dir)?;
-                (dir, rest.to_string(), results)
-            }
-            None => {
+    // A run on several kernels: each kernel's directory is a run directory of its own, which
+    // holds its cases.
+    let (run_dir, id, results) = match results.kernels.as_slice() {
+        kernels if kernels.len() > 1 => {
+            let dirs: Vec<String> = kernels.iter().map(|k| k.dir.display().to_string()).collect();
+            let Some((dir, rest)) =
+                dirs.iter().find_map(|d| Some((d, id.strip_prefix(&format!("{d}/"))?)))
+            else {
                 return Err(exit::input(format!(
                     "{} is a run on several kernels: give RUN/KERNEL/CASE, KERNEL one of {}",
                     run_dir.display(),
                     dirs.join(", ")
-                )))
-            }
-        },
-        None => (run_dir, id, results),
+                )));
+            };
+            let dir = run_dir.join(dir);
+            let results = read_results(&dir)?;
+            (dir, rest.to_string(), results)
+        }
+        _ => (run_dir, id, results),
     };
-    let cases = results["cases"].as_array().cloned().unwrap_or_default();
-    let case = cases.iter().find(|c| c["id"] == id.as_str()).cloned().ok_or_else(|| {
-        let mut ids: Vec<String> = cases
-            .iter()
-            .map(|c| {
-                format!(
-                    "{} ({})",
-                    c["id"].as_str().unwrap_or("?"),
-                    c["status"].as_str().unwrap_or("?")
-                )
-            })
-            .collect();
+    // A kernel's own results.json, as a run's on one kernel, has that kernel alone.
+    let [kernel] = results.kernels.as_slice() else {
+        return Err(exit::input(format!(
+            "{}/results.json lists {} kernels where one was expected",
+            run_dir.display(),
+            results.kernels.len()
+        )));
+    };
+    let Some(case) = results.cases.iter().find(|c| c.id == id) else {
+        let mut ids: Vec<String> =
+            results.cases.iter().map(|c| format!("{} ({})", c.id, c.status.name())).collect();
         if ids.len() > 20 {
             ids.truncate(20);
             ids.push("...".into());
         }
-        exit::input(format!(
+        return Err(exit::input(format!(
             "{}: no case {id:?}; the run has: {}",
             run_dir.display(),
             if ids.is_empty() { "no cases".into() } else { ids.join(", ") }
-        ))
-    })?;
-    Ok(Original { run_dir, results, case, id })
+        )));
+    };
+    Ok(Original { run_dir, kernel: kernel.clone(), case: case.clone() })
 }
 
-/// A run directory's results.json.
-fn read_results(run_dir: &Path) -> anyhow::Result<Value> {
-    let path = run_dir.join("results.json");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| exit::input(format!("{}: not valid JSON: {e}", path.display())))
+/// A run directory's results.json; one this daxtest cannot read is the user's to replace.
+fn read_results(run_dir: &Path) -> anyhow::Result<results::Results> {
+    results::read(run_dir).map_err(|e| {
+        exit::input(format!("{e:#}; run the case again with `cargo xtask test` and repro that run"))
+    })
 }
 
 struct Bundle<'a> {
@@ -256,10 +232,11 @@ fn write_bundle(b: &Bundle) -> anyhow::Result<PathBuf> {
     let log_rel = daxtest::report::kernel_log_path(&b.result.id);
     let rerun_log = std::fs::read_to_string(b.run_dir.join(&log_rel)).unwrap_or_default();
     write("kernel.log", &rerun_log)?;
-    let orig_log = b.orig.case["kernel_log_path"].as_str().map(|p| b.orig.run_dir.join(p));
-    if let Some(text) = orig_log.and_then(|p| std::fs::read_to_string(p).ok()) {
-        write("original-kernel.log", &text)?;
-    }
+    let orig_log = b.orig.run_dir.join(&b.orig.case.kernel_log_path);
+    let has_orig_log = match std::fs::read_to_string(orig_log) {
+        Ok(text) => write("original-kernel.log", &text).map(|_| true)?,
+        Err(_) => false,
+    };
 
     let mut unsupported = Vec::new();
     let spec = match b.resolution {
@@ -287,22 +264,19 @@ fn write_bundle(b: &Bundle) -> anyhow::Result<PathBuf> {
     };
 
     // The QEMU command line of the VM that ran the case again.
-    let new_results: Value = std::fs::read_to_string(b.run_dir.join("results.json"))
+    let command_line = results::read(b.run_dir)
         .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(Value::Null);
-    let lines = new_results["qemu_command_lines"].as_array().cloned().unwrap_or_default();
-    let command_line = new_results["cases"][0]["vm"]
-        .as_u64()
-        .and_then(|n| lines.get(n as usize - 1))
-        .or(lines.last())
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+        .and_then(|r| {
+            let lines = &r.kernels.first()?.qemu_command_lines;
+            let vm = r.cases.first().and_then(|c| c.vm);
+            vm.and_then(|n| lines.get(n.checked_sub(1)?)).or(lines.last()).cloned()
+        })
+        .unwrap_or_default();
     write("qemu.sh", &qemu_script(&command_line, b.image))?;
     set_executable(&dir.join("qemu.sh"))?;
 
-    write("README.md", &readme(b, spec.is_some(), &unsupported, &command_line))?;
+    let readme = readme(b, spec.is_some(), has_orig_log, &unsupported, &command_line);
+    write("README.md", &readme)?;
     Ok(dir)
 }
 
@@ -373,7 +347,13 @@ pub fn qemu_script(command_line: &str, image: &daxtest::machine::image::Image) -
     s
 }
 
-fn readme(b: &Bundle, has_script: bool, unsupported: &[String], command_line: &str) -> String {
+fn readme(
+    b: &Bundle,
+    has_script: bool,
+    has_orig_log: bool,
+    unsupported: &[String],
+    command_line: &str,
+) -> String {
     let o = &b.orig.case;
     let r = b.result;
     let mut s = String::new();
@@ -386,17 +366,17 @@ fn readme(b: &Bundle, has_script: bool, unsupported: &[String], command_line: &s
          - Outcome: {}.\n\
          - Image: {}{}.\n",
         b.orig.run_dir.display(),
-        b.orig.id,
-        o["status"].as_str().unwrap_or("?"),
-        o["kernel"].as_str().unwrap_or("?"),
-        o["seed"],
-        o["message"].as_str().filter(|m| !m.is_empty()).unwrap_or("(no message)"),
+        o.id,
+        o.status.name(),
+        o.kernel,
+        o.seed,
+        if o.message.is_empty() { "(no message)" } else { &o.message },
         b.run_dir.display(),
         r.status.name(),
         r.kernel,
         r.seed,
         if r.message.is_empty() { "(no message)" } else { &r.message },
-        if o["status"].as_str() == Some(r.status.name()) {
+        if o.status == r.status {
             "the same"
         } else {
             "DIFFERENT (a flaky case, a race, or the environment changed)"
@@ -420,11 +400,7 @@ fn readme(b: &Bundle, has_script: bool, unsupported: &[String], command_line: &s
          - `reproduce.sh`: the case as a plain sh script of xfs_io and standard tools.\n",
         b.scenario_file.display(),
         b.base_id,
-        if b.orig.case["kernel_log_path"].is_string() {
-            "; `original-kernel.log` the original run's"
-        } else {
-            ""
-        },
+        if has_orig_log { "; `original-kernel.log` the original run's" } else { "" },
     );
     if has_script {
         let _ = writeln!(
@@ -448,7 +424,7 @@ fn readme(b: &Bundle, has_script: bool, unsupported: &[String], command_line: &s
              map the files again (the agent keeps its mapping, accessing it from a forked child).\n\
              - The race steps run as shell loops: their interleaving is coarser than the agent's \
              threads with seeded jitter, so a PASS there does not clear the kernel.\n",
-            b.orig.results["rerun"]["kernel_spec"].as_str().unwrap_or("SPEC"),
+            b.orig.kernel.rerun.kernel_spec,
         );
         if unsupported.is_empty() {
             s.push_str("Every step of the case is expressed in the script.\n\n");
@@ -479,23 +455,92 @@ mod tests {
         assert_eq!(vm_dir("qemu-system-x86_64 -m 1G"), None);
     }
 
+    /// results.json of a run on `releases`, in `dir`, with the case `id` on each.
+    fn write_results(dir: &Path, dirs: &[&str], releases: &[&str], id: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        let kernel = |dir: &str, release: &str| KernelEntry {
+            kernel_id: format!("debian ({release})"),
+            kernel_release: release.into(),
+            accel: "tcg".into(),
+            qemu_version: "QEMU 7.2".into(),
+            elapsed_s: 1.0,
+            counts: [("fail".to_string(), 1)].into(),
+            dir: dir.into(),
+            rerun: Default::default(),
+            qemu_command_lines: vec![],
+            boot_failures: vec![],
+        };
+        let case = |dir: &str, release: &str| CaseEntry {
+            id: id.into(),
+            file: "x.toml".into(),
+            kernel: release.into(),
+            status: daxtest::run::events::Status::Fail,
+            duration_s: 0.5,
+            message: String::new(),
+            problems: vec![],
+            phases: vec![],
+            seed: 3,
+            kernel_log_path: results::under(Path::new(dir), Path::new("kernel-logs/x.log")),
+            vm: Some(1),
+        };
+        let r = results::Results {
+            schema_version: results::SCHEMA_VERSION,
+            run_id: "r".into(),
+            elapsed_s: 1.0,
+            counts: [("fail".to_string(), releases.len())].into(),
+            kernels: dirs.iter().zip(releases).map(|(d, r)| kernel(d, r)).collect(),
+            cases: dirs.iter().zip(releases).map(|(d, r)| case(d, r)).collect(),
+            differing: vec![],
+            kernel_log_outside_cases: vec![],
+        };
+        std::fs::write(dir.join("results.json"), serde_json::to_vec(&r).unwrap()).unwrap();
+    }
+
     #[test]
     fn run_and_case_are_found_at_any_slash() {
         let dir = tempfile::tempdir().unwrap();
         let runs = dir.path().join("target/daxtest/runs/r1");
-        std::fs::create_dir_all(&runs).unwrap();
-        std::fs::write(
-            runs.join("results.json"),
-            r#"{"cases":[{"id":"a/b/xfs/dax=always","status":"fail","seed":3}]}"#,
-        )
-        .unwrap();
+        write_results(&runs, &["."], &["6.12.1"], "a/b/xfs/dax=always");
         let o = find(dir.path(), "r1/a/b/xfs/dax=always").unwrap();
-        assert_eq!(o.id, "a/b/xfs/dax=always");
+        assert_eq!(o.case.id, "a/b/xfs/dax=always");
         let o = find(dir.path(), &format!("{}/a/b/xfs/dax=always", runs.display())).unwrap();
-        assert_eq!(o.case["seed"], 3);
+        assert_eq!((o.case.seed, o.kernel.kernel_release.as_str()), (3, "6.12.1"));
         let e = find(dir.path(), "r1/a/c").err().unwrap().to_string();
         assert!(e.contains("no case \"a/c\"") && e.contains("a/b/xfs/dax=always (fail)"), "{e}");
         let e = find(dir.path(), "nope/a/b").err().unwrap().to_string();
         assert!(e.contains("no run found"), "{e}");
+    }
+
+    #[test]
+    fn a_run_on_several_kernels_takes_the_kernel_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let run = root.path().join("target/daxtest/runs/r2");
+        let (dirs, releases) = (["6.1.0", "6.12.1"], ["6.1.0", "6.12.1"]);
+        write_results(&run, &dirs, &releases, "a/b");
+        for (d, r) in dirs.iter().zip(releases) {
+            write_results(&run.join(d), &["."], &[r], "a/b");
+        }
+        let o = find(root.path(), "r2/6.12.1/a/b").unwrap();
+        assert_eq!(o.run_dir, run.join("6.12.1"));
+        assert_eq!(o.kernel.kernel_release, "6.12.1");
+        assert_eq!(o.case.kernel_log_path, Path::new("kernel-logs/x.log"));
+        let e = find(root.path(), "r2/a/b").err().unwrap();
+        let want = "is a run on several kernels: give RUN/KERNEL/CASE, KERNEL one of 6.1.0, 6.12.1";
+        assert!(e.to_string().contains(want), "{e}");
+        assert_eq!(exit::for_error(&e, false), exit::INPUT);
+    }
+
+    #[test]
+    fn results_of_another_schema_are_refused_with_what_to_do() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(
+            root.path().join("results.json"),
+            r#"{"accel":"tcg","cases":[{"id":"a/b","status":"fail","seed":1}]}"#,
+        )
+        .unwrap();
+        let e = find(root.path(), &format!("{}/a/b", root.path().display())).err().unwrap();
+        let e = e.to_string();
+        assert!(e.contains("schema_version absent, where this daxtest reads 2"), "{e}");
+        assert!(e.contains("run the case again with `cargo xtask test`"), "{e}");
     }
 }

@@ -4,16 +4,17 @@
 
 use super::Ctx;
 use crate::flags;
+use anyhow::Context;
 use daxtest::exit;
 use daxtest::machine::image::Image;
 use daxtest::machine::vm::VmOptions;
-use daxtest::report::{self, matrix};
-use daxtest::run::events::{CaseResult, Event, RerunInfo, RunInfo};
+use daxtest::report;
+use daxtest::run::events::{CaseResult, Event, KernelInfo, RerunInfo, RunInfo};
 use daxtest::run::plan::{self, PlannedCase};
 use daxtest::run::runner::{Outcome, Runner};
 use daxtest::scenario::{Case, CaseTimeouts};
 use daxtest::version::KernelVersion;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// `git bisect run`: 0 good, 1 bad, 125 this revision cannot be tested, > 127 stop bisecting.
@@ -140,116 +141,59 @@ impl flags::Test {
         for (image, opts) in images {
             prepared.push(ctx.choose_accel(&self.vm, image, opts)?);
         }
-        let (run_id, run_dir) = report::prepare_run_dir(&ctx.root)?;
-        if let ([spec], [(image, opts)]) = (specs.as_slice(), prepared.as_slice()) {
-            let run = self.run_on(ctx, &cases, *spec, image, opts, run_id, &run_dir)?;
-            return Ok((run.exit_status(), run_dir));
-        }
-        let mut runs = Vec::new();
-        let mut dirs = Vec::new();
-        for (spec, (image, opts)) in specs.iter().zip(&prepared) {
-            let dir = matrix::dir_name(&image.kernel.release, &dirs);
-            dirs.push(dir.clone());
-            let sub_id = format!("{run_id}/{dir}");
-            runs.push(self.run_on(ctx, &cases, *spec, image, opts, sub_id, &run_dir.join(&dir))?);
-        }
-        let status = runs.iter().map(KernelOutcome::exit_status).max().unwrap_or(exit::SUCCESS);
-        let kernel_runs: Vec<matrix::KernelRun> = runs.into_iter().map(|r| r.kernel_run).collect();
-        eprint!("\n{}", matrix::table(&kernel_runs));
-        matrix::write(&run_dir, &run_id, &kernel_runs)?;
-        eprintln!("results: {}", run_dir.display());
-        Ok((status, run_dir))
+        let kernels = specs
+            .iter()
+            .zip(&prepared)
+            .map(|(spec, (image, opts))| {
+                Ok(KernelPlan {
+                    image,
+                    opts,
+                    kernel_spec: kernel_spec(ctx, *spec),
+                    planned: self.plan(&cases, image)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let setup = RunSetup {
+            overrides: CaseTimeouts { step_s: self.step_timeout, case_s: self.case_timeout },
+            stop_at_failure: self.until_fail,
+            runs_per_case: self.runs(),
+        };
+        execute(ctx, &setup, &kernels, &mut |_| {})
     }
 
     /// The planned runs of every case on one kernel: `--repeat` copies, seeds, resolution.
     fn plan(&self, cases: &[Case], image: &Image) -> anyhow::Result<Vec<PlannedCase>> {
         Ok(plan::plan(cases, kernel_version(image)?, self.runs(), self.seed))
     }
+}
 
-    /// Runs the cases on one kernel, reporting into `run_dir`.
-    #[allow(clippy::too_many_arguments)]
-    fn run_on(
-        &self,
-        ctx: &Ctx,
-        cases: &[Case],
-        spec: Option<&str>,
-        image: &Image,
-        opts: &VmOptions,
-        run_id: String,
-        run_dir: &Path,
-    ) -> anyhow::Result<KernelOutcome> {
-        let planned = self.plan(cases, image)?;
-        let setup = RunSetup {
-            kernel_spec: kernel_spec(ctx, spec),
-            overrides: CaseTimeouts { step_s: self.step_timeout, case_s: self.case_timeout },
-            stop_at_failure: self.until_fail,
-        };
-        let mut results: Vec<CaseResult> = Vec::new();
-        let started = Instant::now();
-        let outcome = execute(ctx, image, opts, &setup, &planned, run_id, run_dir, &mut |r| {
-            results.push(r.clone())
-        })?;
-        let runs = self.runs();
-        if runs > 1 {
-            let failures: Vec<&CaseResult> =
-                results.iter().filter(|r| r.status.is_failure()).collect();
-            eprintln!(
-                "daxtest: {} of {} runs failed ({} cases x up to {runs} runs{})",
-                failures.len(),
-                results.len(),
-                cases.len(),
-                if self.until_fail { ", stopping at the first failure" } else { "" }
-            );
-            for r in failures {
-                let (case, _) = r.id.rsplit_once('#').unwrap_or((&r.id, ""));
-                eprintln!(
-                    "daxtest:   {}: {}; again with: cargo xtask test '{case}' --seed {}",
-                    r.id,
-                    r.status.name(),
-                    r.seed
-                );
-            }
-        }
-        Ok(KernelOutcome {
-            outcome,
-            kernel_run: matrix::KernelRun {
-                spec: image.kernel.id.clone(),
-                release: image.kernel.release.clone(),
-                dir: run_dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                elapsed: started.elapsed(),
-                results,
-            },
-        })
+/// The exit status of a kernel's share of a run.
+fn exit_status(outcome: &Outcome) -> i32 {
+    if outcome.infrastructure_failed {
+        exit::INFRASTRUCTURE
+    } else if outcome.any_failure {
+        exit::CASES_FAILED
+    } else {
+        exit::SUCCESS
     }
 }
 
-/// One kernel's run: how it went, and its results for the matrix.
-struct KernelOutcome {
-    outcome: Outcome,
-    kernel_run: matrix::KernelRun,
-}
-
-impl KernelOutcome {
-    fn exit_status(&self) -> i32 {
-        if self.outcome.infrastructure_failed {
-            exit::INFRASTRUCTURE
-        } else if self.outcome.any_failure {
-            exit::CASES_FAILED
-        } else {
-            exit::SUCCESS
-        }
-    }
-}
-
-/// How a run goes, beyond its cases and VM.
+/// How a run goes, beyond its kernels and cases.
 pub(super) struct RunSetup {
-    /// As given to `--kernel` (or the recipe's default), a path made absolute.
-    pub kernel_spec: String,
     pub overrides: CaseTimeouts,
     pub stop_at_failure: bool,
+    /// How many times each case runs (`--repeat`).
+    pub runs_per_case: u32,
+}
+
+/// A kernel's share of a run: its image and VM options, the spec it was asked as, the cases
+/// planned for it.
+pub(super) struct KernelPlan<'a> {
+    pub image: &'a Image,
+    pub opts: &'a VmOptions,
+    /// As given to `--kernel` (or the recipe's default), a path made absolute.
+    pub kernel_spec: String,
+    pub planned: Vec<PlannedCase>,
 }
 
 /// The kernel spec a run was asked for, in the form `--kernel` takes it back.
@@ -263,42 +207,18 @@ pub(super) fn kernel_spec(ctx: &Ctx, spec: Option<&str>) -> String {
     spec.to_string()
 }
 
-/// Runs planned cases on one kernel into `run_dir` with the standard reporters; `on_result`
-/// sees each case's result.
-#[allow(clippy::too_many_arguments)]
+/// Runs each kernel's planned cases in turn, in a new run directory (with a directory of its own
+/// for each kernel when there are several), through the standard reporters; `on_result` sees
+/// each case's result. Returns the worst of the kernels' exit statuses, and the run directory.
 pub(super) fn execute(
     ctx: &Ctx,
-    image: &Image,
-    opts: &VmOptions,
     setup: &RunSetup,
-    planned: &[PlannedCase],
-    run_id: String,
-    run_dir: &Path,
+    kernels: &[KernelPlan],
     on_result: &mut dyn FnMut(&CaseResult),
-) -> anyhow::Result<Outcome> {
-    std::fs::create_dir_all(run_dir)?;
-    let info = RunInfo {
-        run_id,
-        run_dir: run_dir.to_path_buf(),
-        kernel_id: image.kernel.id.clone(),
-        kernel_release: image.kernel.release.clone(),
-        accel: opts.accel.to_string(),
-        qemu_version: daxtest::machine::qemu::version(&ctx.sh)?,
-        cases: planned.len(),
-        rerun: RerunInfo {
-            kernel_spec: setup.kernel_spec.clone(),
-            image_key: image.manifest.key.clone(),
-            image_dir: image.dir.clone(),
-            memory_mib: opts.memory_mib,
-            cpus: opts.cpus,
-            nvdimms: opts.nvdimms,
-            nvdimm_size: opts.nvdimm_size,
-            boot_timeout_s: opts.boot_timeout.as_secs(),
-            step_timeout_s: setup.overrides.step_s,
-            case_timeout_s: setup.overrides.case_s,
-        },
-    };
-    let mut reporters = report::Reporters::standard(run_dir, Box::new(std::io::stderr()));
+) -> anyhow::Result<(i32, PathBuf)> {
+    let qemu_version = daxtest::machine::qemu::version(&ctx.sh)?;
+    let (run_id, run_dir) = report::prepare_run_dir(&ctx.root)?;
+    let mut reporters = report::Reporters::standard(&run_dir, Box::new(std::io::stderr()));
     let mut emit = |e: &Event| {
         if let Event::CaseFinished(r) = e {
             on_result(r);
@@ -307,17 +227,60 @@ pub(super) fn execute(
             eprintln!("daxtest: reporting: {err:#}");
         }
     };
-    emit(&Event::RunStarted(info));
-    let runner = Runner {
-        image,
-        root: &ctx.root,
-        vm_options: opts,
-        run_dir,
-        timeouts: ctx.recipe.timeouts,
-        overrides: setup.overrides,
+    let started = Instant::now();
+    emit(&Event::RunStarted(RunInfo {
+        run_id,
+        run_dir: run_dir.clone(),
+        kernels: kernels.len(),
+        runs_per_case: setup.runs_per_case,
         stop_at_failure: setup.stop_at_failure,
-    };
-    Ok(runner.run(planned, &mut emit))
+    }));
+    let mut status = exit::SUCCESS;
+    let mut dirs: Vec<String> = Vec::new();
+    for k in kernels {
+        let (image, opts) = (k.image, k.opts);
+        let dir = match kernels.len() {
+            1 => ".".to_string(),
+            _ => report::kernel_dir_name(&image.kernel.release, &dirs),
+        };
+        dirs.push(dir.clone());
+        let kernel_dir = run_dir.join(&dir);
+        std::fs::create_dir_all(&kernel_dir)
+            .with_context(|| format!("creating {}", kernel_dir.display()))?;
+        let info = KernelInfo {
+            dir: dir.into(),
+            kernel_id: image.kernel.id.clone(),
+            kernel_release: image.kernel.release.clone(),
+            accel: opts.accel.to_string(),
+            qemu_version: qemu_version.clone(),
+            cases: k.planned.len(),
+            rerun: RerunInfo {
+                kernel_spec: k.kernel_spec.clone(),
+                image_key: image.manifest.key.clone(),
+                image_dir: image.dir.clone(),
+                memory_mib: opts.memory_mib,
+                cpus: opts.cpus,
+                nvdimms: opts.nvdimms,
+                nvdimm_size: opts.nvdimm_size,
+                boot_timeout_s: opts.boot_timeout.as_secs(),
+                step_timeout_s: setup.overrides.step_s,
+                case_timeout_s: setup.overrides.case_s,
+            },
+        };
+        let runner = Runner {
+            image,
+            root: &ctx.root,
+            vm_options: opts,
+            run_dir: &kernel_dir,
+            timeouts: ctx.recipe.timeouts,
+            overrides: setup.overrides,
+            stop_at_failure: setup.stop_at_failure,
+        };
+        let outcome = runner.run(info, &k.planned, &mut emit);
+        status = status.max(exit_status(&outcome));
+    }
+    emit(&Event::RunFinished { elapsed: started.elapsed() });
+    Ok((status, run_dir))
 }
 
 fn kernel_version(image: &Image) -> anyhow::Result<KernelVersion> {

@@ -1,11 +1,15 @@
 //! The run directory's files: one kernel log per case (written as each case finishes, so a run
-//! cut short keeps what it had), results.json and serial.log at the end.
+//! cut short keeps what it had), serial.log as each kernel finishes, and results.json (see
+//! [`super::results`]) at the end. A run on several kernels gives each kernel a complete run
+//! directory of its own under the run's, with a results.json of that kernel alone.
 
+use super::results::{under, CaseEntry, KernelEntry, OutsideEntry, Results, SCHEMA_VERSION};
+use super::stats::{Counts, RunStats};
 use super::Reporter;
-use crate::run::events::{CaseResult, Event, OutsideCases, RunInfo, Status};
+use crate::run::events::{Event, KernelInfo, RunInfo, Status};
 use anyhow::Context;
-use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// `kernel-logs/<id>.log`, relative to the run directory; `/` in the id becomes `__`.
 pub fn kernel_log_path(id: &str) -> PathBuf {
@@ -15,82 +19,124 @@ pub fn kernel_log_path(id: &str) -> PathBuf {
 
 pub struct Files {
     dir: PathBuf,
-    info: Option<RunInfo>,
-    results: Vec<CaseResult>,
-    outside: Vec<OutsideCases>,
+    run: Option<RunInfo>,
+    /// Every kernel's that has started; the last is the one running.
+    kernels: Vec<KernelFiles>,
+}
+
+/// What a kernel's results hold so far, with paths relative to its own run directory.
+struct KernelFiles {
+    info: KernelInfo,
+    cases: Vec<CaseEntry>,
+    outside: Vec<OutsideEntry>,
     /// QEMU command lines of the VMs booted so far.
     vms: Vec<String>,
     /// The VM that is up (1-based), if one is: a failed boot leaves none.
     current_vm: Option<usize>,
-    /// Per result, the VM (1-based) that ran it; `None` when none did (a skip).
-    result_vms: Vec<Option<usize>>,
+    /// Set when the kernel finishes.
+    elapsed: Duration,
+    counts: Counts,
+    boot_failures: Vec<PathBuf>,
 }
 
 impl Files {
     pub fn new(dir: &Path) -> Files {
-        Files {
+        Files { dir: dir.to_path_buf(), run: None, kernels: Vec::new() }
+    }
+
+    fn kernel(&mut self, what: &str) -> anyhow::Result<&mut KernelFiles> {
+        self.kernels.last_mut().with_context(|| format!("{what} before KernelStarted"))
+    }
+}
+
+impl KernelFiles {
+    /// Its entry in a results.json from which its run directory is `dir` (`.` in its own).
+    fn entry(&self, dir: &Path) -> KernelEntry {
+        let info = &self.info;
+        KernelEntry {
+            kernel_id: info.kernel_id.clone(),
+            kernel_release: info.kernel_release.clone(),
+            accel: info.accel.clone(),
+            qemu_version: info.qemu_version.clone(),
+            elapsed_s: self.elapsed.as_secs_f64(),
+            counts: self.counts.by_name(),
             dir: dir.to_path_buf(),
-            info: None,
-            results: Vec::new(),
-            outside: Vec::new(),
-            vms: Vec::new(),
-            current_vm: None,
-            result_vms: Vec::new(),
+            rerun: info.rerun.clone(),
+            qemu_command_lines: self.vms.clone(),
+            boot_failures: self.boot_failures.iter().map(|p| under(dir, p)).collect(),
         }
     }
 }
 
-#[derive(Serialize)]
-struct Results<'a> {
-    run_id: &'a str,
-    kernel_id: &'a str,
-    kernel_release: &'a str,
-    accel: &'a str,
-    qemu_version: &'a str,
-    elapsed_s: f64,
-    counts: std::collections::BTreeMap<&'static str, usize>,
-    /// Logs of VM boots that failed (each retried once), in the run directory.
-    boot_failures: Vec<PathBuf>,
-    cases: Vec<CaseEntry<'a>>,
-    /// Kernel messages outside every case window that failed the run.
-    kernel_log_outside_cases: &'a [OutsideCases],
-    /// Added for `cargo xtask repro`: the run's inputs and each VM's QEMU command line.
-    rerun: &'a crate::run::events::RerunInfo,
-    qemu_command_lines: &'a [String],
+/// The results of `kernels`, each with its run directory (relative to the file's).
+fn results(
+    run_id: String,
+    elapsed: Duration,
+    counts: &Counts,
+    differing: Vec<String>,
+    kernels: &[(&KernelFiles, &Path)],
+) -> Results {
+    let mut r = Results {
+        schema_version: SCHEMA_VERSION,
+        run_id,
+        elapsed_s: elapsed.as_secs_f64(),
+        counts: counts.by_name(),
+        kernels: Vec::new(),
+        cases: Vec::new(),
+        differing,
+        kernel_log_outside_cases: Vec::new(),
+    };
+    for (k, dir) in kernels {
+        r.kernels.push(k.entry(dir));
+        r.cases.extend(
+            k.cases.iter().map(|c| CaseEntry {
+                kernel_log_path: under(dir, &c.kernel_log_path),
+                ..c.clone()
+            }),
+        );
+        r.kernel_log_outside_cases.extend(k.outside.iter().cloned());
+    }
+    r
 }
 
-#[derive(Serialize)]
-struct CaseEntry<'a> {
-    id: &'a str,
-    file: &'a Path,
-    kernel: &'a str,
-    status: Status,
-    duration_s: f64,
-    message: &'a str,
-    /// Why it did not pass, as data (each with a `kind`).
-    problems: &'a [crate::run::events::Problem],
-    /// Where the time went in the guest, part by part.
-    phases: &'a [daxtest_proto::case::CasePhase],
-    seed: u64,
-    kernel_log_path: PathBuf,
-    /// The VM that ran the case (1-based index into `qemu_command_lines`).
-    vm: Option<usize>,
+fn write(dir: &Path, results: &Results) -> anyhow::Result<()> {
+    let path = dir.join("results.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(results)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 impl Reporter for Files {
-    fn event(&mut self, e: &Event) -> anyhow::Result<()> {
+    fn event(&mut self, e: &Event, stats: &RunStats) -> anyhow::Result<()> {
         match e {
-            Event::RunStarted(info) => self.info = Some(info.clone()),
+            Event::RunStarted(info) => self.run = Some(info.clone()),
+            Event::KernelStarted(info) => self.kernels.push(KernelFiles {
+                info: info.clone(),
+                cases: Vec::new(),
+                outside: Vec::new(),
+                vms: Vec::new(),
+                current_vm: None,
+                elapsed: Duration::ZERO,
+                counts: Counts::default(),
+                boot_failures: Vec::new(),
+            }),
             // Nothing to write until a case has a result.
             Event::CaseStarted { .. } => {}
-            Event::BootFailed { .. } => self.current_vm = None,
-            Event::KernelLogOutsideCases(o) => self.outside.push(o.clone()),
+            Event::BootFailed { .. } => self.kernel("BootFailed")?.current_vm = None,
+            Event::KernelLogOutsideCases(o) => {
+                let k = self.kernel("KernelLogOutsideCases")?;
+                let kernel = k.info.kernel_release.clone();
+                k.outside.push(OutsideEntry { kernel, outside: o.clone() });
+            }
             Event::VmBooted { command_line, .. } => {
-                self.vms.push(command_line.clone());
-                self.current_vm = Some(self.vms.len());
+                let k = self.kernel("VmBooted")?;
+                k.vms.push(command_line.clone());
+                k.current_vm = Some(k.vms.len());
             }
             Event::CaseFinished(r) => {
-                let path = self.dir.join(kernel_log_path(&r.id));
+                let run_dir = self.dir.clone();
+                let k = self.kernel("CaseFinished")?;
+                let log = kernel_log_path(&r.id);
+                let path = run_dir.join(under(&k.info.dir, &log));
                 std::fs::create_dir_all(path.parent().expect("kernel-logs/"))?;
                 let mut text = r.kernel_log.join("\n");
                 if !text.is_empty() {
@@ -98,54 +144,34 @@ impl Reporter for Files {
                 }
                 std::fs::write(&path, text)
                     .with_context(|| format!("writing {}", path.display()))?;
-                self.results.push(r.clone());
-                // Cases run one after another, each in the VM booted last, if it booted.
-                let ran = r.status != Status::Skip;
-                self.result_vms.push(self.current_vm.filter(|_| ran));
+                k.cases.push(CaseEntry {
+                    id: r.id.clone(),
+                    file: r.file.clone(),
+                    kernel: r.kernel.clone(),
+                    status: r.status,
+                    duration_s: r.duration.as_secs_f64(),
+                    message: r.message.clone(),
+                    problems: r.problems.clone(),
+                    phases: r.phases.clone(),
+                    seed: r.seed,
+                    kernel_log_path: log,
+                    // Cases run one after another, each in the VM booted last, if it booted.
+                    vm: k.current_vm.filter(|_| r.status != Status::Skip),
+                });
             }
-            Event::RunFinished { elapsed, serial_logs, boot_failures } => {
-                let info = self.info.as_ref().context("RunFinished before RunStarted")?;
-                let mut counts = std::collections::BTreeMap::new();
-                for r in &self.results {
-                    *counts.entry(r.status.name()).or_insert(0) += 1;
-                }
-                let results = Results {
-                    run_id: &info.run_id,
-                    kernel_id: &info.kernel_id,
-                    kernel_release: &info.kernel_release,
-                    accel: &info.accel,
-                    qemu_version: &info.qemu_version,
-                    elapsed_s: elapsed.as_secs_f64(),
-                    counts,
-                    boot_failures: boot_failures
-                        .iter()
-                        .map(|p| p.file_name().map_or(p.clone(), PathBuf::from))
-                        .collect(),
-                    cases: self
-                        .results
-                        .iter()
-                        .zip(&self.result_vms)
-                        .map(|(r, vm)| CaseEntry {
-                            id: &r.id,
-                            file: &r.file,
-                            kernel: &r.kernel,
-                            status: r.status,
-                            duration_s: r.duration.as_secs_f64(),
-                            message: &r.message,
-                            problems: &r.problems,
-                            phases: &r.phases,
-                            seed: r.seed,
-                            kernel_log_path: kernel_log_path(&r.id),
-                            vm: *vm,
-                        })
-                        .collect(),
-                    kernel_log_outside_cases: &self.outside,
-                    rerun: &info.rerun,
-                    qemu_command_lines: &self.vms,
-                };
-                let path = self.dir.join("results.json");
-                std::fs::write(&path, serde_json::to_vec_pretty(&results)?)
-                    .with_context(|| format!("writing {}", path.display()))?;
+            Event::KernelFinished { elapsed, serial_logs, boot_failures } => {
+                let run_id =
+                    self.run.as_ref().context("KernelFinished before RunStarted")?.run_id.clone();
+                let dir = self.dir.clone();
+                let k = self.kernel("KernelFinished")?;
+                k.elapsed = *elapsed;
+                k.counts = stats.current().map(|s| s.counts).unwrap_or_default();
+                // The runner keeps them in the kernel's directory.
+                k.boot_failures = boot_failures
+                    .iter()
+                    .map(|p| p.file_name().map_or(p.clone(), PathBuf::from))
+                    .collect();
+                let own = under(&dir, &k.info.dir);
                 let mut serial = String::new();
                 for (i, log) in serial_logs.iter().enumerate() {
                     if serial_logs.len() > 1 {
@@ -155,7 +181,23 @@ impl Reporter for Files {
                         &std::fs::read(log).unwrap_or_default(),
                     ));
                 }
-                std::fs::write(self.dir.join("serial.log"), serial)?;
+                let path = own.join("serial.log");
+                std::fs::write(&path, serial)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                // A kernel of several: its own run directory has its own results.json.
+                if k.info.dir != Path::new(".") {
+                    let id = format!("{run_id}/{}", k.info.dir.display());
+                    let mine = results(id, k.elapsed, &k.counts, vec![], &[(k, Path::new("."))]);
+                    write(&own, &mine)?;
+                }
+            }
+            Event::RunFinished { elapsed } => {
+                let run = self.run.as_ref().context("RunFinished before RunStarted")?;
+                let kernels: Vec<(&KernelFiles, &Path)> =
+                    self.kernels.iter().map(|k| (k, k.info.dir.as_path())).collect();
+                let differing = stats.differing().into_iter().map(str::to_string).collect();
+                let all = results(run.run_id.clone(), *elapsed, &stats.counts, differing, &kernels);
+                write(&self.dir, &all)?;
             }
         }
         Ok(())

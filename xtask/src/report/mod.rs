@@ -1,29 +1,41 @@
 //! Reporters: consumers of runner events. The console shows progress and a summary; the files
 //! of the run directory (results.json, junit.xml, kernel-logs/, serial.log) are written by their
-//! own reporters. None of them decides anything about a case.
+//! own reporters. None of them decides anything about a case, and what they count is counted
+//! once, in [`stats`]. Uses the run's events only.
 
 mod console;
 mod files;
 pub use files::kernel_log_path;
 mod junit;
-pub mod matrix;
+pub mod results;
+pub mod stats;
 
 use crate::run::events::Event;
 use anyhow::Context;
+use stats::RunStats;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub trait Reporter {
-    fn event(&mut self, e: &Event) -> anyhow::Result<()>;
+    /// `stats` already counts `e`.
+    fn event(&mut self, e: &Event, stats: &RunStats) -> anyhow::Result<()>;
 }
 
-/// Fans each event out to every reporter; one failing reporter does not silence the others.
-pub struct Reporters(Vec<Box<dyn Reporter>>);
+/// Fans each event out to every reporter, with the run's statistics; one failing reporter does
+/// not silence the others.
+pub struct Reporters {
+    reporters: Vec<Box<dyn Reporter>>,
+    stats: RunStats,
+}
 
 impl Reporters {
+    pub fn new(reporters: Vec<Box<dyn Reporter>>) -> Reporters {
+        Reporters { reporters, stats: RunStats::default() }
+    }
+
     /// Console on `out`, and the files of `run_dir`.
     pub fn standard(run_dir: &Path, out: Box<dyn Write>) -> Reporters {
-        Reporters(vec![
+        Reporters::new(vec![
             Box::new(console::Console::new(out)),
             Box::new(files::Files::new(run_dir)),
             Box::new(junit::Junit::new(run_dir)),
@@ -31,9 +43,10 @@ impl Reporters {
     }
 
     pub fn event(&mut self, e: &Event) -> anyhow::Result<()> {
+        self.stats.update(e);
         let mut first_error = None;
-        for r in &mut self.0 {
-            if let Err(err) = r.event(e) {
+        for r in &mut self.reporters {
+            if let Err(err) = r.event(e, &self.stats) {
                 first_error.get_or_insert(err);
             }
         }
@@ -58,6 +71,19 @@ pub fn prepare_run_dir(root: &Path) -> anyhow::Result<(String, PathBuf)> {
     std::os::unix::fs::symlink(&id, &tmp)?;
     std::fs::rename(&tmp, runs.join("latest"))?;
     Ok((id, dir))
+}
+
+/// The directory of a kernel's share of a run on several kernels: its release, made unique among
+/// those already `taken`.
+pub fn kernel_dir_name(release: &str, taken: &[String]) -> String {
+    let base = crate::names::safe(release, "-_.+");
+    let mut name = base.clone();
+    let mut n = 2;
+    while taken.contains(&name) {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    name
 }
 
 /// `20261124-153012` from seconds since the epoch (UTC, proleptic Gregorian).

@@ -1,14 +1,15 @@
-//! The interface between the runner and the reporters: the runner only emits [`Event`]s; the
-//! console, results.json, junit.xml and the per-case kernel logs are separate consumers.
+//! The interface between the runner and the reporters: the runner only emits [`Event`]s (whose
+//! order is the run's state machine); the console, results.json, junit.xml and the per-case
+//! kernel logs are separate consumers.
 
 use daxtest_proto::case::{CasePhase, Expect, Observed};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// How a case ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Every step met its expectation and the kernel log is clean.
@@ -28,6 +29,17 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in the order of their declaration (`status as usize` indexes this).
+    pub const ALL: [Status; 7] = [
+        Status::Pass,
+        Status::Fail,
+        Status::Skip,
+        Status::Xfail,
+        Status::Crash,
+        Status::Hang,
+        Status::Error,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Status::Pass => "pass",
@@ -47,7 +59,7 @@ impl Status {
 }
 
 /// The step that decided a failure.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailedStep {
     /// 1-based position in the case.
     pub number: usize,
@@ -59,7 +71,7 @@ pub struct FailedStep {
 }
 
 /// One reason a case did not pass, as data: the judge finds them, reporters render them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Problem {
     /// mkfs, mount or the check that DAX is as the mount asks failed: the case could not run.
@@ -194,7 +206,7 @@ impl CaseResult {
 
 /// Kernel messages that no case window holds (the boot, the time between two cases, the end of
 /// a VM) and that fail the run: a failure pattern, or records lost.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutsideCases {
     /// Where: `boot`, `between CASE and CASE`, `after CASE`.
     pub place: String,
@@ -210,13 +222,28 @@ pub struct OutsideCases {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunInfo {
     pub run_id: String,
+    /// The run's directory; each kernel's is [`KernelInfo::dir`] under it.
     pub run_dir: PathBuf,
+    /// How many kernels the cases run on, one after another (`--kernel` given that many times).
+    pub kernels: usize,
+    /// How many times each case runs (`--repeat`, `--until-fail`): run k of a case is `ID#k`.
+    pub runs_per_case: u32,
+    /// Each kernel's cases stop at the first that fails, crashes, hangs or errs (`--until-fail`).
+    pub stop_at_failure: bool,
+}
+
+/// What is known about a kernel's share of the run when its cases start.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KernelInfo {
+    /// Its run directory, relative to the run's: `.` when the run has one kernel, else a
+    /// directory of its own named by its release.
+    pub dir: PathBuf,
     /// Kernel spec and package, e.g. `debian:6.12 (linux-image-...=...)`.
     pub kernel_id: String,
     pub kernel_release: String,
     pub accel: String,
     pub qemu_version: String,
-    /// Cases to run, skips included.
+    /// Cases to run on it, skips and repeats included.
     pub cases: usize,
     /// What `cargo xtask repro` needs to run a case again as this run did.
     pub rerun: RerunInfo,
@@ -225,7 +252,7 @@ pub struct RunInfo {
 /// The inputs of a run beyond the cases: the kernel spec as `--kernel` takes it, the image, the
 /// VM's options and the command line's timeouts. The QEMU command lines come with
 /// [`Event::VmBooted`].
-#[derive(Debug, Clone, PartialEq, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct RerunInfo {
     /// `debian:6.12`, or the absolute path of a self-built kernel.
     pub kernel_spec: String,
@@ -243,9 +270,28 @@ pub struct RerunInfo {
     pub case_timeout_s: Option<u64>,
 }
 
+/// What happens in a run, in order: the run's state machine, the one interface between the
+/// runner and the reporters.
+///
+/// ```text
+/// RunStarted
+///   KernelStarted                        once per kernel, one kernel after another
+///     ( BootFailed | VmBooted
+///     | CaseStarted | CaseFinished
+///     | KernelLogOutsideCases )*         each CaseStarted followed by its CaseFinished
+///   KernelFinished
+/// RunFinished
+/// ```
+///
+/// Every event between `KernelStarted` and `KernelFinished` is about that kernel. A run cut
+/// short (interrupted, or a kernel's directory that cannot be made) stops where it is: no
+/// `KernelFinished` or `RunFinished` follows, and what the reporters wrote as cases finished
+/// stays.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     RunStarted(RunInfo),
+    /// A kernel's cases begin: nothing is booted yet.
+    KernelStarted(KernelInfo),
     CaseStarted {
         id: String,
     },
@@ -260,17 +306,22 @@ pub enum Event {
     /// Kernel messages outside every case window that fail the run (see [`OutsideCases`]).
     KernelLogOutsideCases(OutsideCases),
     /// A VM did not get ready: `message` says why, with QEMU's stderr and the end of its serial
-    /// console, and is kept as `log` in the run directory. `retrying`: the runner boots once more before giving up.
+    /// console, and is kept as `log` in the kernel's run directory. `retrying`: the runner boots
+    /// once more before giving up.
     BootFailed {
         message: String,
         log: PathBuf,
         retrying: bool,
     },
-    /// The run is over; `serial_logs` are the serial consoles of every VM of the run, in order,
-    /// and `boot_failures` the logs of the boots that failed.
-    RunFinished {
+    /// The kernel's cases are over and its last VM is gone; `serial_logs` are the serial consoles
+    /// of its VMs, in order, and `boot_failures` the logs of the boots that failed.
+    KernelFinished {
         elapsed: Duration,
         serial_logs: Vec<PathBuf>,
         boot_failures: Vec<PathBuf>,
+    },
+    /// Every kernel's cases are over.
+    RunFinished {
+        elapsed: Duration,
     },
 }

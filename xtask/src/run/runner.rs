@@ -8,7 +8,7 @@ use crate::machine::image::Image;
 use crate::machine::ssh::Conversation;
 use crate::machine::vm::{Booted, Vm, VmOptions};
 use crate::recipe::Timeouts;
-use crate::run::events::{CaseResult, Event, OutsideCases, Problem, Status};
+use crate::run::events::{CaseResult, Event, KernelInfo, OutsideCases, Problem, Status};
 use crate::run::kernel_log;
 use crate::run::plan::{PlannedCase, Resolution};
 use crate::run::verdict::{doubt, judge, outside_cases};
@@ -23,6 +23,7 @@ pub struct Runner<'a> {
     pub image: &'a Image,
     pub root: &'a Path,
     pub vm_options: &'a VmOptions,
+    /// The kernel's run directory: boot failures and serial logs go there.
     pub run_dir: &'a Path,
     /// The recipe's timeouts.
     pub timeouts: Timeouts,
@@ -113,8 +114,16 @@ struct CaseRun {
 }
 
 impl Runner<'_> {
-    pub fn run(&self, planned: &[PlannedCase], emit: &mut dyn FnMut(&Event)) -> Outcome {
+    /// Runs the cases planned for the image's kernel, from [`Event::KernelStarted`] to
+    /// [`Event::KernelFinished`].
+    pub fn run(
+        &self,
+        kernel: KernelInfo,
+        planned: &[PlannedCase],
+        emit: &mut dyn FnMut(&Event),
+    ) -> Outcome {
         let started = Instant::now();
+        emit(&Event::KernelStarted(kernel));
         let mut guests = Guests::default();
         let mut any_failure = false;
         for p in planned {
@@ -144,7 +153,7 @@ impl Runner<'_> {
             self.retire(&mut guests, true, None, emit);
         }
         let Guests { serial_logs, boot_failures, unbootable, outside_failed, .. } = guests;
-        emit(&Event::RunFinished { elapsed: started.elapsed(), serial_logs, boot_failures });
+        emit(&Event::KernelFinished { elapsed: started.elapsed(), serial_logs, boot_failures });
         Outcome { any_failure: any_failure || outside_failed, infrastructure_failed: unbootable }
     }
 
