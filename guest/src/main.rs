@@ -1,6 +1,6 @@
 //! daxtest guest agent. As PID 1 it boots the test VM (see `boot`); over SSH the host calls its
 //! subcommands: `probe` (readiness and boot report), `serve` and `case` (cases), `stat` (DAX
-//! state of a file), `kmsg-rest`, `poweroff`.
+//! state of a file), `prove-dax` (the boot's DAX proof, again), `kmsg-rest`, `poweroff`.
 //!
 //! The folders follow the flow and neither uses the other: `boot` (PID 1 until the guest is
 //! ready), then `exec` (the cases). The modules at the root are support for both: `kmsg` (the
@@ -35,7 +35,7 @@ fn main() {
 }
 
 const USAGE: &str =
-    "usage: daxtest-agent probe [--wait-ms N] | preloaded --wait-ms N | stat PATH... | case < CASE.json | serve | dump | wait-kmsg TEXT [--ready FILE] | kmsg-rest | poweroff | version";
+    "usage: daxtest-agent probe [--wait-ms N] | preloaded --wait-ms N | stat PATH... | prove-dax DEVICE | case < CASE.json | serve | dump | wait-kmsg TEXT [--ready FILE] | kmsg-rest | poweroff | version";
 
 fn dispatch(args: &[String]) -> anyhow::Result<i32> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -74,6 +74,13 @@ fn dispatch(args: &[String]) -> anyhow::Result<i32> {
                 }
             }
             Ok(code)
+        }
+        // The boot's DAX proof on a device of the running guest (pmem0), as JSON; exit 1 when DAX
+        // does not work there. It formats the device's start and wipes it.
+        ["prove-dax", device] => {
+            let proof = boot::prove_dax(device);
+            println!("{}", serde_json::to_string_pretty(&proof)?);
+            Ok(if proof.ok { 0 } else { 1 })
         }
         ["case"] => {
             let mut input = String::new();

@@ -16,6 +16,8 @@ pub const BOOT_CONFIG_PATH: &str = "/etc/daxtest/boot.json";
 pub const READY_PATH: &str = "/run/daxtest/ready.json";
 /// Where the agent records when the background module loads ([`BootConfig::preload`]) ended.
 pub const PRELOADED_PATH: &str = "/run/daxtest/preloaded.json";
+/// The port sshd listens on in the guest (QEMU forwards a free host port to it).
+pub const GUEST_SSH_PORT: u16 = 22;
 /// Kernel command-line key telling the agent how many NVDIMMs QEMU was given.
 pub const CMDLINE_PMEM_COUNT: &str = "daxtest.pmem";
 

@@ -97,6 +97,34 @@ fn two_nvdimms_of_a_chosen_size_are_both_fsdax() {
     }
 }
 
+/// The boot's DAX proof can come out the other way: the same namespace in raw mode is a block
+/// device without DAX, erofs turns dax=always off there, and the file has no STATX_ATTR_DAX.
+#[test]
+fn the_dax_proof_fails_on_a_namespace_without_dax() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = run(&[
+        "run",
+        "--",
+        "daxtest-agent prove-dax pmem0; echo \"fsdax exit $?\"; \
+         ndctl create-namespace --force --reconfig namespace0.0 --mode raw >/dev/null && \
+         cat /sys/block/pmem0/queue/dax && daxtest-agent prove-dax pmem0; echo \"raw exit $?\"",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let (fsdax, raw) = stdout.split_once("fsdax exit 0\n").expect(&stdout);
+    let fsdax: serde_json::Value = serde_json::from_str(fsdax).unwrap();
+    assert_eq!(fsdax["ok"], true, "{fsdax}");
+    assert_eq!(fsdax["statx_dax"], true, "{fsdax}");
+    let raw = raw.strip_prefix("0\n").expect(raw);
+    let raw = raw.strip_suffix("raw exit 1\n").expect(raw);
+    let raw: serde_json::Value = serde_json::from_str(raw).unwrap();
+    assert_eq!(raw["ok"], false, "{raw}");
+    assert_eq!(raw["statx_dax"], false, "{raw}");
+    assert_eq!(raw["queue_dax"], false, "{raw}");
+    let detail = raw["detail"].as_str().unwrap();
+    assert!(detail.contains("has no STATX_ATTR_DAX"), "{detail}");
+}
+
 #[test]
 fn shell_runs_what_stdin_says() {
     let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

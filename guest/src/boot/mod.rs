@@ -16,8 +16,8 @@ mod tool;
 
 use anyhow::{bail, Context};
 use daxtest_proto::{
-    BootConfig, Phase, ReadyReport, BOOT_CONFIG_PATH, CMDLINE_PMEM_COUNT, PRELOADED_PATH,
-    READY_PATH,
+    BootConfig, Phase, ReadyReport, BOOT_CONFIG_PATH, CMDLINE_PMEM_COUNT, GUEST_SSH_PORT,
+    PRELOADED_PATH, READY_PATH,
 };
 use latch::Latch;
 use modules::Loader;
@@ -84,6 +84,11 @@ pub fn preload(modules: &[&str]) {
     }
 }
 
+/// The boot's DAX proof on `device` (a name under /dev) of a booted guest, whose modules are in.
+pub fn prove_dax(device: &str) -> daxtest_proto::DaxProof {
+    dax_proof::prove(device, &|| Ok(()))
+}
+
 /// Boots; returns the modules to load in the background once the guest is ready.
 fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
     mount_pseudo_filesystems()?;
@@ -110,8 +115,8 @@ fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
     }
     let pmem_count = pmem_count_from_cmdline(&std::fs::read_to_string("/proc/cmdline")?)?;
 
-    // Every chain on its own thread. The DAX proof needs only the NVDIMM drivers and ext4, so it
-    // runs while xfs (the slowest module by far under TCG) is still loading.
+    // Every chain on its own thread. The DAX proof waits only for the NVDIMM drivers and erofs,
+    // not for the network or payload chains.
     let loader = Loader::default();
     let payload_mounted = Latch::default();
     let (net, payload, devices) = std::thread::scope(|s| {
@@ -256,6 +261,17 @@ fn mount_pseudo_filesystems() -> anyhow::Result<()> {
 
 /// Waits for eth0 (virtio_net loads on another thread), configures it and starts sshd.
 fn start_network_and_sshd(config: &BootConfig) -> anyhow::Result<Phase> {
+    // sshd first: binding the wildcard address needs no interface, and its start (a dynamically
+    // linked program under TCG) overlaps the wait for virtio_net.
+    let (program, args) = config.sshd.split_first().context("empty sshd command")?;
+    let log = std::fs::File::create("/run/daxtest/sshd.log")?;
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
     let deadline = Instant::now() + Duration::from_secs(15);
     while !Path::new("/sys/class/net/eth0").exists() {
         if Instant::now() > deadline {
@@ -267,18 +283,33 @@ fn start_network_and_sshd(config: &BootConfig) -> anyhow::Result<Phase> {
     tool("ip", &["addr", "add", &config.address, "dev", "eth0"])?;
     tool("ip", &["link", "set", "eth0", "up"])?;
     tool("ip", &["route", "add", "default", "via", &config.gateway])?;
-    let (program, args) = config.sshd.split_first().context("empty sshd command")?;
-    let log = std::fs::File::create("/run/daxtest/sshd.log")?;
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {program}"))?;
+    // Only a listening sshd answers: a connection before that is refused by the guest after
+    // slirp accepted it, and the host would pay a failed handshake and a retry.
+    while !listening(GUEST_SSH_PORT)? {
+        if Instant::now() > deadline {
+            bail!("{program} is not listening on port {GUEST_SSH_PORT} after 15 s (see /run/daxtest/sshd.log)");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
     // The host waits for this line before its first connection attempt.
     println!("daxtest-agent: sshd started at {:.2}s", uptime());
     Ok(phase("sshd"))
+}
+
+/// Whether a TCP socket listens on `port` (IPv4, any address), from /proc/net/tcp.
+fn listening(port: u16) -> anyhow::Result<bool> {
+    let table = std::fs::read_to_string("/proc/net/tcp").context("reading /proc/net/tcp")?;
+    Ok(listens_in(&table, port))
+}
+
+/// `/proc/net/tcp` lines: `sl local_address rem_address st ...`, addresses as hex `IP:PORT`;
+/// state 0A is LISTEN.
+fn listens_in(table: &str, port: u16) -> bool {
+    let local = format!(":{port:04X}");
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3 && f[1].ends_with(&local) && f[3] == "0A"
+    })
 }
 
 /// `daxtest.pmem=N` on the kernel command line: how many NVDIMMs QEMU was given.
@@ -320,6 +351,18 @@ fn reap_forever() -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listening_socket_is_found_by_port_and_state() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue\n   \
+             0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000\n   \
+             1: 0F02000A:0016 0202000A:ED3C 01 00000000:00000000 00:00000000\n";
+        assert!(listens_in(table, 22));
+        assert!(!listens_in(table, 2222));
+        // An established connection on the port is not a listener.
+        let established = table.replace(" 0A ", " 06 ");
+        assert!(!listens_in(&established, 22));
+    }
 
     #[test]
     fn pmem_count_parsing() {

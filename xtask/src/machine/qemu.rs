@@ -111,7 +111,10 @@ pub fn args(c: &QemuConfig) -> Vec<String> {
             "-netdev",
             // restrict=on: the guest reaches nothing outside; 127.0.0.1 only: nothing but this
             // machine reaches the guest.
-            &format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22"),
+            &format!(
+                "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:{}",
+                daxtest_proto::GUEST_SSH_PORT
+            ),
             "-device",
             "virtio-net-pci,netdev=net0,romfile=",
         ]);

@@ -33,6 +33,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use xshell::{cmd, Shell};
 
+/// What `build` adds beyond the layout (keys, the sshd command, the boot configuration's shape)
+/// is not hashed: change this with it, so no cached image of the old shape is reused.
+const BUILD_FORMAT: &str = "2";
 const HOST_KEY_GUEST_PATH: &str = "/etc/dropbear/dropbear_ecdsa_host_key";
 /// Where the agent mounts the payload disk (the first virtio-blk device).
 pub const PAYLOAD_MOUNT: &str = "/payload";
@@ -153,6 +156,7 @@ pub fn ensure(
 
     let layout = base_layout(sh, recipe, &agent)?;
     let mut h = Sha256::new();
+    h.update(BUILD_FORMAT);
     h.update(&recipe.source);
     h.update(&kernel.id);
     for c in modules.boot.iter().chain(&modules.on_demand) {
@@ -233,6 +237,7 @@ fn build(
 
     let stage = out.join("stage");
     let module_chains = stage_modules(sh, kernel, modules, &mut layout, &stage.join("modules"))?;
+    let ssh_port = daxtest_proto::GUEST_SSH_PORT.to_string();
     let boot = BootConfig {
         kernel_release: kernel.release.clone(),
         module_chains,
@@ -250,7 +255,7 @@ fn build(
             "-j",
             "-k", // no port forwarding
             "-p",
-            "22",
+            &ssh_port,
             "-r",
             HOST_KEY_GUEST_PATH,
         ]
