@@ -35,7 +35,7 @@ fn main() {
 }
 
 const USAGE: &str =
-    "usage: daxtest-agent probe [--wait-ms N] | preloaded --wait-ms N | stat PATH... | prove-dax DEVICE | case < CASE.json | serve | dump | wait-kmsg TEXT [--ready FILE] | kmsg-rest | poweroff | version";
+    "usage: daxtest-agent probe [--wait-ms N] | preloaded --wait-ms N | stat PATH... | prove-dax DEVICE | case < CASE.json | serve | dump | wait-kmsg TEXT [--ready FILE [--then-log MESSAGE]] | kmsg-rest | poweroff | version";
 
 fn dispatch(args: &[String]) -> anyhow::Result<i32> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -123,6 +123,13 @@ fn dispatch(args: &[String]) -> anyhow::Result<i32> {
         }
         ["wait-kmsg", text, "--ready", file] => {
             kmsg::wait_for(text, Some(std::path::Path::new(file))).context("reading /dev/kmsg")?;
+            Ok(0)
+        }
+        // Logs MESSAGE the moment TEXT is logged, from this process: no exit and shell between
+        // them, so that a fixture's message lands before anything the host does next.
+        ["wait-kmsg", text, "--ready", file, "--then-log", message] => {
+            kmsg::wait_for(text, Some(std::path::Path::new(file))).context("reading /dev/kmsg")?;
+            std::fs::write("/dev/kmsg", message).context("writing /dev/kmsg")?;
             Ok(0)
         }
         // At the end of a VM's life: the kernel log no case window took, for the host to judge.

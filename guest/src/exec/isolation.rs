@@ -63,11 +63,15 @@ fn join(cgroup: &Path) -> Result<(), String> {
 /// cgroup.kill and waits until the cgroup is empty.
 fn kill_all(cgroup: &Path) -> Sweep {
     let background = cgroup.join("background");
+    if !populated(cgroup) {
+        return Sweep::default();
+    }
+    // Frozen first, so that each is named as it is: a process caught inside execve has its new
+    // name but not yet its command line (busybox's applets re-exec /proc/self/exe and showed as
+    // "exe" under load). A frozen task waits at the return to user space, after any exec.
+    let frozen = freeze(cgroup, true);
     // The background cgroup's processes were started to be left running: not named.
     let mut sweep = Sweep { left_behind: members(cgroup), error: None };
-    if !populated(cgroup) {
-        return sweep;
-    }
     let kill = std::fs::write(cgroup.join("cgroup.kill"), "1");
     let deadline = Instant::now() + Duration::from_secs(5);
     while populated(cgroup) {
@@ -82,11 +86,36 @@ fn kill_all(cgroup: &Path) -> Sweep {
                 },
                 still.join(", ")
             ));
+            if frozen {
+                freeze(cgroup, false);
+            }
             return sweep;
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+    // Thawed for the next case, which runs in the same cgroup.
+    if frozen {
+        freeze(cgroup, false);
+    }
     sweep
+}
+
+/// Freezes (or thaws) `cgroup` and waits up to 1 s for it to say so (a task blocked in the
+/// kernel freezes only when it returns). Whether the freeze was asked for.
+fn freeze(cgroup: &Path, on: bool) -> bool {
+    if std::fs::write(cgroup.join("cgroup.freeze"), if on { "1" } else { "0" }).is_err() {
+        return false;
+    }
+    let want = if on { "frozen 1" } else { "frozen 0" };
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        let events = std::fs::read_to_string(cgroup.join("cgroup.events")).unwrap_or_default();
+        if events.lines().any(|l| l == want) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
 }
 
 /// The processes in a cgroup (not its children), as `command line (pid N)` (the name when the
