@@ -35,6 +35,30 @@ pub enum Command {
     /// Configure a kernel source tree for daxtest and build it; then
     /// `cargo xtask test --kernel DIR` runs the cases on it.
     Kernel(Kernel),
+    /// Build kernels with deliberate DAX bugs (mutants/*.patch) and run the cases each names:
+    /// which the catalogue catches (killed) and which it misses (survived), and the kill rate.
+    Mutants(Mutants),
+}
+
+#[derive(Debug, Args)]
+pub struct Mutants {
+    /// The kernel source tree to mutate. Default: Debian's linux-source package pinned in
+    /// mutants/source.toml, fetched and unpacked once into daxtest's cache.
+    #[arg(long, value_name = "DIR")]
+    pub src: Option<String>,
+    /// Only this mutant (the NAME of mutants/NAME.patch); may be given more than once.
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Run the whole catalogue on each mutant, not only the cases its header names.
+    #[arg(long)]
+    pub all: bool,
+    /// Fetch and unpack the tree, check that every patch applies cleanly and that every case it
+    /// names exists; build and boot nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Parallel make jobs (default: the number of CPUs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +262,20 @@ pub enum BenchWhat {
 }
 
 impl Vm {
+    /// The recipe's defaults, as a command line with no VM flags gives them.
+    pub fn defaults() -> Vm {
+        Vm {
+            kernel: vec![],
+            accel: AccelChoice::Auto,
+            nvdimms: None,
+            nvdimm_size: None,
+            memory: None,
+            cpus: None,
+            boot_timeout: None,
+            ssh_port: None,
+        }
+    }
+
     /// The flags as a command line takes them back (for a `run` that `bench run` times).
     pub fn to_args(&self) -> Vec<String> {
         let mut args = Vec::new();

@@ -35,6 +35,7 @@ fn run(flags: flags::Flags) -> anyhow::Result<i32> {
         flags::Command::Check(f) => f.run(&ctx),
         flags::Command::Repro(f) => f.run(&ctx),
         flags::Command::Kernel(f) => f.run(&ctx),
+        flags::Command::Mutants(f) => f.run(&ctx),
     }
 }
 

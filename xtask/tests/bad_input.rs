@@ -567,6 +567,18 @@ const COMMAND_LINES: &[(&[&str], i32, &[&str])] = &[
         INPUT,
         &["error: --kernel given 2 times: only `cargo xtask test` runs several kernels"],
     ),
+    // Mutants: a name that is no patch, a tree that is no kernel tree; nothing fetched or built.
+    (
+        &["mutants", "--only", "no-such-mutant", "--dry-run"],
+        INPUT,
+        &["error: --only no-such-mutant: no mutants/no-such-mutant.patch; the mutants are "],
+    ),
+    (
+        &["mutants", "--src", "EMPTY", "--dry-run"],
+        INPUT,
+        &["/empty: not a kernel source tree (no Makefile, no arch/x86"],
+    ),
+    (&["mutants", "--jobs", "0", "--dry-run"], INPUT, &["error: invalid value '0' for '--jobs"]),
 ];
 
 /// A valid scenario file (one case of one step) and an empty directory, for `SEL` and `EMPTY`.

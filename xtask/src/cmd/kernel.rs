@@ -10,7 +10,7 @@ use daxtest::machine::kernel::build::{self, Base, Step};
 use daxtest::machine::kernel::config::{self, Fragment};
 use daxtest::machine::{host, kernel};
 use daxtest::version::KernelVersion;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use xshell::cmd;
 
@@ -32,103 +32,135 @@ impl flags::Kernel {
                     self.src
                 ))
             })?;
-        let jobs = match self.jobs {
-            Some(n) => n as usize,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        let fragment = Fragment::load(&ctx.root)?;
-        host::ensure_files(&ctx.sh, &build::build_tools())?;
-
-        // Kconfig is given the options of the tree's version only (images/kernel.config says
-        // which versions each is for), so that a removed option is never asked of it.
-        let fragment_path = ctx.cache().join(format!("kernel-{version}.config"));
-        std::fs::create_dir_all(ctx.cache())?;
-        std::fs::write(&fragment_path, fragment.merge_text(version))
-            .with_context(|| format!("writing {}", fragment_path.display()))?;
-        let left_out = fragment.left_out(version);
-        if !left_out.is_empty() {
-            eprintln!(
-                "daxtest: {} for this {version} tree leaves out {}",
-                config::PATH,
-                left_out.join(", ")
-            );
-        }
-        let base_config = match self.config {
-            Base::Debian => Some(debian_config(ctx, version)?),
-            _ => None,
-        };
-        let sh = &ctx.sh;
-        let _cd = sh.push_dir(&tree);
-
-        let start = Instant::now();
-        for step in build::config_steps(self.config, &fragment_path, base_config.as_deref()) {
-            match step {
-                Step::CopyConfig(from) => {
-                    eprintln!("$ {}", Step::CopyConfig(from.clone()));
-                    std::fs::copy(&from, tree.join(".config"))
-                        .with_context(|| format!("copying {}", from.display()))?;
-                }
-                Step::Run(argv) => {
-                    let (program, args) = argv.split_first().expect("a step names its program");
-                    // The tree's own scripts by absolute path: the working directory is the
-                    // tree's, but a relative program is looked up from xtask's.
-                    let program: PathBuf = match program.contains('/') {
-                        true => tree.join(program),
-                        false => program.into(),
-                    };
-                    cmd!(sh, "{program} {args...}").run()?;
-                }
-            }
-        }
-        let configure = start.elapsed();
-        let config = std::fs::read_to_string(tree.join(".config"))?;
-        let dropped = fragment.missing(&config, version);
-        if !dropped.is_empty() {
-            let why = daxtest::machine::kernel::kconfig::explain_dropped(&tree, &config, &dropped);
-            let fragment = config::PATH;
-            return Err(exit::input(format!(
-                "Kconfig dropped {} option(s) of {fragment} in {} (their dependencies are not \
-                 met, or the option is not in this version):\n  {}\nEnable what they depend on \
-                 (in {fragment}, or with --config keep in the tree's .config), or say in \
-                 {fragment} which versions an option is for (`# until X.Y`), and run this again",
-                dropped.len(),
-                tree.display(),
-                why.join("\n  ")
-            )));
-        }
-        eprintln!(
-            "daxtest: configured {} in {} (--config {} + images/kernel.config, every option \
-             of the fragment set)",
-            tree.display(),
-            build::human(configure),
-            self.config.name()
-        );
-        host::ensure_files(sh, &build::config_tools(&config))?;
-
-        let argv = build::build_command(jobs, &config);
-        let start = Instant::now();
-        let (make, args) = argv.split_first().expect("the build command names make");
-        let built = cmd!(sh, "{make} {args...}").run();
-        let build = start.elapsed();
-        built.with_context(|| {
-            format!(
-                "`{}` in {} failed after {} (make's output above)",
-                argv.join(" "),
-                tree.display(),
-                build::human(build)
-            )
-        })?;
-        let release = std::fs::read_to_string(tree.join("include/config/kernel.release"))
-            .context("the build wrote no include/config/kernel.release")?;
+        let jobs = jobs(self.jobs);
+        let configure = configure(ctx, &tree, version, self.config)?;
+        let built = build(ctx, &tree, jobs)?;
         eprintln!(
             "daxtest: built {} in {} (`{}`); configure took {}",
-            release.trim(),
-            build::human(build),
-            argv.join(" "),
+            built.release,
+            build::human(built.took),
+            built.command,
             build::human(configure)
         );
         eprintln!("next: cargo xtask test --kernel {}", tree.display());
         Ok(exit::SUCCESS)
+    }
+}
+
+/// A finished build: the kernel's release, how long make took and what it ran.
+pub(super) struct Built {
+    pub release: String,
+    pub took: std::time::Duration,
+    pub command: String,
+}
+
+/// Configures `tree` from `base` with images/kernel.config merged in, and checks that Kconfig
+/// kept every option of the fragment; returns how long it took.
+pub(super) fn configure(
+    ctx: &Ctx,
+    tree: &Path,
+    version: KernelVersion,
+    base: Base,
+) -> anyhow::Result<std::time::Duration> {
+    let fragment = Fragment::load(&ctx.root)?;
+    host::ensure_files(&ctx.sh, &build::build_tools())?;
+
+    // Kconfig is given the options of the tree's version only (images/kernel.config says
+    // which versions each is for), so that a removed option is never asked of it.
+    let fragment_path = ctx.cache().join(format!("kernel-{version}.config"));
+    std::fs::create_dir_all(ctx.cache())?;
+    std::fs::write(&fragment_path, fragment.merge_text(version))
+        .with_context(|| format!("writing {}", fragment_path.display()))?;
+    let left_out = fragment.left_out(version);
+    if !left_out.is_empty() {
+        eprintln!(
+            "daxtest: {} for this {version} tree leaves out {}",
+            config::PATH,
+            left_out.join(", ")
+        );
+    }
+    let base_config = match base {
+        Base::Debian => Some(debian_config(ctx, version)?),
+        _ => None,
+    };
+    let sh = &ctx.sh;
+    let _cd = sh.push_dir(tree);
+
+    let start = Instant::now();
+    for step in build::config_steps(base, &fragment_path, base_config.as_deref()) {
+        match step {
+            Step::CopyConfig(from) => {
+                eprintln!("$ {}", Step::CopyConfig(from.clone()));
+                std::fs::copy(&from, tree.join(".config"))
+                    .with_context(|| format!("copying {}", from.display()))?;
+            }
+            Step::Run(argv) => {
+                let (program, args) = argv.split_first().expect("a step names its program");
+                // The tree's own scripts by absolute path: the working directory is the
+                // tree's, but a relative program is looked up from xtask's.
+                let program: PathBuf = match program.contains('/') {
+                    true => tree.join(program),
+                    false => program.into(),
+                };
+                cmd!(sh, "{program} {args...}").run()?;
+            }
+        }
+    }
+    let took = start.elapsed();
+    let config = std::fs::read_to_string(tree.join(".config"))?;
+    let dropped = fragment.missing(&config, version);
+    if !dropped.is_empty() {
+        let why = daxtest::machine::kernel::kconfig::explain_dropped(tree, &config, &dropped);
+        let fragment = config::PATH;
+        return Err(exit::input(format!(
+            "Kconfig dropped {} option(s) of {fragment} in {} (their dependencies are not \
+             met, or the option is not in this version):\n  {}\nEnable what they depend on \
+             (in {fragment}, or with --config keep in the tree's .config), or say in \
+             {fragment} which versions an option is for (`# until X.Y`), and run this again",
+            dropped.len(),
+            tree.display(),
+            why.join("\n  ")
+        )));
+    }
+    eprintln!(
+        "daxtest: configured {} in {} (--config {} + images/kernel.config, every option \
+         of the fragment set)",
+        tree.display(),
+        build::human(took),
+        base.name()
+    );
+    Ok(took)
+}
+
+/// Builds the configured `tree` (bzImage, and modules where the config has them).
+pub(super) fn build(ctx: &Ctx, tree: &Path, jobs: usize) -> anyhow::Result<Built> {
+    let sh = &ctx.sh;
+    let _cd = sh.push_dir(tree);
+    let config = std::fs::read_to_string(tree.join(".config"))?;
+    host::ensure_files(sh, &build::config_tools(&config))?;
+    let argv = build::build_command(jobs, &config);
+    let start = Instant::now();
+    let (make, args) = argv.split_first().expect("the build command names make");
+    let built = cmd!(sh, "{make} {args...}").run();
+    let took = start.elapsed();
+    built.with_context(|| {
+        format!(
+            "`{}` in {} failed after {} (make's output above)",
+            argv.join(" "),
+            tree.display(),
+            build::human(took)
+        )
+    })?;
+    let release = std::fs::read_to_string(tree.join("include/config/kernel.release"))
+        .context("the build wrote no include/config/kernel.release")?;
+    Ok(Built { release: release.trim().to_string(), took, command: argv.join(" ") })
+}
+
+/// Parallel make jobs: `--jobs`, else one per CPU.
+pub(super) fn jobs(flag: Option<u32>) -> usize {
+    match flag {
+        Some(n) => n as usize,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     }
 }
 

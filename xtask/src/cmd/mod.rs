@@ -6,6 +6,7 @@ mod check;
 mod image;
 mod kernel;
 mod list;
+mod mutants;
 mod repro;
 pub(crate) mod run;
 mod shell;
