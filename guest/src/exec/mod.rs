@@ -36,6 +36,7 @@ pub fn run(spec: &CaseSpec) -> CaseReport {
     let mut report = CaseReport {
         id: spec.id.clone(),
         setup_error: None,
+        dax_state_error: None,
         mount_options: String::new(),
         steps: Vec::new(),
         teardown_error: None,
@@ -57,9 +58,16 @@ pub fn run(spec: &CaseSpec) -> CaseReport {
         Err(e) => report.setup_error = Some(format!("case cgroup: {e}")),
         Ok(_) => match ex.setup(&mut clock) {
             Ok(options) => {
+                let dax_state = ex.verify_dax_state(&options);
+                clock.lap("dax-state");
                 report.mount_options = options;
-                ex.steps(&mut report.steps);
-                clock.lap("steps");
+                match dax_state {
+                    Ok(()) => {
+                        ex.steps(&mut report.steps);
+                        clock.lap("steps");
+                    }
+                    Err(e) => report.dax_state_error = Some(e),
+                }
             }
             Err(e) => report.setup_error = Some(e),
         },

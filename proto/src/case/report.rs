@@ -18,8 +18,13 @@ pub struct StepReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseReport {
     pub id: String,
-    /// Why the case could not be set up (mkfs, mount, DAX not in the state the mount asks for).
+    /// Why the case could not be set up (mkfs, mount).
     pub setup_error: Option<String>,
+    /// How the mounted filesystem does not give the DAX mode its options promise (a new file on
+    /// a dax=always mount without DAX; under dax=inode, FS_XFLAG_DAX that does not turn it on).
+    /// The boot proved the device does DAX, so this is the filesystem's failure, not set-up's.
+    #[serde(default)]
+    pub dax_state_error: Option<String>,
     /// The mount's options as /proc/mounts shows them.
     pub mount_options: String,
     /// Steps run, in order; the agent stops after the first one that does not meet its

@@ -9,17 +9,13 @@ use super::{kernel, Ctx};
 use crate::flags;
 use daxtest::exit;
 use daxtest::machine::kernel::build::{self, Base};
-use daxtest::mutants::verdict::{self, KillRate, MutantResult, Outcome, Verdict};
+use daxtest::mutants::verdict::{self, Baseline, KillRate, MutantResult, Outcome, Verdict};
 use daxtest::mutants::{self, source, Mutant};
 use daxtest::run::plan;
 use daxtest::scenario::{Case, CaseTimeouts, Selection};
 use daxtest::version::KernelVersion;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// Beside the tree's .config: what it was configured from, so that a later run configures again
-/// only when images/kernel.config (or the base) changed.
-const CONFIG_STAMP: &str = ".daxtest-config";
 
 impl flags::Mutants {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
@@ -103,16 +99,11 @@ impl flags::Mutants {
             build::human(t.elapsed())
         );
         let (outcomes, run_dir, test_s) = self.run_cases(ctx, &tree, &baseline_cases)?;
-        let baseline = MutantResult {
-            name: "(unmutated)".into(),
-            behaviour: "the tree as pinned".into(),
-            sources: vec![tree.display().to_string()],
+        let baseline = Baseline {
             cases: baseline_cases.iter().map(|c| c.id.clone()).collect(),
-            expected_to_survive: None,
-            verdict: verdict::judge(&outcomes),
             build_s,
             test_s,
-            run_dir: Some(run_dir.display().to_string()),
+            run_dir: run_dir.display().to_string(),
         };
         let problems = verdict::baseline_problems(&outcomes);
         if !problems.is_empty() {
@@ -235,17 +226,16 @@ impl flags::Mutants {
     }
 }
 
-/// Configures the tree (minimal config + images/kernel.config) unless it already is, from the
-/// same fragment: configuring again would cost a rebuild of everything.
+/// Configures the tree (minimal config + images/kernel.config) unless its .config already has
+/// every option of the fragment: configuring again could cost a rebuild of everything.
 fn configure_once(ctx: &Ctx, tree: &Path, version: KernelVersion) -> anyhow::Result<()> {
-    let fragment = std::fs::read_to_string(ctx.root.join(daxtest::machine::kernel::config::PATH))?;
-    let stamp = format!("minimal\n{}", daxtest::names::hash(fragment.as_bytes()));
-    let current = std::fs::read_to_string(tree.join(CONFIG_STAMP)).unwrap_or_default();
-    if tree.join(".config").exists() && current == stamp {
-        return Ok(());
+    let fragment = daxtest::machine::kernel::config::Fragment::load(&ctx.root)?;
+    if let Ok(config) = std::fs::read_to_string(tree.join(".config")) {
+        if fragment.missing(&config, version).is_empty() {
+            return Ok(());
+        }
     }
     kernel::configure(ctx, tree, version, Base::Minimal)?;
-    std::fs::write(tree.join(CONFIG_STAMP), stamp)?;
     Ok(())
 }
 
@@ -274,37 +264,42 @@ fn describe(r: &MutantResult) -> String {
 }
 
 /// The console table: mutant, behaviour, verdict, killing cases, build and test time.
-fn print_table(baseline: &MutantResult, results: &[MutantResult]) {
+fn print_table(baseline: &Baseline, results: &[MutantResult]) {
     let clip = |s: &str, n: usize| -> String {
         match s.chars().count() > n {
             true => s.chars().take(n - 3).collect::<String>() + "...",
             false => s.to_string(),
         }
     };
+    let row = |name: &str, verdict: &str, build: f64, test: f64, what: &str, killers: &str| {
+        eprintln!(
+            "{:<34} {:<9} {:>6.0}s {:>6.0}s  {:<52} {killers}",
+            clip(name, 34),
+            verdict,
+            build,
+            test,
+            clip(what, 52)
+        )
+    };
     eprintln!();
     eprintln!(
         "{:<34} {:<9} {:>7} {:>7}  {:<52} killing cases",
         "mutant", "verdict", "build", "test", "behaviour"
     );
-    for r in std::iter::once(baseline).chain(results) {
-        let verdict = match (&r.verdict, r.as_expected() || r.name == baseline.name) {
-            (v, true) => v.name().to_string(),
-            (v, false) => v.name().to_uppercase(),
+    let cases = format!("{} cases pass", baseline.cases.len());
+    row("(unmutated)", "baseline", baseline.build_s, baseline.test_s, &cases, "");
+    for r in results {
+        // Upper case where the header expected otherwise.
+        let verdict = match r.as_expected() {
+            true => r.verdict.name().to_string(),
+            false => r.verdict.name().to_uppercase(),
         };
         let killers = match &r.verdict {
-            Verdict::Killed { by } if r.name != baseline.name => {
+            Verdict::Killed { by } => {
                 by.iter().map(|o| o.case.as_str()).collect::<Vec<_>>().join(" ")
             }
             _ => String::new(),
         };
-        eprintln!(
-            "{:<34} {:<9} {:>6.0}s {:>6.0}s  {:<52} {}",
-            clip(&r.name, 34),
-            verdict,
-            r.build_s,
-            r.test_s,
-            clip(&r.behaviour, 52),
-            killers
-        );
+        row(&r.name, &verdict, r.build_s, r.test_s, &r.behaviour, &killers);
     }
 }

@@ -140,6 +140,15 @@ pub fn exit_status(results: &[MutantResult]) -> i32 {
     }
 }
 
+/// The unmutated tree's build and run of every case the mutants name.
+#[derive(Debug, Clone, Serialize)]
+pub struct Baseline {
+    pub cases: Vec<String>,
+    pub build_s: f64,
+    pub test_s: f64,
+    pub run_dir: String,
+}
+
 /// `mutants.json`.
 #[derive(Debug, Serialize)]
 pub struct Report<'a> {
@@ -147,7 +156,7 @@ pub struct Report<'a> {
     /// The tree the mutants patched, and its version.
     pub source: String,
     pub kernel_version: String,
-    pub baseline: &'a MutantResult,
+    pub baseline: &'a Baseline,
     pub mutants: &'a [MutantResult],
     pub kill_rate: KillRate,
     /// Seconds from start to end, builds included.

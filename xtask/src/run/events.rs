@@ -74,8 +74,11 @@ pub struct FailedStep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Problem {
-    /// mkfs, mount or the check that DAX is as the mount asks failed: the case could not run.
+    /// mkfs or mount failed: the case could not run.
     Setup { message: String },
+    /// The mounted filesystem does not give the DAX mode its options promise, on a device the
+    /// boot proved does DAX: the kernel's failure (the steps did not run).
+    DaxState { message: String },
     /// A step did not meet its expectation.
     Step(FailedStep),
     /// daxtest could not do a step (a mapping whose process is gone, a race that never raced).
@@ -120,6 +123,7 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Problem::Setup { message } => write!(f, "set-up: {message}"),
+            Problem::DaxState { message } => write!(f, "DAX state after mount: {message}"),
             Problem::Step(s) => write!(
                 f,
                 "step {} (line {}, {}): expected {}, got {}",

@@ -36,9 +36,10 @@ pub fn judge(
 /// Everything wrong with a case, in the order a developer reads it.
 fn problems(case: &Case, spec: &CaseSpec, report: &CaseReport) -> Vec<Problem> {
     let mut problems = Vec::new();
-    match &report.setup_error {
-        Some(e) => problems.push(Problem::Setup { message: e.clone() }),
-        None => {
+    match (&report.setup_error, &report.dax_state_error) {
+        (Some(e), _) => problems.push(Problem::Setup { message: e.clone() }),
+        (None, Some(e)) => problems.push(Problem::DaxState { message: e.clone() }),
+        (None, None) => {
             // The host judges again from the observations: the agent's own stop is only an
             // optimisation.
             let failed =
@@ -73,7 +74,7 @@ fn problems(case: &Case, spec: &CaseSpec, report: &CaseReport) -> Vec<Problem> {
             let verdict = classifier.classify(&report.kernel_log);
             problems.extend(verdict.bad.into_iter().map(|line| Problem::KernelLine { line }));
             // What a case that never ran its steps did not log says nothing.
-            if report.setup_error.is_none() {
+            if report.setup_error.is_none() && report.dax_state_error.is_none() {
                 problems.extend(
                     verdict.missing.into_iter().map(|pattern| Problem::MissingPattern { pattern }),
                 );

@@ -36,6 +36,7 @@ fn report(read: Observed) -> CaseReport {
     CaseReport {
         id: "j/c".into(),
         setup_error: None,
+        dax_state_error: None,
         mount_options: "rw,dax=always".into(),
         steps: vec![
             StepReport {
@@ -145,11 +146,24 @@ fn a_taint_change_fails() {
 #[test]
 fn a_set_up_error_is_an_error_not_a_failure() {
     let mut rep = report(bytes(&[b'a'; 4096]));
-    rep.setup_error = Some("DAX is off on a dax=always mount".into());
+    rep.setup_error = Some("mkfs.xfs -m reflink=1: cannot open /dev/pmem0".into());
     rep.steps.clear();
     let r = judged(NEW, &rep);
     assert_eq!(r.status, Status::Error);
-    assert_eq!(r.message, "set-up: DAX is off on a dax=always mount");
+    assert_eq!(r.message, "set-up: mkfs.xfs -m reflink=1: cannot open /dev/pmem0");
+}
+
+/// The boot proved the device does DAX: a mount that does not give the mode its options promise
+/// is the filesystem's failure (a kernel mutant that ignores FS_XFLAG_DAX was an error before).
+#[test]
+fn a_mount_without_the_dax_mode_it_promises_is_a_failure() {
+    let mut rep = report(bytes(&[b'a'; 4096]));
+    rep.dax_state_error = Some("DAX does not work on this dax=inode mount".into());
+    rep.steps.clear();
+    let r = judged(NEW, &rep);
+    assert_eq!(r.status, Status::Fail);
+    assert_eq!(r.message, "DAX state after mount: DAX does not work on this dax=inode mount");
+    assert_eq!(serde_json::to_value(&r.problems[0]).unwrap()["kind"], "dax_state");
 }
 
 #[test]
