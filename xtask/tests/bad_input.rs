@@ -199,6 +199,11 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
         "11:3",
         "op read cannot observe faults: only store and load count them",
     ),
+    (
+        "pmd-faults-on-a-read.toml",
+        "11:3",
+        "op read cannot observe faults: only store and load count them",
+    ),
     // A race that cannot race.
     (
         "race-toggle-fixed-mode.toml",

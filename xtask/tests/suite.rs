@@ -103,6 +103,13 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
             "fail",
             "teardown: xfs_repair -n /dev/pmem0: exit status: 1: ",
         ),
+        // PMD faults, counted from the fs_dax tracepoints.
+        (
+            "wrong/pmd-faults/xfs/dax=always",
+            "fail",
+            "step 3 (line 167, load): expected every byte 'a' and PMD faults = 0, got bytes ['a' \
+             x4096 at 0], 1 fault (1 PMD)",
+        ),
         (
             "wrong/xfail-symptom/xfs/dax=always",
             "xfail",

@@ -255,6 +255,9 @@ fn mount_pseudo_filesystems() -> anyhow::Result<()> {
         mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MountFlags::empty(), Some(data))
     };
     cgroup(c"favordynmods").or_else(|_| cgroup(c"")).context("mount cgroup2 on /sys/fs/cgroup")?;
+    // tracefs, for steps that count PMD faults (exec::trace), mounted before any case so that no
+    // case leaves it as a mount of its own. A kernel without tracefs boots all the same.
+    let _ = mount("tracefs", "/sys/kernel/tracing", "tracefs", MountFlags::empty(), Some(c""));
     std::fs::create_dir_all(Path::new(READY_PATH).parent().expect("READY_PATH has a parent"))?;
     Ok(())
 }

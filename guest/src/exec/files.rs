@@ -54,7 +54,14 @@ pub fn read(path: &Path, offset: u64, len: u64) -> Observed {
     match result {
         Ok(data) => {
             let (runs, truncated) = runs(offset, &data);
-            Observed::Bytes { asked: len, got: data.len() as u64, runs, truncated, faults: None }
+            Observed::Bytes {
+                asked: len,
+                got: data.len() as u64,
+                runs,
+                truncated,
+                faults: None,
+                pmd_faults: None,
+            }
         }
         Err(e) => errno(&e),
     }

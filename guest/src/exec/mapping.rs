@@ -188,7 +188,7 @@ fn serve(
             Request::Store { offset, len, byte } => {
                 let before = sys::faults();
                 match sys::store(&map, offset, len, byte) {
-                    Ok(()) => Observed::Stored { faults: sys::faults() - before },
+                    Ok(()) => Observed::Stored { faults: sys::faults() - before, pmd_faults: None },
                     Err(e) => Observed::Error(format!("store: {e}")),
                 }
             }
@@ -204,6 +204,7 @@ fn serve(
                             runs: runs.clone(),
                             truncated,
                             faults: Some(faults),
+                            pmd_faults: None,
                         }
                     }
                     Err(e) => Observed::Error(format!("load: {e}")),

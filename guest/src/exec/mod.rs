@@ -16,6 +16,7 @@ pub mod isolation;
 pub mod mapping;
 pub mod race;
 pub mod sys;
+mod trace;
 
 use daxtest_proto::case::{
     CasePhase, CaseReport, CaseSpec, Expect, Extent, Observed, Op, StepReport,
@@ -199,7 +200,10 @@ impl<'a> Executor<'a> {
             let t = Instant::now();
             self.step = index + 1;
             progress(&format!("step {}", index + 1));
-            let observed = self.step(&step.op, &step.expect);
+            let observed = match step.expect.pmd_faults {
+                Some(_) => self.traced_step(&step.op, &step.expect),
+                None => self.step(&step.op, &step.expect),
+            };
             let failed = step.expect.check(&observed).is_err();
             out.push(StepReport {
                 index,
@@ -212,6 +216,20 @@ impl<'a> Executor<'a> {
                 break;
             }
         }
+    }
+
+    /// A store or load whose DAX PMD faults are counted from the fs_dax tracepoints.
+    fn traced_step(&mut self, op: &Op, expect: &Expect) -> Observed {
+        let trace = match trace::PmdTrace::start() {
+            Ok(t) => t,
+            Err(e) => return Observed::Error(e),
+        };
+        let mut observed = self.step(op, expect);
+        match trace.pmd_faults() {
+            Ok(n) => observed.set_pmd_faults(n),
+            Err(e) => return Observed::Error(e),
+        }
+        observed
     }
 
     fn step(&mut self, op: &Op, expect: &Expect) -> Observed {

@@ -25,12 +25,16 @@ pub struct Expect {
     /// Minor plus major faults of the process that owns the mapping, counted around the access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faults: Option<Count>,
+    /// DAX faults served with a PMD (2 MiB) entry during the access: `dax_pmd_fault_done`
+    /// events with result NOPAGE, from the fs_dax tracepoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pmd_faults: Option<Count>,
 }
 
 impl Expect {
     /// An expectation of this outcome alone.
     pub fn outcome(outcome: Outcome) -> Expect {
-        Expect { outcome, faults: None }
+        Expect { outcome, faults: None, pmd_faults: None }
     }
 }
 
@@ -136,8 +140,11 @@ impl fmt::Display for Outcome {
 impl fmt::Display for Expect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.outcome)?;
-        match self.faults {
-            Some(c) => write!(f, " with faults {c}"),
+        if let Some(c) = self.faults {
+            write!(f, " with faults {c}")?;
+        }
+        match self.pmd_faults {
+            Some(c) => write!(f, " and PMD faults {c}"),
             None => Ok(()),
         }
     }
@@ -183,12 +190,14 @@ impl Outcome {
 impl Expect {
     /// `Ok(())` when `observed` meets the expectation; otherwise why not, in one line.
     pub fn check(&self, observed: &Observed) -> Result<(), String> {
-        let faults_ok = match (self.faults, observed.faults()) {
+        let holds = |want: Option<Count>, seen: Option<u64>| match (want, seen) {
             (None, _) => true,
             (Some(c), Some(n)) => c.holds(n),
             (Some(_), None) => false,
         };
-        if self.outcome.met_by(observed) && faults_ok {
+        let counts_ok =
+            holds(self.faults, observed.faults()) && holds(self.pmd_faults, observed.pmd_faults());
+        if self.outcome.met_by(observed) && counts_ok {
             Ok(())
         } else {
             Err(format!("expected {self}, got {observed}"))
@@ -204,7 +213,7 @@ mod tests {
     fn bytes(data: &[u8]) -> Observed {
         let (runs, truncated) = runs(0, data);
         let n = data.len() as u64;
-        Observed::Bytes { asked: n, got: n, runs, truncated, faults: None }
+        Observed::Bytes { asked: n, got: n, runs, truncated, faults: None, pmd_faults: None }
     }
 
     fn ext(flags: u32) -> Extent {
@@ -215,8 +224,12 @@ mod tests {
         Expect::outcome(o)
     }
 
+    fn pmd(c: &str) -> Expect {
+        Expect { outcome: Outcome::Ok, faults: None, pmd_faults: Some(Count::parse(c).unwrap()) }
+    }
+
     fn faults(o: Outcome, c: &str) -> Expect {
-        Expect { outcome: o, faults: Some(Count::parse(c).unwrap()) }
+        Expect { outcome: o, faults: Some(Count::parse(c).unwrap()), pmd_faults: None }
     }
 
     /// Every kind of expectation, met and not met, with the message a developer reads.
@@ -262,6 +275,7 @@ mod tests {
                     runs: vec![],
                     truncated: false,
                     faults: None,
+                    pmd_faults: None,
                 },
                 Some("expected every byte 'b', got bytes [] (asked 4096, got 0)"),
             ),
@@ -273,6 +287,7 @@ mod tests {
                     runs: vec![Run { offset: 0, len: 2, byte: b'b' }],
                     truncated: false,
                     faults: None,
+                    pmd_faults: None,
                 },
                 Some("expected every byte 'b', got bytes ['b' x2 at 0] (asked 4096, got 2)"),
             ),
@@ -349,11 +364,11 @@ mod tests {
                 Some("expected error EINVAL, got daxtest error: x"),
             ),
             // Faults: counted by the process that owns the mapping.
-            (just(Outcome::Ok), Observed::Stored { faults: 3 }, None),
-            (faults(Outcome::Ok, ">=1"), Observed::Stored { faults: 1 }, None),
+            (just(Outcome::Ok), Observed::Stored { faults: 3, pmd_faults: None }, None),
+            (faults(Outcome::Ok, ">=1"), Observed::Stored { faults: 1, pmd_faults: None }, None),
             (
                 faults(Outcome::Ok, ">=1"),
-                Observed::Stored { faults: 0 },
+                Observed::Stored { faults: 0, pmd_faults: None },
                 Some("expected success with faults >= 1, got stored, 0 faults"),
             ),
             (
@@ -364,6 +379,7 @@ mod tests {
                     runs: vec![Run { offset: 0, len: 1, byte: b'a' }],
                     truncated: false,
                     faults: Some(1),
+                    pmd_faults: None,
                 },
                 Some("expected every byte 'a' with faults = 0, got bytes ['a' x1 at 0], 1 fault"),
             ),
@@ -371,6 +387,18 @@ mod tests {
                 faults(Outcome::Ok, "0"),
                 Observed::Ok,
                 Some("expected success with faults = 0, got success"),
+            ),
+            // PMD faults: from the fs_dax tracepoints, when the step asks for them.
+            (pmd(">=1"), Observed::Stored { faults: 1, pmd_faults: Some(1) }, None),
+            (
+                pmd("0"),
+                Observed::Stored { faults: 1, pmd_faults: Some(1) },
+                Some("expected success and PMD faults = 0, got stored, 1 fault (1 PMD)"),
+            ),
+            (
+                pmd(">=1"),
+                Observed::Stored { faults: 1, pmd_faults: None },
+                Some("expected success and PMD faults >= 1, got stored, 1 fault"),
             ),
         ];
         for (expect, observed, want) in cases {

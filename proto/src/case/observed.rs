@@ -30,9 +30,12 @@ pub enum Observed {
     Ok,
     Errno(String),
     Signal(String),
-    /// A store through a mapping that completed, with the faults it took.
+    /// A store through a mapping that completed, with the faults it took (and the PMD faults
+    /// among them, when the step asked: from the fs_dax tracepoints).
     Stored {
         faults: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pmd_faults: Option<u64>,
     },
     /// Bytes read or loaded: how many were asked for and how many came back, as runs (at most
     /// [`MAX_RUNS`]; `truncated` if there were more); a load also counts its faults.
@@ -43,6 +46,8 @@ pub enum Observed {
         truncated: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         faults: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pmd_faults: Option<u64>,
     },
     Dax(bool),
     Flag(bool),
@@ -69,9 +74,24 @@ impl Observed {
     /// The page faults an access took, for observations that count them.
     pub fn faults(&self) -> Option<u64> {
         match self {
-            Observed::Stored { faults } => Some(*faults),
+            Observed::Stored { faults, .. } => Some(*faults),
             Observed::Bytes { faults, .. } => *faults,
             _ => None,
+        }
+    }
+
+    /// The DAX PMD faults an access took, when the step counted them.
+    pub fn pmd_faults(&self) -> Option<u64> {
+        match self {
+            Observed::Stored { pmd_faults, .. } | Observed::Bytes { pmd_faults, .. } => *pmd_faults,
+            _ => None,
+        }
+    }
+
+    /// Records the PMD faults of an access; other observations are left as they are.
+    pub fn set_pmd_faults(&mut self, n: u64) {
+        if let Observed::Stored { pmd_faults, .. } | Observed::Bytes { pmd_faults, .. } = self {
+            *pmd_faults = Some(n);
         }
     }
 }
@@ -120,8 +140,14 @@ impl fmt::Display for Observed {
             Observed::Ok => f.write_str("success"),
             Observed::Errno(e) => write!(f, "error {e}"),
             Observed::Signal(s) => write!(f, "killed by {s}"),
-            Observed::Stored { faults } => write!(f, "stored, {}", plural(*faults, "fault")),
-            Observed::Bytes { asked, got, runs, truncated, faults } => {
+            Observed::Stored { faults, pmd_faults } => {
+                write!(f, "stored, {}", plural(*faults, "fault"))?;
+                match pmd_faults {
+                    Some(n) => write!(f, " ({n} PMD)"),
+                    None => Ok(()),
+                }
+            }
+            Observed::Bytes { asked, got, runs, truncated, faults, pmd_faults } => {
                 let parts: Vec<String> = runs
                     .iter()
                     .map(|r| format!("{} x{} at {}", show_byte(r.byte), r.len, r.offset))
@@ -130,8 +156,11 @@ impl fmt::Display for Observed {
                 if got != asked {
                     write!(f, " (asked {asked}, got {got})")?;
                 }
-                match faults {
-                    Some(n) => write!(f, ", {}", plural(*n, "fault")),
+                if let Some(n) = faults {
+                    write!(f, ", {}", plural(*n, "fault"))?;
+                }
+                match pmd_faults {
+                    Some(n) => write!(f, " ({n} PMD)"),
                     None => Ok(()),
                 }
             }

@@ -109,6 +109,7 @@ fn one_kernel(run_dir: &Path, serial: &Path) -> Vec<Event> {
                 runs: vec![Run { offset: 0, len: 4096, byte: b'c' }],
                 truncated: false,
                 faults: None,
+                pmd_faults: None,
             },
         }),
         Problem::KernelLine { line: "[   3.2] WARNING: CPU: 0 PID: 1 at fs/dax.c:1 x".into() },

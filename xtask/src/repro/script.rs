@@ -151,12 +151,14 @@ impl Gen {
             ),
             Outcome::Exit(n) => format!("expect_exit {n}"),
         };
-        if let Some(c) = expect.faults {
-            // xfs_io cannot count the faults of its own accesses.
-            let _ = writeln!(
-                self.out,
-                "say '  (faults {c} not checked: the agent counts them, a shell cannot)'"
-            );
+        // xfs_io cannot count the faults of its own accesses.
+        for (what, count) in [("faults", expect.faults), ("PMD faults", expect.pmd_faults)] {
+            if let Some(c) = count {
+                let _ = writeln!(
+                    self.out,
+                    "say '  ({what} {c} not checked: the agent counts them, a shell cannot)'"
+                );
+            }
         }
         self.line(&check);
         self.checked = true;

@@ -226,6 +226,8 @@ pub(super) struct ExpectDef {
     pub(super) exit: Option<i32>,
     /// Page faults of a store or load: `0` or a comparison such as `">=1"`.
     pub(super) faults: Option<CountDef>,
+    /// DAX PMD faults of a store or load (fs_dax tracepoints), written as `faults` is.
+    pub(super) pmd_faults: Option<CountDef>,
 }
 
 /// A count as written: `faults = 0` or `faults = ">=1"`.

@@ -400,6 +400,7 @@ fn empty_expect() -> ExpectDef {
         shared: None,
         exit: None,
         faults: None,
+        pmd_faults: None,
     }
 }
 
@@ -450,15 +451,22 @@ fn expectation(d: &ExpectDef, vars: &BTreeMap<String, String>) -> Result<Expect,
     .filter(|(_, set)| *set)
     .map(|(k, _)| *k)
     .collect();
-    let faults = match &d.faults {
-        None => None,
-        Some(CountDef::Number(n)) => Some(Count { cmp: daxtest_proto::case::Cmp::Eq, n: *n }),
-        Some(CountDef::Text(t)) => Some(Count::parse(&substitute(t, vars)?).ok_or_else(|| {
-            format!("faults = {t:?}: write a count (0) or a comparison (\">=1\", \"<4\")")
-        })?),
+    let count = |key: &str, def: &Option<CountDef>| -> Result<Option<Count>, String> {
+        Ok(match def {
+            None => None,
+            Some(CountDef::Number(n)) => Some(Count { cmp: daxtest_proto::case::Cmp::Eq, n: *n }),
+            Some(CountDef::Text(t)) => {
+                Some(Count::parse(&substitute(t, vars)?).ok_or_else(|| {
+                    format!("{key} = {t:?}: write a count (0) or a comparison (\">=1\", \"<4\")")
+                })?)
+            }
+        })
     };
-    // `faults` alone: the access must succeed, with that many faults.
-    let given = if given.is_empty() && faults.is_some() { vec!["ok"] } else { given };
+    let faults = count("faults", &d.faults)?;
+    let pmd_faults = count("pmd_faults", &d.pmd_faults)?;
+    // Fault counts alone: the access must succeed, with those counts.
+    let counted = faults.is_some() || pmd_faults.is_some();
+    let given = if given.is_empty() && counted { vec!["ok"] } else { given };
     if given.len() != 1 {
         return Err(format!(
             "an expectation names exactly one of ok, errno, signal, content, dax, flag, extents, \
@@ -466,7 +474,7 @@ fn expectation(d: &ExpectDef, vars: &BTreeMap<String, String>) -> Result<Expect,
             if given.is_empty() { "none".to_string() } else { given.join(", ") }
         ));
     }
-    if faults.is_some() && !["ok", "content"].contains(&given[0]) {
+    if counted && !["ok", "content"].contains(&given[0]) {
         return Err(format!(
             "faults go with an access that completes (ok or content), not with {}: a faulting \
              access killed by a signal has no count",
@@ -534,5 +542,5 @@ fn expectation(d: &ExpectDef, vars: &BTreeMap<String, String>) -> Result<Expect,
         },
         _ => Outcome::Exit(d.exit.unwrap_or_default()),
     };
-    Ok(Expect { outcome, faults })
+    Ok(Expect { outcome, faults, pmd_faults })
 }

@@ -59,7 +59,7 @@ pub(super) fn impossible(
 pub(super) fn fits(op: &Op, alternatives: &[(Vec<Constraint>, Expect)]) -> Result<(), String> {
     let access = matches!(op, Op::Store { .. } | Op::Load { .. });
     for (_, e) in alternatives {
-        if e.faults.is_some() && !access {
+        if (e.faults.is_some() || e.pmd_faults.is_some()) && !access {
             return Err(format!(
                 "op {} cannot observe faults: only store and load count them (the faults of \
                  the process that holds the mapping)",

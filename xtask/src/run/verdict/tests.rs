@@ -64,7 +64,7 @@ fn report(read: Observed) -> CaseReport {
 fn bytes(data: &[u8]) -> Observed {
     let (runs, truncated) = daxtest_proto::case::runs(0, data);
     let n = data.len() as u64;
-    Observed::Bytes { asked: 4096, got: n, runs, truncated, faults: None }
+    Observed::Bytes { asked: 4096, got: n, runs, truncated, faults: None, pmd_faults: None }
 }
 
 fn base() -> CaseResult {
