@@ -12,6 +12,9 @@ pub mod errno;
 pub const AGENT_PATH: &str = "/usr/bin/daxtest-agent";
 /// Where the host puts the boot configuration in the initramfs.
 pub const BOOT_CONFIG_PATH: &str = "/etc/daxtest/boot.json";
+/// A one-file erofs made on the host when the image is built (mkfs.erofs of one plain 4 KiB
+/// file), which the boot's DAX proof writes to the start of each NVDIMM and mounts.
+pub const DAX_PROOF_IMAGE_PATH: &str = "/etc/daxtest/dax-proof.erofs";
 /// Where the agent records the outcome of the boot.
 pub const READY_PATH: &str = "/run/daxtest/ready.json";
 /// Where the agent records when the background module loads ([`BootConfig::preload`]) ended.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 /// The module chains the devices need (the others may still be loading while they appear).
 pub const DEVICE_MODULES: &[&str] = &["nfit", "nd_pmem"];
-/// What the proof's mount needs: its mkfs runs while the module loads.
+/// What the proof's mount needs: the image is written while the module loads.
 pub const FS_MODULES: &[&str] = &["erofs"];
 
 /// Waits until `count` pmem block devices exist; returns their names, pmem0 first.
@@ -99,8 +99,8 @@ fn read_sys(path: &str) -> anyhow::Result<String> {
     Ok(std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?.trim().to_string())
 }
 
-/// mkfs.erofs of one plain 4 KiB file, mount -o dax=always, statx the file. Leaves the device
-/// wiped.
+/// The image's one-file erofs written to the device, mount -o dax=always, statx the file.
+/// Leaves the device wiped.
 pub fn prove(name: &str, fs_ready: &dyn Fn() -> anyhow::Result<()>) -> DaxProof {
     let mut result = DaxProof {
         filesystem: "erofs".into(),
@@ -134,11 +134,14 @@ fn mount_and_stat(
     let dev = format!("/dev/{name}");
     let dir = format!("/run/daxtest/proof-{name}");
     std::fs::create_dir_all(&dir)?;
-    // A whole block, not inlined in the inode: only a plain (or chunked) layout gets S_DAX.
-    let src = format!("/run/daxtest/proof-src-{name}");
-    std::fs::create_dir_all(&src)?;
-    std::fs::write(format!("{src}/probe"), vec![b'd'; 4096])?;
-    tool("mkfs.erofs", &["--quiet", "-Enoinline_data", &dev, &src])?;
+    // Made on the host (a plain 4 KiB file: only a block-mapped one gets S_DAX), written through
+    // the block device and flushed, so that DAX reads of the file find it on the media.
+    let image = std::fs::read(daxtest_proto::DAX_PROOF_IMAGE_PATH)
+        .with_context(|| format!("reading {}", daxtest_proto::DAX_PROOF_IMAGE_PATH))?;
+    let mut device = std::fs::OpenOptions::new().write(true).open(&dev)?;
+    device.write_all(&image).with_context(|| format!("writing the proof's erofs to {dev}"))?;
+    device.sync_all()?;
+    drop(device);
     fs_ready().context("the modules the proof's mount needs")?;
     mount(dev.as_str(), dir.as_str(), "erofs", MountFlags::RDONLY, Some(c"dax=always"))
         .with_context(|| format!("mount -t erofs -o dax=always {dev}"))?;

@@ -1,4 +1,4 @@
-//! Running the guest's tools (ip, ndctl, mkfs.erofs) during the boot.
+//! Running the guest's tools (ip, ndctl) during the boot.
 
 use anyhow::{bail, Context};
 use std::process::{Command, Stdio};
