@@ -199,6 +199,12 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
         "11:3",
         "op read cannot observe faults: only store and load count them",
     ),
+    // O_DIRECT wants aligned offsets and lengths.
+    (
+        "direct-io-unaligned.toml",
+        "17:3",
+        "direct_io map_offset = 512: O_DIRECT wants every offset and length a multiple of 4096",
+    ),
     (
         "pmd-faults-on-a-read.toml",
         "11:3",

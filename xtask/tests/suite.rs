@@ -111,6 +111,11 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
              x4096 at 0], 1 fault (1 PMD)",
         ),
         (
+            "wrong/direct-io/xfs/dax=always",
+            "fail",
+            "step 4 (line 177, direct_io): expected error EFAULT, got success",
+        ),
+        (
             "wrong/xfail-symptom/xfs/dax=always",
             "xfail",
             "known bug: the missing file (https://example.org/bug): step 1 (line 149, unlink): \

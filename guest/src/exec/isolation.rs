@@ -66,10 +66,20 @@ fn kill_all(cgroup: &Path) -> Sweep {
     if !populated(cgroup) {
         return Sweep::default();
     }
-    // Frozen first, so that each is named as it is: a process caught inside execve has its new
-    // name but not yet its command line (busybox's applets re-exec /proc/self/exe and showed as
-    // "exe" under load). A frozen task waits at the return to user space, after any exec.
-    let frozen = freeze(cgroup, true);
+    // Frozen, so that what is named is what gets killed. A process caught inside execve has no
+    // command line yet (busybox's applets re-exec /proc/self/exe, and showed as "exe" or "sh"
+    // under load), and the freezer may hold it there: the cgroup is thawed for a moment to let
+    // it finish, up to 3 s, spent only by a case that left such a process behind.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let frozen = loop {
+        let frozen = freeze(cgroup, true);
+        let unnamed = pids(cgroup).iter().any(|p| cmdline(*p).is_empty());
+        if !unnamed || !frozen || Instant::now() > deadline {
+            break frozen;
+        }
+        freeze(cgroup, false);
+        std::thread::sleep(Duration::from_millis(5));
+    };
     // The background cgroup's processes were started to be left running: not named.
     let mut sweep = Sweep { left_behind: members(cgroup), error: None };
     let kill = std::fs::write(cgroup.join("cgroup.kill"), "1");
@@ -121,19 +131,10 @@ fn freeze(cgroup: &Path, on: bool) -> bool {
 /// The processes in a cgroup (not its children), as `command line (pid N)` (the name when the
 /// command line is empty, as for a process being killed).
 fn members(cgroup: &Path) -> Vec<String> {
-    let Ok(procs) = std::fs::read_to_string(cgroup.join("cgroup.procs")) else {
-        return Vec::new();
-    };
-    procs
-        .lines()
-        .filter_map(|p| p.trim().parse::<u32>().ok())
+    pids(cgroup)
+        .into_iter()
         .map(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let mut shown: String = String::from_utf8_lossy(&cmdline)
-                .split('\0')
-                .filter(|a| !a.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ");
+            let mut shown = cmdline(pid);
             if shown.is_empty() {
                 shown = std::fs::read_to_string(format!("/proc/{pid}/comm"))
                     .map(|c| c.trim().to_string())
@@ -145,6 +146,24 @@ fn members(cgroup: &Path) -> Vec<String> {
             format!("{shown} (pid {pid})")
         })
         .collect()
+}
+
+/// The processes in a cgroup (not its children).
+fn pids(cgroup: &Path) -> Vec<u32> {
+    std::fs::read_to_string(cgroup.join("cgroup.procs"))
+        .map(|procs| procs.lines().filter_map(|p| p.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// A process's command line, its arguments joined by spaces; empty for one that has none (in
+/// the middle of an exec, or a zombie).
+fn cmdline(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw)
+        .split('\0')
+        .filter(|a| !a.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn populated(cgroup: &Path) -> bool {

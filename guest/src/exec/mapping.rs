@@ -31,6 +31,14 @@ enum Request {
         len: usize,
     },
     Msync,
+    /// O_DIRECT I/O between a file and the mapping, by the holder (whose pages are pinned).
+    DirectIo {
+        offset: usize,
+        len: usize,
+        path: PathBuf,
+        file_offset: u64,
+        write: bool,
+    },
     /// race_store_clone, run where the mapping lives.
     RaceStoreClone {
         mnt: PathBuf,
@@ -95,6 +103,23 @@ impl Holder {
 
     pub fn msync(&mut self) -> Observed {
         self.ask(&Request::Msync)
+    }
+
+    pub fn direct_io(
+        &mut self,
+        offset: u64,
+        len: u64,
+        path: &Path,
+        file_offset: u64,
+        write: bool,
+    ) -> Observed {
+        self.ask(&Request::DirectIo {
+            offset: offset as usize,
+            len: len as usize,
+            path: path.to_path_buf(),
+            file_offset,
+            write,
+        })
     }
 
     pub fn race_store_clone(&mut self, mnt: &Path, file: &str, rounds: u64, seed: u64) -> Observed {
@@ -211,6 +236,16 @@ fn serve(
                 }
             }
             Request::Msync => super::done(sys::msync(&map)),
+            Request::DirectIo { offset, len, path, file_offset, write } => {
+                match sys::direct_io(&map, offset, len, &path, file_offset, write) {
+                    Ok(()) => Observed::Ok,
+                    // The scenario asked for bytes the file does not have: not the kernel's doing.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Observed::Error(
+                        format!("direct_io: {} ended before {len} bytes", path.display()),
+                    ),
+                    Err(e) => super::errno(&e),
+                }
+            }
             Request::RaceStoreClone { mnt, file, rounds, seed } => {
                 super::race::store_clone(&map, &mnt, &file, rounds, seed)
             }

@@ -287,6 +287,11 @@ impl<'a> Executor<'a> {
                 None => Observed::Error(format!("no mapping {map:?}")),
             },
             Op::Msync { map } => self.with_map(map, |h| h.msync()),
+            Op::DirectIo { map, map_offset, file, offset, len, direction } => {
+                let path = self.path(file);
+                let write = *direction == daxtest_proto::case::IoDirection::Write;
+                self.with_map(map, |h| h.direct_io(*map_offset, *len, &path, *offset, write))
+            }
             Op::Store { map, offset, len, pattern } => {
                 self.with_map(map, |h| h.store(*offset, *len, *pattern as u8))
             }

@@ -233,6 +233,46 @@ pub fn store(m: &Mapping, offset: usize, len: usize, byte: u8) -> io::Result<()>
     Ok(())
 }
 
+/// O_DIRECT I/O between `path` and `len` bytes at `offset` of the mapping, in this process: the
+/// kernel pins the mapping's pages for the transfer (DAX pages, for a mapping of a DAX file).
+/// `write`: from the mapping into the file at `file_offset`; otherwise from the file into the
+/// mapping. Loops over short transfers; a file that ends first is an error of its own kind.
+pub fn direct_io(
+    m: &Mapping,
+    offset: usize,
+    len: usize,
+    path: &std::path::Path,
+    file_offset: u64,
+    write: bool,
+) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    within(m, offset, len)?;
+    let file = std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)?;
+    let mut done = 0usize;
+    while done < len {
+        let at = (m.addr + offset + done) as *mut libc::c_void;
+        let pos = (file_offset + done as u64) as i64;
+        // SAFETY: the buffer lies inside the live mapping (`within` above); the kernel reads
+        // or fills it, as the step asks.
+        let n = unsafe {
+            match write {
+                true => libc::pwrite(file.as_raw_fd(), at, len - done, pos),
+                false => libc::pread(file.as_raw_fd(), at, len - done, pos),
+            }
+        };
+        match n {
+            n if n < 0 => return Err(io::Error::last_os_error()),
+            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file ended")),
+            n => done += n as usize,
+        }
+    }
+    Ok(())
+}
+
 /// The `len` bytes at `offset` of the mapping, read in place (no copy: the only memory touched
 /// is the mapping's), as runs into `out`; true when there were more runs than `out` keeps.
 pub fn load_runs(

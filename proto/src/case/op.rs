@@ -14,6 +14,16 @@ pub enum MapKind {
     Private,
 }
 
+/// Which way a `direct_io` step moves the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoDirection {
+    /// From the file into the mapping.
+    Read,
+    /// From the mapping into the file.
+    Write,
+}
+
 /// fallocate(2) modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -132,6 +142,19 @@ pub enum Op {
     },
     Msync {
         map: String,
+    },
+    /// O_DIRECT I/O between `file` and mapping `map`, done by the process that holds the
+    /// mapping: `read` preads `len` bytes of the file at `offset` into the mapping at
+    /// `map_offset`, `write` pwrites them from there. The kernel pins the mapping's pages
+    /// (get_user_pages): DAX pages, when the mapping is of a DAX file. Offsets and `len` are
+    /// multiples of 4096, as O_DIRECT wants.
+    DirectIo {
+        map: String,
+        map_offset: u64,
+        file: String,
+        offset: u64,
+        len: u64,
+        direction: IoDirection,
     },
     /// FIEMAP over [offset, offset+len) (len 0: to EOF); `save` keeps the result under a name.
     Fiemap {

@@ -315,6 +315,15 @@ impl Gen {
                 }
                 None => self.no_map(map),
             },
+            Op::DirectIo { .. } => {
+                self.unsupported(
+                    n,
+                    step,
+                    "O_DIRECT I/O whose buffer is another file's mapping: xfs_io's buffers are its \
+                     own memory",
+                );
+                return;
+            }
             Op::Msync { map } => match self.select_map(map) {
                 Some(sel) => self.line(&format!("s_do {} \"msync -s\"", quote(&sel))),
                 None => self.no_map(map),

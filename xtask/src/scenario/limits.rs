@@ -12,6 +12,10 @@ use daxtest_proto::case::Op;
 /// under 200 MiB; the catalogue's largest I/O is 16 MiB (a swap file).
 pub const MAX_IO: u64 = 64 << 20;
 
+/// What O_DIRECT wants offsets and lengths to be multiples of: the page and logical block size
+/// of the guest's pmem devices.
+const DIRECT_IO_ALIGN: u64 = 4096;
+
 /// The largest file offset (off_t): the agent passes offsets to the kernel as i64, so a larger
 /// one would arrive negative and test something else than the step says.
 const MAX_OFFSET: u64 = i64::MAX as u64;
@@ -43,6 +47,20 @@ pub fn problems(op: &Op) -> Vec<String> {
                  which the agent holds in the guest's memory: split it into several steps",
                 name(),
                 MAX_IO >> 20
+            ));
+        }
+    }
+    if let Op::DirectIo { map_offset, offset, len, .. } = op {
+        let odd: Vec<String> = [("map_offset", map_offset), ("offset", offset), ("len", len)]
+            .iter()
+            .filter(|(_, v)| **v % DIRECT_IO_ALIGN != 0)
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
+        if !odd.is_empty() {
+            out.push(format!(
+                "direct_io {}: O_DIRECT wants every offset and length a multiple of \
+                 {DIRECT_IO_ALIGN} (the kernel refuses others with EINVAL): round them",
+                odd.join(", ")
             ));
         }
     }
@@ -78,7 +96,8 @@ pub fn op_paths(op: &Op) -> Vec<(&'static str, &str)> {
         | Op::Swapon { file }
         | Op::Swapoff { file }
         | Op::RaceToggleWrite { file, .. }
-        | Op::RaceStoreClone { file, .. } => vec![("file", file)],
+        | Op::RaceStoreClone { file, .. }
+        | Op::DirectIo { file, .. } => vec![("file", file)],
         Op::Mkdir { dir } => vec![("dir", dir)],
         Op::Clone { src, dst } | Op::CloneRange { src, dst, .. } => {
             vec![("src", src), ("dst", dst)]
@@ -130,7 +149,8 @@ fn io_len(op: &Op) -> Option<u64> {
         Op::Write { len, .. }
         | Op::Read { len, .. }
         | Op::Store { len, .. }
-        | Op::Load { len, .. } => Some(*len),
+        | Op::Load { len, .. }
+        | Op::DirectIo { len, .. } => Some(*len),
         _ => None,
     }
 }
@@ -144,7 +164,8 @@ fn file_ranges(op: &Op) -> Vec<(String, Option<u64>)> {
         Op::Write { offset, len, .. }
         | Op::Read { offset, len, .. }
         | Op::Fallocate { offset, len, .. }
-        | Op::Mmap { offset, len, .. } => vec![range("offset", *offset, *len)],
+        | Op::Mmap { offset, len, .. }
+        | Op::DirectIo { offset, len, .. } => vec![range("offset", *offset, *len)],
         Op::CloneRange { src_offset, len, dst_offset, .. } => {
             vec![range("src_offset", *src_offset, *len), range("dst_offset", *dst_offset, *len)]
         }

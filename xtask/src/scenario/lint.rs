@@ -215,6 +215,19 @@ impl Usage {
             Op::Msync { map } => {
                 need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors)
             }
+            Op::DirectIo { map, map_offset, len, .. } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
+                match self.maps.get(map) {
+                    Some(m) if map_offset.checked_add(*len).is_none_or(|end| end > m.len) => errors
+                        .push(format!(
+                            "direct_io map_offset {map_offset} + len {len} runs past the end of \
+                             mapping {map:?} ({} bytes, mmapped at line {}): keep it within the \
+                             mapping, or mmap more",
+                            m.len, m.line
+                        )),
+                    _ => {}
+                }
+            }
             Op::RaceStoreClone { map, .. } => {
                 need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
                 match self.maps.get(map) {
