@@ -262,18 +262,13 @@ pub enum BenchWhat {
 }
 
 impl Vm {
-    /// The recipe's defaults, as a command line with no VM flags gives them.
+    /// The recipe's defaults, as a command line with no VM flags gives them (clap's own
+    /// defaults, so that the two cannot drift apart).
     pub fn defaults() -> Vm {
-        Vm {
-            kernel: vec![],
-            accel: AccelChoice::Auto,
-            nvdimms: None,
-            nvdimm_size: None,
-            memory: None,
-            cpus: None,
-            boot_timeout: None,
-            ssh_port: None,
-        }
+        use clap::FromArgMatches;
+        let cmd = Vm::augment_args(clap::Command::new("defaults"));
+        Vm::from_arg_matches(&cmd.get_matches_from(["defaults"]))
+            .expect("every VM flag is optional")
     }
 
     /// The flags as a command line takes them back (for a `run` that `bench run` times).
@@ -313,6 +308,14 @@ impl Vm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vm_defaults_are_a_command_line_without_vm_flags() {
+        let d = Vm::defaults();
+        assert!(d.kernel.is_empty());
+        assert_eq!(d.accel, AccelChoice::Auto);
+        assert_eq!(d.to_args(), ["--accel", "auto"]);
+    }
 
     #[test]
     fn test_takes_several_kernels_and_run_only_one() {

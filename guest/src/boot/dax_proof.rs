@@ -138,10 +138,7 @@ fn mount_and_stat(
     // the block device and flushed, so that DAX reads of the file find it on the media.
     let image = std::fs::read(daxtest_proto::DAX_PROOF_IMAGE_PATH)
         .with_context(|| format!("reading {}", daxtest_proto::DAX_PROOF_IMAGE_PATH))?;
-    let mut device = std::fs::OpenOptions::new().write(true).open(&dev)?;
-    device.write_all(&image).with_context(|| format!("writing the proof's erofs to {dev}"))?;
-    device.sync_all()?;
-    drop(device);
+    write_start(&dev, &image).with_context(|| format!("writing the proof's erofs to {dev}"))?;
     fs_ready().context("the modules the proof's mount needs")?;
     mount(dev.as_str(), dir.as_str(), "erofs", MountFlags::RDONLY, Some(c"dax=always"))
         .with_context(|| format!("mount -t erofs -o dax=always {dev}"))?;
@@ -170,8 +167,13 @@ fn mount_options(dir: &str) -> anyhow::Result<String> {
 /// Zeroes the start of the device so the user finds a blank one (mkfs without -f would refuse):
 /// the proof's erofs is 8 KiB (superblock, metadata, the file's block), well inside what is zeroed.
 fn wipe(dev: &str) -> anyhow::Result<()> {
+    write_start(dev, &vec![0u8; 64 << 10])
+}
+
+/// Writes `bytes` at the start of the device and flushes them to the media.
+fn write_start(dev: &str, bytes: &[u8]) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new().write(true).open(dev)?;
-    f.write_all(&vec![0u8; 64 << 10])?;
+    f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())
 }

@@ -96,10 +96,7 @@ fn kill_all(cgroup: &Path) -> Sweep {
                 },
                 still.join(", ")
             ));
-            if frozen {
-                freeze(cgroup, false);
-            }
-            return sweep;
+            break;
         }
         std::thread::sleep(Duration::from_millis(2));
     }

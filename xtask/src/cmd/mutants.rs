@@ -68,20 +68,7 @@ impl flags::Mutants {
         if !not_applying.is_empty() {
             return Err(exit::input(not_applying.join("\n")));
         }
-        if self.dry_run {
-            let named: usize = chosen.iter().map(|m| cases_of(m).len()).sum();
-            eprintln!(
-                "daxtest: {} mutants apply cleanly to {} ({version}); the {named} cases they \
-                 name exist. Nothing built (--dry-run)",
-                chosen.len(),
-                tree.display()
-            );
-            return Ok(exit::SUCCESS);
-        }
-
-        let jobs = kernel::jobs(self.jobs);
-        configure_once(ctx, &tree, version)?;
-        // The unmutated tree first: a kill counts only where the same cases pass without it.
+        // Every case some chosen mutant names, once: what the unmutated tree must pass.
         let mut baseline_cases: Vec<Case> = vec![];
         for m in &chosen {
             for c in cases_of(m) {
@@ -90,6 +77,20 @@ impl flags::Mutants {
                 }
             }
         }
+        if self.dry_run {
+            eprintln!(
+                "daxtest: {} mutants apply cleanly to {} ({version}); the {} cases they name \
+                 exist. Nothing built (--dry-run)",
+                chosen.len(),
+                tree.display(),
+                baseline_cases.len()
+            );
+            return Ok(exit::SUCCESS);
+        }
+
+        let jobs = kernel::jobs(self.jobs);
+        configure_once(ctx, &tree, version)?;
+        // The unmutated tree first: a kill counts only where the same cases pass without it.
         let t = Instant::now();
         let built = kernel::build(ctx, &tree, jobs)?;
         let build_s = t.elapsed().as_secs_f64();

@@ -122,7 +122,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Mutant, String> {
     let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
     let (mut behaviour, mut sources, mut cases, mut survives) =
         (None::<String>, Vec::new(), Vec::new(), None::<String>);
-    // (key, line) of the value the next indented line continues.
+    // The key whose value the next indented line continues.
     let mut last: Option<&str> = None;
     let mut diff_start = None;
     for (i, line) in text.lines().enumerate() {
@@ -183,12 +183,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Mutant, String> {
             "Survives" => survives = Some(value),
             _ => return Err(at(n, format!("unknown header key {key:?}: the keys are {KEYS}"))),
         }
-        last = Some(match key {
-            "Behaviour" => "Behaviour",
-            "Source" => "Source",
-            "Survives" => "Survives",
-            _ => "Cases",
-        });
+        last = Some(key);
     }
     let Some(diff_start) = diff_start else {
         return Err(at(

@@ -103,20 +103,26 @@ pub fn applied(tree: &Path) -> Option<String> {
 
 /// Whether `patch` would apply the mutant cleanly, changing nothing; why not, in patch's words.
 pub fn check_applies(sh: &Shell, tree: &Path, mutant: &Mutant) -> Result<(), String> {
+    run_patch(sh, tree, mutant, &["--dry-run"])
+        .map_err(|why| format!("does not apply to {}: {why}", tree.display()))
+}
+
+/// `patch -p1` of the mutant in `tree` (with `extra` options), once: no backup or reject files
+/// left behind; on failure, what patch said, on one line.
+fn run_patch(sh: &Shell, tree: &Path, mutant: &Mutant, extra: &[&str]) -> Result<(), String> {
     let patch = abs(&mutant.path, sh);
-    cmd!(sh, "patch -p1 --dry-run --batch --forward --silent -d {tree} -i {patch}")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .map(|_| ())
-        .map_err(|_| {
-            let out = cmd!(sh, "patch -p1 --dry-run --batch --forward -d {tree} -i {patch}")
-                .quiet()
-                .ignore_status()
-                .read()
-                .unwrap_or_default();
-            format!("does not apply to {}: {}", tree.display(), out.replace('\n', " | "))
-        })
+    let out = cmd!(
+        sh,
+        "patch -p1 {extra...} --batch --forward --no-backup-if-mismatch --reject-file=- -d {tree} -i {patch}"
+    )
+    .quiet()
+    .ignore_status()
+    .output()
+    .map_err(|e| format!("running patch: {e}"))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&out.stdout).trim().replace('\n', " | ")),
+    }
 }
 
 /// Saves the files the mutant changes and applies it. The tree must have no mutant applied.
@@ -131,22 +137,9 @@ pub fn apply(sh: &Shell, tree: &Path, mutant: &Mutant) -> anyhow::Result<()> {
         std::fs::copy(&from, &to).with_context(|| format!("saving {}", from.display()))?;
     }
     std::fs::write(stash.join("name"), &mutant.name)?;
-    let patch = abs(&mutant.path, sh);
-    let out = cmd!(
-        sh,
-        "patch -p1 --batch --forward --no-backup-if-mismatch --reject-file=- -d {tree} -i {patch}"
-    )
-    .quiet()
-    .ignore_status()
-    .output()?;
-    if !out.status.success() {
+    if let Err(why) = run_patch(sh, tree, mutant, &[]) {
         restore(tree)?;
-        bail!(
-            "{} does not apply to {}: {}",
-            mutant.path.display(),
-            tree.display(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        );
+        bail!("{} does not apply to {}: {why}", mutant.path.display(), tree.display());
     }
     Ok(())
 }

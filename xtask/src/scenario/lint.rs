@@ -185,19 +185,7 @@ impl Usage {
             }
             Op::Store { map, offset, len, .. } | Op::Load { map, offset, len } => {
                 need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
-                // The agent refuses an access outside the mapping, so such a step always fails.
-                match self.maps.get(map) {
-                    Some(m) if offset.checked_add(*len).is_none_or(|end| end > m.len) => errors
-                        .push(format!(
-                            "{} offset {offset} + len {len} runs past the end of mapping {map:?} \
-                             ({} bytes, mmapped at line {}): keep offset + len within its len, \
-                             or mmap more",
-                            op.name(),
-                            m.len,
-                            m.line
-                        )),
-                    _ => {}
-                }
+                errors.extend(self.past_the_end(op, map, "offset", *offset, *len));
                 // A signal kills the process that holds the mapping: the mapping goes with it.
                 if let Some(sig) = expect.iter().find_map(|(_, e)| match &e.outcome {
                     Outcome::Signal(s) => Some(s),
@@ -217,16 +205,7 @@ impl Usage {
             }
             Op::DirectIo { map, map_offset, len, .. } => {
                 need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
-                match self.maps.get(map) {
-                    Some(m) if map_offset.checked_add(*len).is_none_or(|end| end > m.len) => errors
-                        .push(format!(
-                            "direct_io map_offset {map_offset} + len {len} runs past the end of \
-                             mapping {map:?} ({} bytes, mmapped at line {}): keep it within the \
-                             mapping, or mmap more",
-                            m.len, m.line
-                        )),
-                    _ => {}
-                }
+                errors.extend(self.past_the_end(op, map, "map_offset", *map_offset, *len));
             }
             Op::RaceStoreClone { map, .. } => {
                 need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
@@ -273,6 +252,21 @@ impl Usage {
             self.saved.insert(name.clone());
         }
         errors
+    }
+
+    /// An access of `len` bytes at `offset` (written as `key`) of mapping `map` that runs past
+    /// its end: the agent refuses it, so such a step always fails.
+    fn past_the_end(&self, op: &Op, map: &str, key: &str, offset: u64, len: u64) -> Option<String> {
+        let m = self.maps.get(map)?;
+        offset.checked_add(len).is_none_or(|end| end > m.len).then(|| {
+            format!(
+                "{} {key} {offset} + len {len} runs past the end of mapping {map:?} ({} bytes, \
+                 mmapped at line {}): keep {key} + len within its len, or mmap more",
+                op.name(),
+                m.len,
+                m.line
+            )
+        })
     }
 }
 
