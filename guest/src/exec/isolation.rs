@@ -70,18 +70,21 @@ fn kill_all(cgroup: &Path) -> Sweep {
     // command line yet (busybox's applets re-exec /proc/self/exe, and showed as "exe" or "sh"
     // under load), and the freezer may hold it there: the cgroup is thawed for a moment to let
     // it finish, up to 3 s, spent only by a case that left such a process behind.
+    // The names are read once, frozen, and judged as read: a task inside execve runs on in the
+    // kernel while its cgroup freezes, so a check before naming could pass and the name then
+    // come out empty (CI saw "sh").
     let deadline = Instant::now() + Duration::from_secs(3);
-    let frozen = loop {
+    let (frozen, left_behind) = loop {
         let frozen = freeze(cgroup, true);
-        let unnamed = pids(cgroup).iter().any(|p| cmdline(*p).is_empty());
-        if !unnamed || !frozen || Instant::now() > deadline {
-            break frozen;
+        let procs: Vec<(u32, String)> = pids(cgroup).into_iter().map(|p| (p, cmdline(p))).collect();
+        if procs.iter().all(|(_, c)| !c.is_empty()) || !frozen || Instant::now() > deadline {
+            break (frozen, procs.into_iter().map(|(pid, c)| shown(pid, c)).collect());
         }
         freeze(cgroup, false);
         std::thread::sleep(Duration::from_millis(5));
     };
     // The background cgroup's processes were started to be left running: not named.
-    let mut sweep = Sweep { left_behind: members(cgroup), error: None };
+    let mut sweep = Sweep { left_behind, error: None };
     let kill = std::fs::write(cgroup.join("cgroup.kill"), "1");
     let deadline = Instant::now() + Duration::from_secs(5);
     while populated(cgroup) {
@@ -125,24 +128,24 @@ fn freeze(cgroup: &Path, on: bool) -> bool {
     true
 }
 
-/// The processes in a cgroup (not its children), as `command line (pid N)` (the name when the
-/// command line is empty, as for a process being killed).
+/// The processes in a cgroup (not its children), as `command line (pid N)`.
 fn members(cgroup: &Path) -> Vec<String> {
-    pids(cgroup)
-        .into_iter()
-        .map(|pid| {
-            let mut shown = cmdline(pid);
-            if shown.is_empty() {
-                shown = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .map(|c| c.trim().to_string())
-                    .unwrap_or_else(|_| "?".into());
-            }
-            if shown.chars().count() > 80 {
-                shown = shown.chars().take(77).collect::<String>() + "...";
-            }
-            format!("{shown} (pid {pid})")
-        })
-        .collect()
+    pids(cgroup).into_iter().map(|pid| shown(pid, cmdline(pid))).collect()
+}
+
+/// A process as `command line (pid N)`, shortened; its name when the command line is empty (a
+/// process being killed, or one inside execve).
+fn shown(pid: u32, cmdline: String) -> String {
+    let mut shown = cmdline;
+    if shown.is_empty() {
+        shown = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_else(|_| "?".into());
+    }
+    if shown.chars().count() > 80 {
+        shown = shown.chars().take(77).collect::<String>() + "...";
+    }
+    format!("{shown} (pid {pid})")
 }
 
 /// The processes in a cgroup (not its children).
