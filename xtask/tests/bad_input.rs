@@ -692,7 +692,7 @@ fn a_full_disk_for_the_backing_files_is_refused_before_anything_boots() {
         assert_eq!(out.status.code(), Some(status), "{args:?}: exit status\n--- stderr\n{err}");
         let want = format!(
             "error: only 64 MiB free for the VM's backing files in {} (at least 512 MiB needed; a \
-             VM may write up to 1 x 2048 MiB there): free some space (e.g. `rm -r \
+             VM may write up to 1 x 1024 MiB there): free some space (e.g. `rm -r \
              target/daxtest/runs`) or point DAXTEST_TMPDIR at a directory with room",
             dir.path().join("daxtest").display()
         );

@@ -8,7 +8,7 @@ use daxtest_proto::case::Op;
 /// The most bytes one write, read, store or load may move. The agent holds them in memory: a
 /// write or read buffer of `len` bytes, and for a load up to three copies (the buffer, the
 /// copy-on-write copy the forked child fills, the bytes read back from it), in a guest of 1 GiB
-/// (images/recipe.toml [vm] memory_mib) whose NVDIMM is 2 GiB by default. 64 MiB keeps a load
+/// (images/recipe.toml [vm] memory_mib) whose NVDIMM is 1 GiB by default. 64 MiB keeps a load
 /// under 200 MiB; the catalogue's largest I/O is 16 MiB (a swap file).
 pub const MAX_IO: u64 = 64 << 20;
 
