@@ -180,6 +180,12 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
          line 11): keep offset + len within its len, or mmap more",
     ),
     (
+        "store-through-read-only-mapping.toml",
+        "12:3",
+        "store through mapping \"m\", mmapped read-only at line 11: the store can only be \
+         refused (SIGSEGV); mmap it with prot = \"read_write\", or write the file with a write step",
+    ),
+    (
         "race-without-slot.toml",
         "12:3",
         "race_store_clone needs a mapping of at least one slot of 512 bytes (it stores into an \

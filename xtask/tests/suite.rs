@@ -115,6 +115,27 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
             "fail",
             "step 4 (line 177, direct_io): expected error EFAULT, got success",
         ),
+        // Issue 13: exec, a read-only remount, a read-only mapping, ext4's journal flag.
+        (
+            "wrong/exec-signal/xfs/dax=always",
+            "fail",
+            "step 2 (line 185, exec): expected killed by SIGBUS, got exit 0: 0.1.0",
+        ),
+        (
+            "wrong/write-after-read-only-remount/xfs/dax=always",
+            "fail",
+            "step 3 (line 194, write): expected success, got error EROFS",
+        ),
+        (
+            "wrong/o-direct-read-into-a-read-only-mapping/xfs/dax=always",
+            "fail",
+            "step 5 (line 205, direct_io): expected success, got error EFAULT",
+        ),
+        (
+            "wrong/journal-flag-on-a-dax-file/ext4/dax=always",
+            "fail",
+            "step 2 (line 214, set_flag): expected success, got error EBUSY",
+        ),
         (
             "wrong/xfail-symptom/xfs/dax=always",
             "xfail",

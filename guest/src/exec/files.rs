@@ -2,7 +2,7 @@
 //! its effect (statx), clone and FIEMAP.
 
 use super::{done, errno, sys};
-use daxtest_proto::case::{runs, Extent, FallocMode, Observed};
+use daxtest_proto::case::{runs, Extent, FallocMode, InodeFlag, Observed};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;
@@ -107,8 +107,11 @@ pub fn get_flag(path: &Path) -> Observed {
     }
 }
 
-pub fn set_flag(path: &Path, on: bool) -> Observed {
-    done(File::open(path).and_then(|f| sys::set_dax_flag(f.as_fd(), on)))
+pub fn set_flag(path: &Path, flag: InodeFlag, on: bool) -> Observed {
+    done(File::open(path).and_then(|f| match flag {
+        InodeFlag::Dax => sys::set_dax_flag(f.as_fd(), on),
+        InodeFlag::JournalData => sys::set_inode_flag(f.as_fd(), sys::FS_JOURNAL_DATA_FL, on),
+    }))
 }
 
 /// FICLONE: `dst` is created or truncated first.

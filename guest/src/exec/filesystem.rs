@@ -5,6 +5,7 @@ use super::{sys, Executor};
 use daxtest_proto::case::{Fs, Observed};
 use std::fs::File;
 use std::os::fd::AsFd;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -39,14 +40,21 @@ impl Executor<'_> {
     pub(super) fn mount(&mut self) -> Result<(), String> {
         let s = self.spec;
         let data = std::ffi::CString::new(s.mount_options.clone()).map_err(|e| e.to_string())?;
+        let flags = match self.read_only {
+            true => rustix::mount::MountFlags::RDONLY,
+            false => rustix::mount::MountFlags::empty(),
+        };
         rustix::mount::mount(
             s.device.as_str(),
             &self.mnt,
             s.fs.name(),
-            rustix::mount::MountFlags::empty(),
+            flags,
             Some(data.as_c_str()),
         )
-        .map_err(|e| format!("mount -t {} -o {} {}: {e}", s.fs, s.mount_options, s.device))?;
+        .map_err(|e| {
+            let ro = if self.read_only { "-r " } else { "" };
+            format!("mount {ro}-t {} -o {} {}: {e}", s.fs, s.mount_options, s.device)
+        })?;
         self.mounted = true;
         Ok(())
     }
@@ -173,20 +181,42 @@ pub fn shell(command: &str, cwd: &Path, cgroup_procs: Option<&Path>) -> Observed
     }
 }
 
-/// `/bin/sh -c` with its status and its output (stdout then stderr, at most 4 KiB). A process
-/// it leaves in the background holds the pipes open, so the output is read only until the
-/// shell itself exits.
+/// An `exec` step: the program itself, no shell; killed by a signal is observed as that signal.
+pub fn exec(program: &Path, args: &[String], cwd: &Path) -> Observed {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    match run(cmd, cwd, None) {
+        Ok((status, _)) if status.signal().is_some() => {
+            Observed::Signal(sys::signal_name(status.signal().unwrap_or_default()))
+        }
+        Ok((status, output)) => Observed::Exit { status: status.code().unwrap_or(128), output },
+        Err(e) => Observed::Error(format!("{}: {e}", program.display())),
+    }
+}
+
+/// `/bin/sh -c` with its status and its output (stdout then stderr, at most 4 KiB).
 fn run_sh(
     command: &str,
     cwd: &Path,
     cgroup_procs: Option<&Path>,
 ) -> std::io::Result<(i32, String)> {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(command);
+    let (status, output) = run(cmd, cwd, cgroup_procs)?;
+    Ok((status.code().unwrap_or(128), output))
+}
+
+/// Runs `cmd` in `cwd` (in the case's cgroup when given) to its exit; its status and its output
+/// (stdout then stderr, at most 4 KiB). A process it leaves in the background holds the pipes
+/// open, so the output is read from files once `cmd` itself has exited.
+fn run(
+    mut cmd: Command,
+    cwd: &Path,
+    cgroup_procs: Option<&Path>,
+) -> std::io::Result<(std::process::ExitStatus, String)> {
     let dir = tempfile_dir()?;
     let (out_path, err_path) = (dir.join("out"), dir.join("err"));
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(command)
-        .current_dir(cwd)
+    cmd.current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(File::create(&out_path)?)
         .stderr(File::create(&err_path)?);
@@ -198,7 +228,7 @@ fn run_sh(
     output.push_str(&std::fs::read_to_string(&err_path).unwrap_or_default());
     let _ = std::fs::remove_dir_all(&dir);
     output.truncate(4096);
-    Ok((status.code().unwrap_or(128), output))
+    Ok((status, output))
 }
 
 /// A private directory under /run for one shell step's output.

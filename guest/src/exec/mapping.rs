@@ -10,7 +10,7 @@
 //! found its page-table entry (0 faults) from one that had to fault.
 
 use super::sys;
-use daxtest_proto::case::{runs_into, MapKind, Observed, MAX_RUNS};
+use daxtest_proto::case::{runs_into, MapKind, Observed, Prot, MAX_RUNS};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
@@ -68,14 +68,20 @@ impl Holder {
     /// Starts a holder (a fork of the agent, in the case's cgroup as the agent is) that maps
     /// `path` as asked; `Err` is what the mmap observed (an errno) or why the holder could not
     /// start.
-    pub fn start(path: &Path, offset: u64, len: u64, kind: MapKind) -> Result<Holder, Observed> {
+    pub fn start(
+        path: &Path,
+        offset: u64,
+        len: u64,
+        kind: MapKind,
+        prot: Prot,
+    ) -> Result<Holder, Observed> {
         let flags = match kind {
             MapKind::Shared => libc::MAP_SHARED,
             MapKind::Sync => sys::MAP_SHARED_VALIDATE | sys::MAP_SYNC,
             MapKind::Private => libc::MAP_PRIVATE,
         };
         let forked = sys::fork_serving(|input, output| {
-            match serve(path, offset, len, flags, input, output) {
+            match serve(path, offset, len, (kind, prot), flags, input, output) {
                 Ok(()) => 0,
                 Err(_) => 2,
             }
@@ -190,6 +196,7 @@ fn serve(
     path: &Path,
     offset: u64,
     len: u64,
+    (kind, prot): (MapKind, Prot),
     flags: libc::c_int,
     input: std::fs::File,
     mut output: std::fs::File,
@@ -199,8 +206,16 @@ fn serve(
         writeln!(output, "{}", serde_json::to_string(o)?)?;
         Ok(())
     };
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(path);
-    let map = match file.and_then(|f| sys::mmap(f.as_fd(), offset, len, flags)) {
+    // Write access to the file only where the mapping can write it back: a private mapping's
+    // stores stay in its copies (so a read-only mount can be mapped), and a read-only mapping
+    // of a read-only fd can never be made writable (mprotect would be refused).
+    let shared_write = prot == Prot::ReadWrite && kind != MapKind::Private;
+    let file = std::fs::OpenOptions::new().read(true).write(shared_write).open(path);
+    let prot = match prot {
+        Prot::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        Prot::Read => libc::PROT_READ,
+    };
+    let map = match file.and_then(|f| sys::mmap(f.as_fd(), offset, len, prot, flags)) {
         Ok(m) => m,
         Err(e) => return reply(&super::errno(&e)),
     };

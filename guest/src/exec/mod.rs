@@ -169,6 +169,8 @@ struct Executor<'a> {
     saved: HashMap<String, Vec<Extent>>,
     swapped: Vec<PathBuf>,
     frozen: bool,
+    /// Mounted with MS_RDONLY (`remount` with `read_only`).
+    read_only: bool,
     /// The step running now (1-based), for messages about mappings it ended.
     step: usize,
 }
@@ -185,6 +187,7 @@ impl<'a> Executor<'a> {
             saved: HashMap::new(),
             swapped: Vec::new(),
             frozen: false,
+            read_only: false,
             step: 0,
         }
     }
@@ -247,7 +250,7 @@ impl<'a> Executor<'a> {
             }
             Op::Statx { file } => files::statx(&self.path(file)),
             Op::GetFlag { file } => files::get_flag(&self.path(file)),
-            Op::SetFlag { file, on } => files::set_flag(&self.path(file), *on),
+            Op::SetFlag { file, on, flag } => files::set_flag(&self.path(file), *flag, *on),
             Op::Clone { src, dst } => files::clone(&self.path(src), &self.path(dst)),
             Op::CloneRange { src, dst, src_offset, len, dst_offset } => {
                 files::clone_range(&self.path(src), &self.path(dst), *src_offset, *len, *dst_offset)
@@ -272,8 +275,8 @@ impl<'a> Executor<'a> {
                 };
                 files::fiemap(&self.path(file), *offset, *len, save, since, &mut self.saved)
             }
-            Op::Mmap { file, map, offset, len, kind } => {
-                match Holder::start(&self.path(file), *offset, *len, *kind) {
+            Op::Mmap { file, map, offset, len, kind, prot } => {
+                match Holder::start(&self.path(file), *offset, *len, *kind, *prot) {
                     Ok(h) => {
                         self.maps.insert(map.clone(), Map::Live(h));
                         Observed::Ok
@@ -304,8 +307,9 @@ impl<'a> Executor<'a> {
                 self.release_handles_and_maps();
                 done(filesystem::evict(&self.mnt))
             }
-            Op::Remount => {
+            Op::Remount { read_only } => {
                 self.release_handles_and_maps();
+                self.read_only = *read_only;
                 self.remount()
             }
             Op::Mkswap { file } => filesystem::mkswap(&self.path(file), &self.mnt),
@@ -340,6 +344,8 @@ impl<'a> Executor<'a> {
                 std::thread::sleep(std::time::Duration::from_millis(*millis));
                 Observed::Ok
             }
+            // A child of the agent, so in the case's cgroup as the agent is.
+            Op::Exec { file, args } => filesystem::exec(&self.path(file), args, &self.mnt),
             Op::Shell { command, background } => {
                 // A step that starts processes on purpose puts them where the sweep expects them.
                 let procs = match (background, self.unit) {

@@ -13,6 +13,12 @@ use std::path::Path;
 pub const FS_XFLAG_DAX: u32 = 0x0000_8000;
 const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801c_581f;
 const FS_IOC_FSSETXATTR: libc::c_ulong = 0x401c_5820;
+/// FS_IOC_GETFLAGS / FS_IOC_SETFLAGS: declared with `long`, but every filesystem reads and
+/// writes an int (fs/ioctl.c, ioctl_getflags).
+const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+/// FS_JOURNAL_DATA_FL (chattr +j)
+pub const FS_JOURNAL_DATA_FL: libc::c_int = 0x0000_4000;
 const FICLONE: libc::c_ulong = 0x4004_9409;
 const FICLONERANGE: libc::c_ulong = 0x4020_940d;
 const FS_IOC_FIEMAP: libc::c_ulong = 0xc020_660b;
@@ -57,6 +63,26 @@ pub fn get_xflags(fd: BorrowedFd) -> io::Result<u32> {
     // SAFETY: FS_IOC_FSGETXATTR writes one struct fsxattr (28 bytes, the layout above).
     result(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR, &mut x) })?;
     Ok(x.xflags)
+}
+
+/// FS_IOC_GETFLAGS: the inode's chattr flags.
+fn get_inode_flags(fd: BorrowedFd) -> io::Result<libc::c_int> {
+    let mut flags: libc::c_int = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one int through a valid pointer.
+    result(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) })?;
+    Ok(flags)
+}
+
+/// Reads the chattr flags, sets or clears `flag`, writes them back (FS_IOC_SETFLAGS).
+pub fn set_inode_flag(fd: BorrowedFd, flag: libc::c_int, on: bool) -> io::Result<()> {
+    let mut flags = get_inode_flags(fd)?;
+    if on {
+        flags |= flag;
+    } else {
+        flags &= !flag;
+    }
+    // SAFETY: FS_IOC_SETFLAGS reads one int from a valid pointer.
+    result(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_SETFLAGS, &flags) })
 }
 
 /// Reads the attributes, sets or clears FS_XFLAG_DAX, writes them back.
@@ -168,17 +194,16 @@ pub struct Mapping {
     pub len: usize,
 }
 
-pub fn mmap(fd: BorrowedFd, offset: u64, len: u64, flags: libc::c_int) -> io::Result<Mapping> {
+pub fn mmap(
+    fd: BorrowedFd,
+    offset: u64,
+    len: u64,
+    prot: libc::c_int,
+    flags: libc::c_int,
+) -> io::Result<Mapping> {
     // SAFETY: a fresh mapping chosen by the kernel (addr NULL) of a valid fd; nothing aliases it.
     let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len as usize,
-            libc::PROT_READ | libc::PROT_WRITE,
-            flags,
-            fd.as_raw_fd(),
-            offset as i64,
-        )
+        libc::mmap(std::ptr::null_mut(), len as usize, prot, flags, fd.as_raw_fd(), offset as i64)
     };
     if p == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());

@@ -14,6 +14,29 @@ pub enum MapKind {
     Private,
 }
 
+/// What a mapping lets its process do (mmap's `prot`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prot {
+    /// PROT_READ | PROT_WRITE, of a file opened O_RDWR (O_RDONLY for a private mapping).
+    #[default]
+    ReadWrite,
+    /// PROT_READ, of a file opened O_RDONLY: the mapping can never be made writable.
+    Read,
+}
+
+/// An inode flag that `set_flag` changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InodeFlag {
+    /// FS_XFLAG_DAX, through FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR.
+    #[default]
+    Dax,
+    /// FS_JOURNAL_DATA_FL (chattr +j, ext4's data journaling), through FS_IOC_GETFLAGS /
+    /// FS_IOC_SETFLAGS.
+    JournalData,
+}
+
 /// Which way a `direct_io` step moves the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -84,10 +107,12 @@ pub enum Op {
     GetFlag {
         file: String,
     },
-    /// FS_IOC_FSGETXATTR, change FS_XFLAG_DAX, FS_IOC_FSSETXATTR.
+    /// Reads the inode's flags, sets or clears `flag` (FS_XFLAG_DAX unless named), writes them.
     SetFlag {
         file: String,
         on: bool,
+        #[serde(default, skip_serializing_if = "is_default")]
+        flag: InodeFlag,
     },
     /// FICLONE: `dst` (created or truncated) becomes a clone of `src`.
     Clone {
@@ -123,6 +148,8 @@ pub enum Op {
         offset: u64,
         len: u64,
         kind: MapKind,
+        #[serde(default, skip_serializing_if = "is_default")]
+        prot: Prot,
     },
     Munmap {
         map: String,
@@ -165,8 +192,12 @@ pub enum Op {
     },
     /// Close every handle and mapping, syncfs, drop caches: the inode is evicted and reloaded.
     Evict,
-    /// Close everything, unmount, mount again with the same options.
-    Remount,
+    /// Close everything, unmount, mount again with the same options; `read_only`: with
+    /// MS_RDONLY as well (a later `remount` without it makes the mount writable again).
+    Remount {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        read_only: bool,
+    },
     Mkswap {
         file: String,
     },
@@ -196,6 +227,14 @@ pub enum Op {
         file: String,
         rounds: u64,
     },
+    /// Runs the program `file` (a path in the filesystem under test, no shell) with `args`, in
+    /// the mount point; observed as its exit status (or the signal that killed it). Its text is
+    /// mapped MAP_PRIVATE from the file: on a DAX mount, its pages are the NVDIMM's.
+    Exec {
+        file: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        args: Vec<String>,
+    },
     /// Pause (for tests of the framework itself, and for timeouts).
     Sleep {
         millis: u64,
@@ -220,6 +259,10 @@ impl Op {
     }
 }
 
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 /// race_store_clone's slot: one 8-byte value at the start of every 512 bytes of the mapping.
 pub const RACE_SLOT: usize = 512;
 
@@ -228,8 +271,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn new_fields_default_to_what_older_scenarios_meant() {
+        let op = |j: &str| serde_json::from_str::<Op>(j).unwrap();
+        assert_eq!(op(r#"{"op":"remount"}"#), Op::Remount { read_only: false });
+        assert_eq!(
+            op(r#"{"op":"set_flag","file":"f","on":true}"#),
+            Op::SetFlag { file: "f".into(), on: true, flag: InodeFlag::Dax }
+        );
+        let mmap = r#"{"op":"mmap","file":"f","map":"m","offset":0,"len":1,"kind":"shared"}"#;
+        assert!(matches!(op(mmap), Op::Mmap { prot: Prot::ReadWrite, .. }));
+        // Defaults are left out when written: every existing case's JSON stays as it was.
+        assert_eq!(
+            serde_json::to_string(&op(r#"{"op":"remount"}"#)).unwrap(),
+            r#"{"op":"remount"}"#
+        );
+    }
+
+    #[test]
     fn op_names_are_the_scenario_words() {
         assert_eq!(Op::Evict.name(), "evict");
+        assert_eq!(Op::Remount { read_only: true }.name(), "remount");
         assert_eq!(
             Op::CloneRange {
                 src: "a".into(),

@@ -11,7 +11,9 @@
 
 use crate::scenario::{KernelLogRules, Xfail};
 use crate::sh::quote;
-use daxtest_proto::case::{CaseSpec, Expect, FallocMode, Fs, MapKind, Op, Outcome, Shared, Step};
+use daxtest_proto::case::{
+    CaseSpec, Expect, FallocMode, Fs, InodeFlag, MapKind, Op, Outcome, Prot, Shared, Step,
+};
 use std::fmt::Write as _;
 
 const PRELUDE: &str = include_str!("script/prelude.sh");
@@ -211,11 +213,15 @@ impl Gen {
             }
             Op::Statx { file } => self.line(&format!("statx_dax {}", mnt(file))),
             Op::GetFlag { file } => self.line(&format!("get_flag {}", mnt(file))),
-            Op::SetFlag { file, on } => self.line(&format!(
+            Op::SetFlag { file, on, flag: InodeFlag::Dax } => self.line(&format!(
                 "run xfs_io -r -c \"chattr {}x\" {}",
                 if *on { "+" } else { "-" },
                 mnt(file)
             )),
+            // e2fsprogs' chattr: FS_IOC_GETFLAGS, then FS_IOC_SETFLAGS, as the agent does.
+            Op::SetFlag { file, on, flag: InodeFlag::JournalData } => {
+                self.line(&format!("run chattr {}j {}", if *on { "+" } else { "-" }, mnt(file)))
+            }
             // xfs_io's reflink prints the error but exits 0: the output is what tells.
             Op::Clone { src, dst } => {
                 self.line(&format!("run xfs_io -f -t -c \"reflink $MNT/{src}\" {}", mnt(dst)))
@@ -247,7 +253,7 @@ impl Gen {
                     )),
                 }
             }
-            Op::Mmap { file, map, offset, len, kind } => {
+            Op::Mmap { file, map, offset, len, kind, prot } => {
                 if *kind == MapKind::Private {
                     self.unsupported(
                         n,
@@ -258,10 +264,12 @@ impl Gen {
                     return;
                 }
                 self.ensure_session();
-                self.line(&format!(
-                    "s_do \"open $MNT/{file}\" \"mmap {} {offset} {len}\"",
-                    mmap_flags(*kind)
-                ));
+                // xfs_io's -r opens read-only and mmap -r maps PROT_READ.
+                let (open, mflags) = match prot {
+                    Prot::Read => ("open -r", "-r"),
+                    Prot::ReadWrite => ("open", mmap_flags(*kind)),
+                };
+                self.line(&format!("s_do \"{open} $MNT/{file}\" \"mmap {mflags} {offset} {len}\""));
                 if matches!(step.expect.outcome, Outcome::Ok) {
                     self.session.files.push((Holder::Map(map.clone()), file.clone()));
                     self.session.maps.push(MapSlot {
@@ -354,10 +362,11 @@ impl Gen {
                     "[ \"$GOT\" = success ] && { echo 2 >/proc/sys/vm/drop_caches || GOT='error EIO'; }",
                 );
             }
-            Op::Remount => {
+            Op::Remount { read_only } => {
                 self.stop_session();
+                let ro = if *read_only { "-r " } else { "" };
                 self.line("run umount \"$MNT\"");
-                self.line("if [ \"$GOT\" = success ]; then MOUNTED=0; run mount -t \"$FS\" -o \"$MOUNT_OPTS\" \"$DEV\" \"$MNT\"; [ \"$GOT\" = success ] && MOUNTED=1; fi");
+                self.line(&format!("if [ \"$GOT\" = success ]; then MOUNTED=0; run mount {ro}-t \"$FS\" -o \"$MOUNT_OPTS\" \"$DEV\" \"$MNT\"; [ \"$GOT\" = success ] && MOUNTED=1; fi"));
             }
             Op::Mkswap { file } => self.line(&format!("run mkswap {}", mnt(file))),
             Op::Swapon { file } => {
@@ -389,6 +398,20 @@ impl Gen {
             },
             Op::Sleep { millis } => {
                 self.line(&format!("run sleep {}.{:03}", millis / 1000, millis % 1000))
+            }
+            Op::Exec { file, args } => {
+                let words: Vec<String> = args.iter().map(|a| quote(a)).collect();
+                let _ = writeln!(
+                    self.out,
+                    "printf '  $ (cd \"$MNT\" && %s)\\n' {}\n\
+                     (cd \"$MNT\" && {} {}) >\"$W/o\" 2>&1 </dev/null\n\
+                     RC=$?\n\
+                     if [ $RC -gt 128 ]; then GOT=\"killed by $(signal_name $((RC - 128)))\"; \
+                     else GOT=\"exit $RC: $(head -c 300 \"$W/o\" | tr '\\n' ' ')\"; fi",
+                    quote(&format!("./{file} {}", words.join(" "))),
+                    quote(&format!("./{file}")),
+                    words.join(" ")
+                );
             }
             Op::Shell { command, .. } => {
                 let _ = writeln!(

@@ -88,6 +88,7 @@ pub fn op_paths(op: &Op) -> Vec<(&'static str, &str)> {
         | Op::Statx { file }
         | Op::GetFlag { file }
         | Op::SetFlag { file, .. }
+        | Op::Exec { file, .. }
         | Op::Unlink { file }
         | Op::Open { file, .. }
         | Op::Mmap { file, .. }
@@ -111,7 +112,7 @@ pub fn op_paths(op: &Op) -> Vec<(&'static str, &str)> {
         | Op::Store { .. }
         | Op::Load { .. }
         | Op::Evict
-        | Op::Remount
+        | Op::Remount { .. }
         | Op::Freeze
         | Op::Thaw
         | Op::Sleep { .. }

@@ -3,7 +3,7 @@
 //! errno the agent never reports.
 
 use crate::version::Constraint;
-use daxtest_proto::case::{Expect, Fs, MapKind, Op, Outcome, RACE_SLOT};
+use daxtest_proto::case::{Expect, Fs, MapKind, Op, Outcome, Prot, RACE_SLOT};
 use daxtest_proto::errno;
 use std::collections::{HashMap, HashSet};
 
@@ -69,7 +69,7 @@ pub(super) fn fits(op: &Op, alternatives: &[(Vec<Constraint>, Expect)]) -> Resul
         // Whether `op` can observe `e`, and which ops can.
         let (fits, by) = match &e.outcome {
             Outcome::Ok | Outcome::Errno(_) => (true, "every op"),
-            Outcome::Signal(_) => (access, "store and load"),
+            Outcome::Signal(_) => (access || matches!(op, Op::Exec { .. }), "store, load and exec"),
             Outcome::Content(_) => {
                 (matches!(op, Op::Read { .. } | Op::Load { .. }), "read and load")
             }
@@ -78,7 +78,9 @@ pub(super) fn fits(op: &Op, alternatives: &[(Vec<Constraint>, Expect)]) -> Resul
             Outcome::Extents { .. } | Outcome::NoExtents | Outcome::Shared(_) => {
                 (matches!(op, Op::Fiemap { .. }), "fiemap")
             }
-            Outcome::Exit(_) => (matches!(op, Op::Shell { .. }), "shell"),
+            Outcome::Exit(_) => {
+                (matches!(op, Op::Shell { .. } | Op::Exec { .. }), "shell and exec")
+            }
         };
         if !fits {
             return Err(format!(
@@ -108,6 +110,7 @@ pub(super) struct Usage {
 struct LiveMap {
     len: u64,
     kind: MapKind,
+    prot: Prot,
     /// The line of its mmap step.
     line: usize,
 }
@@ -175,8 +178,9 @@ impl Usage {
                      another name"
                 ));
             }
-            Op::Mmap { map, len, kind, .. } => {
-                self.maps.insert(map.clone(), LiveMap { len: *len, kind: *kind, line });
+            Op::Mmap { map, len, kind, prot, .. } => {
+                let m = LiveMap { len: *len, kind: *kind, prot: *prot, line };
+                self.maps.insert(map.clone(), m);
             }
             Op::Munmap { map } => {
                 need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
@@ -186,6 +190,17 @@ impl Usage {
             Op::Store { map, offset, len, .. } | Op::Load { map, offset, len } => {
                 need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
                 errors.extend(self.past_the_end(op, map, "offset", *offset, *len));
+                // The store would kill the holder with SIGSEGV, a fault of the scenario.
+                if let (Op::Store { .. }, Some(m)) = (op, self.maps.get(map)) {
+                    if m.prot == Prot::Read {
+                        errors.push(format!(
+                            "store through mapping {map:?}, mmapped read-only at line {}: the store can \
+                             only be refused (SIGSEGV); mmap it with prot = \"read_write\", or \
+                             write the file with a write step",
+                            m.line
+                        ));
+                    }
+                }
                 // A signal kills the process that holds the mapping: the mapping goes with it.
                 if let Some(sig) = expect.iter().find_map(|(_, e)| match &e.outcome {
                     Outcome::Signal(s) => Some(s),
@@ -223,10 +238,15 @@ impl Usage {
                          kind = \"shared\" or \"sync\"",
                         m.line
                     )),
+                    Some(m) if m.prot == Prot::Read => errors.push(format!(
+                        "race_store_clone stores through mapping {map:?}, mmapped read-only at \
+                         line {}: mmap it with prot = \"read_write\"",
+                        m.line
+                    )),
                     _ => {}
                 }
             }
-            Op::Evict | Op::Remount | Op::RaceToggleWrite { .. } => {
+            Op::Evict | Op::Remount { .. } | Op::RaceToggleWrite { .. } => {
                 let what = what();
                 for h in self.handles.drain() {
                     self.ended.insert(("handle", h), what.clone());

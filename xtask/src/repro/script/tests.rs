@@ -58,14 +58,37 @@ fn every_op() -> Vec<(Op, Expect)> {
         (Fallocate { file: f("f"), mode: FallocMode::PunchHole, offset: 0, len: 4096 }, ok()),
         (Statx { file: f("f") }, Expect::outcome(Outcome::Dax(true))),
         (GetFlag { file: f("f") }, Expect::outcome(Outcome::Flag(false))),
-        (SetFlag { file: f("f"), on: true }, ok()),
+        (SetFlag { file: f("f"), on: true, flag: InodeFlag::Dax }, ok()),
+        (SetFlag { file: f("f"), on: true, flag: InodeFlag::JournalData }, ok()),
         (Clone { src: f("f"), dst: f("g") }, ok()),
         (CloneRange { src: f("f"), dst: f("g"), src_offset: 0, len: 4096, dst_offset: 8192 }, ok()),
         (Rename { from: f("g"), to: f("h") }, ok()),
         (Unlink { file: f("h") }, ok()),
         (Open { file: f("f"), handle: f("h") }, ok()),
         (Close { handle: f("h") }, ok()),
-        (Mmap { file: f("f"), map: f("m"), offset: 0, len: 65536, kind: MapKind::Shared }, ok()),
+        (
+            Mmap {
+                file: f("f"),
+                map: f("r"),
+                offset: 0,
+                len: 4096,
+                kind: MapKind::Shared,
+                prot: Prot::Read,
+            },
+            ok(),
+        ),
+        (Munmap { map: f("r") }, ok()),
+        (
+            Mmap {
+                file: f("f"),
+                map: f("m"),
+                offset: 0,
+                len: 65536,
+                kind: MapKind::Shared,
+                prot: Prot::ReadWrite,
+            },
+            ok(),
+        ),
         (Store { map: f("m"), offset: 4096, len: 4096, pattern: 'b' }, ok()),
         (Load { map: f("m"), offset: 4096, len: 4096 }, Expect::outcome(Outcome::Content('b'))),
         (Msync { map: f("m") }, ok()),
@@ -81,7 +104,10 @@ fn every_op() -> Vec<(Op, Expect)> {
         (RaceStoreClone { map: f("m"), file: f("f"), rounds: 3 }, ok()),
         (Munmap { map: f("m") }, ok()),
         (Evict, ok()),
-        (Remount, ok()),
+        (Remount { read_only: false }, ok()),
+        (Remount { read_only: true }, ok()),
+        (Exec { file: f("prog"), args: vec![f("version")] }, Expect::outcome(Outcome::Exit(0))),
+        (Remount { read_only: false }, ok()),
         (Write { file: f("swap"), offset: 0, len: 16777216, pattern: 's' }, ok()),
         (Mkswap { file: f("swap") }, ok()),
         (Swapon { file: f("swap") }, Expect::outcome(Outcome::Errno(f("EINVAL")))),
@@ -102,7 +128,7 @@ fn every_op_translates_and_the_script_parses() {
     let s = spec(every_op());
     // A new op must get a translation: this list must name every variant.
     let names: std::collections::BTreeSet<String> = s.steps.iter().map(|s| s.op.name()).collect();
-    assert_eq!(names.len(), 33, "{names:?}");
+    assert_eq!(names.len(), 34, "{names:?}");
     let out = script(&s);
     assert!(out.unsupported.is_empty(), "{:?}", out.unsupported);
     assert!(!out.text.contains("!!! NOT REPRODUCED"));
@@ -115,6 +141,10 @@ fn every_op_translates_and_the_script_parses() {
         "statx_dax \"$MNT\"/f\nexpect_got 'STATX_ATTR_DAX on'",
         "get_flag \"$MNT\"/f\nexpect_got 'FS_XFLAG_DAX off'",
         "run xfs_io -r -c \"chattr +x\" \"$MNT\"/f",
+        "run chattr +j \"$MNT\"/f",
+        "s_do \"open -r $MNT/f\" \"mmap -r 0 4096\"",
+        "run mount -r -t \"$FS\"",
+        "(cd \"$MNT\" && ./prog version)",
         "run xfs_io -f -t -c \"reflink $MNT/f\" \"$MNT\"/g",
         "run xfs_io -f -c \"reflink $MNT/f 0 8192 4096\" \"$MNT\"/g",
         "s_do \"open $MNT/f\"\nexpect_success",
@@ -168,7 +198,14 @@ fn what_cannot_be_expressed_is_said_loudly() {
             Expect::outcome(Outcome::Ok),
         ),
         (
-            Op::Mmap { file: f("f"), map: f("p"), offset: 0, len: 4096, kind: MapKind::Private },
+            Op::Mmap {
+                file: f("f"),
+                map: f("p"),
+                offset: 0,
+                len: 4096,
+                kind: MapKind::Private,
+                prot: Prot::ReadWrite,
+            },
             Expect::outcome(Outcome::Ok),
         ),
     ]));
@@ -187,7 +224,14 @@ fn an_expected_sigbus_maps_the_files_again_for_later_steps() {
             Expect::outcome(Outcome::Ok),
         ),
         (
-            Op::Mmap { file: f("f"), map: f("m"), offset: 0, len: 65536, kind: MapKind::Shared },
+            Op::Mmap {
+                file: f("f"),
+                map: f("m"),
+                offset: 0,
+                len: 65536,
+                kind: MapKind::Shared,
+                prot: Prot::ReadWrite,
+            },
             Expect::outcome(Outcome::Ok),
         ),
         (Op::Truncate { file: f("f"), size: 8192 }, Expect::outcome(Outcome::Ok)),
@@ -212,11 +256,25 @@ fn an_expected_sigbus_maps_the_files_again_for_later_steps() {
 fn an_mmap_expected_to_fail_does_not_enter_the_tables() {
     let out = script(&spec(vec![
         (
-            Op::Mmap { file: f("f"), map: f("m"), offset: 0, len: 4096, kind: MapKind::Sync },
+            Op::Mmap {
+                file: f("f"),
+                map: f("m"),
+                offset: 0,
+                len: 4096,
+                kind: MapKind::Sync,
+                prot: Prot::ReadWrite,
+            },
             Expect::outcome(Outcome::Errno(f("EOPNOTSUPP"))),
         ),
         (
-            Op::Mmap { file: f("f"), map: f("p"), offset: 0, len: 4096, kind: MapKind::Shared },
+            Op::Mmap {
+                file: f("f"),
+                map: f("p"),
+                offset: 0,
+                len: 4096,
+                kind: MapKind::Shared,
+                prot: Prot::ReadWrite,
+            },
             Expect::outcome(Outcome::Ok),
         ),
         (Op::Load { map: f("p"), offset: 0, len: 4096 }, Expect::outcome(Outcome::Content('a'))),
