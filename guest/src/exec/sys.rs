@@ -476,7 +476,8 @@ mod tests {
         let path = dir.path().join("f");
         std::fs::write(&path, vec![b'a'; 16384]).unwrap();
         let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
-        let m = mmap(f.as_fd(), 0, 16384, libc::MAP_SHARED).unwrap();
+        let m = mmap(f.as_fd(), 0, 16384, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED)
+            .unwrap();
         let mut runs = Vec::with_capacity(daxtest_proto::case::MAX_RUNS);
         // Warm the code paths: their first run may fault in the test binary's own pages.
         load_runs(&m, 0, 1, &mut runs).unwrap();
