@@ -186,6 +186,13 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
          refused (SIGSEGV); mmap it with prot = \"read_write\", or write the file with a write step",
     ),
     (
+        "race-direct-io-remove-private.toml",
+        "12:3",
+        "race_direct_io_remove reads into mapping \"m\" (mmapped at line 11), which must be a \
+         writable shared mapping of the file whose blocks it removes: mmap it with kind = \
+         \"shared\" or \"sync\" and prot = \"read_write\"",
+    ),
+    (
         "race-without-slot.toml",
         "12:3",
         "race_store_clone needs a mapping of at least one slot of 512 bytes (it stores into an \

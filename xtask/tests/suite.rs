@@ -137,6 +137,12 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
             "step 2 (line 214, set_flag): expected success, got error EBUSY",
         ),
         (
+            "wrong/direct-io-remove-short-reads/xfs/dax=inode",
+            "fail",
+            "step 6 (line 227, race_direct_io_remove): expected success, got 2 rounds, 4 problems: \
+             thread 0 round 0: O_DIRECT read: the file ended;",
+        ),
+        (
             "wrong/xfail-symptom/xfs/dax=always",
             "xfail",
             "known bug: the missing file (https://example.org/bug): step 1 (line 149, unlink): \

@@ -10,7 +10,7 @@
 //! found its page-table entry (0 faults) from one that had to fault.
 
 use super::sys;
-use daxtest_proto::case::{runs_into, MapKind, Observed, Prot, MAX_RUNS};
+use daxtest_proto::case::{runs_into, MapKind, Observed, Prot, Removal, MAX_RUNS};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
@@ -43,6 +43,13 @@ enum Request {
     RaceStoreClone {
         mnt: PathBuf,
         file: String,
+        rounds: u64,
+        seed: u64,
+    },
+    /// race_direct_io_remove, run where the mapping lives.
+    RaceDirectIoRemove {
+        file: PathBuf,
+        remove: Removal,
         rounds: u64,
         seed: u64,
     },
@@ -135,6 +142,16 @@ impl Holder {
             rounds,
             seed,
         })
+    }
+
+    pub fn race_direct_io_remove(
+        &mut self,
+        file: &Path,
+        remove: Removal,
+        rounds: u64,
+        seed: u64,
+    ) -> Observed {
+        self.ask(&Request::RaceDirectIoRemove { file: file.to_path_buf(), remove, rounds, seed })
     }
 
     /// munmap, then the holder exits.
@@ -263,6 +280,9 @@ fn serve(
             }
             Request::RaceStoreClone { mnt, file, rounds, seed } => {
                 super::race::store_clone(&map, &mnt, &file, rounds, seed)
+            }
+            Request::RaceDirectIoRemove { file, remove, rounds, seed } => {
+                super::race::direct_io_remove(&map, (path, offset), &file, remove, rounds, seed)
             }
             Request::Unmap => return reply(&super::done(sys::munmap(&map))),
         };

@@ -303,6 +303,10 @@ impl<'a> Executor<'a> {
                 let (mnt, seed) = (self.mnt.clone(), self.spec.seed);
                 self.with_map(map, |h| h.race_store_clone(&mnt, file, *rounds, seed))
             }
+            Op::RaceDirectIoRemove { map, file, remove, rounds } => {
+                let (file, seed) = (self.path(file), self.spec.seed);
+                self.with_map(map, |h| h.race_direct_io_remove(&file, *remove, *rounds, seed))
+            }
             Op::Evict => {
                 self.release_handles_and_maps();
                 done(filesystem::evict(&self.mnt))

@@ -2,7 +2,7 @@
 //! correct kernel guarantees.
 
 use super::sys;
-use daxtest_proto::case::Observed;
+use daxtest_proto::case::{Observed, Removal};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
@@ -335,6 +335,69 @@ fn check_clone(
         }
     }
     problems
+}
+
+/// fstests generic/503 (t_mmap_collision), in the process that holds the mapping of `mapped`
+/// (at file offset `at`): two threads, `rounds` rounds each, read the whole of `source` with
+/// O_DIRECT into the mapping, then take the mapped range's blocks away as `remove` says. What a
+/// correct kernel guarantees beyond surviving it (the step's timeout and the kernel log judge
+/// that): every fallocate and truncate succeeds, and where the removal keeps the pages mapped,
+/// every read moves every byte.
+pub fn direct_io_remove(
+    map: &sys::Mapping,
+    (mapped, at): (&Path, u64),
+    source: &Path,
+    remove: Removal,
+    rounds: u64,
+    seed: u64,
+) -> Observed {
+    let len = map.len as u64;
+    let side = |thread: u64| {
+        let mut rng = Rng::new(seed.rotate_left(thread as u32 * 7 + 3));
+        let mut problems = Vec::new();
+        let file = match OpenOptions::new().read(true).write(true).open(mapped) {
+            Ok(f) => f,
+            Err(e) => return vec![format!("thread {thread}: opening the mapped file: {e}")],
+        };
+        let (keep, punch, zero) =
+            (libc::FALLOC_FL_KEEP_SIZE, libc::FALLOC_FL_PUNCH_HOLE, libc::FALLOC_FL_ZERO_RANGE);
+        for r in 0..rounds {
+            let fd = file.as_fd();
+            let removed = match remove {
+                Removal::PunchHole => sys::fallocate(fd, punch | keep, at, len),
+                Removal::ZeroRange => sys::fallocate(fd, zero | keep, at, len),
+                Removal::Truncate => rustix::fs::ftruncate(fd, 0)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| sys::fallocate(fd, 0, at, len)),
+                Removal::CollapseRange => sys::fallocate(fd, 0, at, len)
+                    .and_then(|()| sys::fallocate(fd, libc::FALLOC_FL_COLLAPSE_RANGE, at, 4096))
+                    .and_then(|()| sys::fallocate(fd, 0, at, len)),
+            };
+            if let Err(e) = removed {
+                problems.push(format!("thread {thread} round {r}: {remove:?}: {e}"));
+            }
+            match sys::direct_io(map, 0, map.len, source, 0, false) {
+                Err(e) if remove.keeps_size() => {
+                    problems.push(format!("thread {thread} round {r}: O_DIRECT read: {e}"))
+                }
+                _ => {}
+            }
+            rng.jitter();
+            if problems.len() > 20 {
+                problems.push(format!("thread {thread}: (more problems not listed)"));
+                break;
+            }
+        }
+        problems
+    };
+    let problems = std::thread::scope(|s| {
+        let a = s.spawn(|| side(0));
+        let b = s.spawn(|| side(1));
+        let mut p = a.join().expect("race thread panicked");
+        p.extend(b.join().expect("race thread panicked"));
+        p
+    });
+    Observed::Race { rounds, problems }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ mod report;
 
 pub use expect::{Cmp, Count, Expect, Outcome, Shared};
 pub use observed::{runs, runs_into, Extent, Observed, Run, FIEMAP_EXTENT_SHARED, MAX_RUNS};
-pub use op::{FallocMode, InodeFlag, IoDirection, MapKind, Op, Prot, RACE_SLOT};
+pub use op::{FallocMode, InodeFlag, IoDirection, MapKind, Op, Prot, Removal, RACE_SLOT};
 pub use report::{CasePhase, CaseReport, StepReport};
 
 use serde::{Deserialize, Serialize};

@@ -47,6 +47,28 @@ pub enum IoDirection {
     Write,
 }
 
+/// How `race_direct_io_remove` takes the mapped file's blocks away (fstests generic/503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Removal {
+    /// fallocate(PUNCH_HOLE | KEEP_SIZE) over the mapped range.
+    PunchHole,
+    /// fallocate(ZERO_RANGE | KEEP_SIZE) over the mapped range.
+    ZeroRange,
+    /// ftruncate to 0, then fallocate the range again.
+    Truncate,
+    /// fallocate the range, COLLAPSE_RANGE its first 4 KiB, fallocate it again.
+    CollapseRange,
+}
+
+impl Removal {
+    /// Whether the mapping keeps its pages through the removal: a read into it must then move
+    /// every byte. Truncate and collapse take pages away for a moment (EFAULT or a short read).
+    pub fn keeps_size(self) -> bool {
+        matches!(self, Removal::PunchHole | Removal::ZeroRange)
+    }
+}
+
 /// fallocate(2) modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -234,6 +256,18 @@ pub enum Op {
         file: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         args: Vec<String>,
+    },
+    /// Race (fstests generic/503): two threads of the process that holds mapping `map` each, for
+    /// `rounds` rounds, read the whole of `file` with O_DIRECT into the mapping (its DAX pages
+    /// pinned by get_user_pages for the bio) and then take the mapped file's blocks away as
+    /// `remove` says. The filesystem must wait for the pins (break the DAX layouts) before it
+    /// frees the blocks. Judged: no hang, no kernel warning, every fallocate and truncate
+    /// succeeds, and where the pages stay (punch_hole, zero_range) every read moves every byte.
+    RaceDirectIoRemove {
+        map: String,
+        file: String,
+        remove: Removal,
+        rounds: u64,
     },
     /// Pause (for tests of the framework itself, and for timeouts).
     Sleep {

@@ -323,7 +323,7 @@ impl Gen {
                 }
                 None => self.no_map(map),
             },
-            Op::DirectIo { .. } => {
+            Op::DirectIo { .. } | Op::RaceDirectIoRemove { .. } => {
                 self.unsupported(
                     n,
                     step,

@@ -98,6 +98,7 @@ pub fn op_paths(op: &Op) -> Vec<(&'static str, &str)> {
         | Op::Swapoff { file }
         | Op::RaceToggleWrite { file, .. }
         | Op::RaceStoreClone { file, .. }
+        | Op::RaceDirectIoRemove { file, .. }
         | Op::DirectIo { file, .. } => vec![("file", file)],
         Op::Mkdir { dir } => vec![("dir", dir)],
         Op::Clone { src, dst } | Op::CloneRange { src, dst, .. } => {

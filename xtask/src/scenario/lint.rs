@@ -246,6 +246,29 @@ impl Usage {
                     _ => {}
                 }
             }
+            // O_DIRECT must pin the file's own pages: a private mapping's stores and copies
+            // are anonymous memory, and a read-only one cannot be read into.
+            Op::RaceDirectIoRemove { map, .. } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
+                match self.maps.get(map) {
+                    Some(m) if m.kind == MapKind::Private || m.prot == Prot::Read => {
+                        errors.push(format!(
+                            "race_direct_io_remove reads into mapping {map:?} (mmapped at line \
+                             {}), which must be a writable shared mapping of the file whose \
+                             blocks it removes: mmap it with kind = \"shared\" or \"sync\" and \
+                             prot = \"read_write\"",
+                            m.line
+                        ))
+                    }
+                    Some(m) if m.len % 4096 != 0 => errors.push(format!(
+                        "race_direct_io_remove reads into the whole of mapping {map:?} (mmapped \
+                         at line {}) with O_DIRECT, which wants a multiple of 4096 bytes; it is \
+                         {}: mmap a multiple of 4096",
+                        m.line, m.len
+                    )),
+                    _ => {}
+                }
+            }
             Op::Evict | Op::Remount { .. } | Op::RaceToggleWrite { .. } => {
                 let what = what();
                 for h in self.handles.drain() {
