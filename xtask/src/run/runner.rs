@@ -11,7 +11,7 @@ use crate::recipe::Timeouts;
 use crate::run::events::{CaseResult, Event, KernelInfo, OutsideCases, Problem, Status};
 use crate::run::kernel_log;
 use crate::run::plan::{PlannedCase, Resolution};
-use crate::run::verdict::{doubt, judge, outside_cases};
+use crate::run::verdict::{doubt, judge, judge_hang, outside_cases};
 use crate::run::watch::{Limits, Stop, Watch};
 use crate::scenario::{Case, CaseTimeouts, Xfail};
 use daxtest_proto::case::{CaseReport, CaseSpec, PROGRESS};
@@ -398,6 +398,9 @@ impl Runner<'_> {
                     .map(|c| c.classify(&dump).bad)
                     .unwrap_or_default();
                 r.problems.extend(bad.into_iter().map(|line| Problem::KernelLine { line }));
+                if let Ok(Resolution::Run { xfail, .. }) = &p.resolution {
+                    judge_hang(&mut r, xfail.as_ref());
+                }
                 r.kernel_log = dump;
                 r.kernel_log.push(format!("--- {how}; last serial lines ---"));
                 r.kernel_log.extend(serial_tail(&watch.serial_since_start(), 40));

@@ -144,6 +144,27 @@ fn symptom_covers(symptom: &Symptom, problems: &[Problem]) -> bool {
     })
 }
 
+/// A case that hung: a known bug when its xfail's symptom is a kernel-log message (no step) that
+/// the kernel's hung-task report (the first kernel line the hang names) and every kernel line the
+/// dump adds match; a hang with no such xfail, or with other lines, stays a hang.
+pub fn judge_hang(r: &mut CaseResult, xfail: Option<&Xfail>) {
+    let Some(x) = xfail else { return };
+    if x.symptom.step.is_some() {
+        return;
+    }
+    let SymptomKind::Message(re) = &x.symptom.what else { return };
+    let Ok(re) = regex::Regex::new(re) else { return };
+    let covered = r.problems.iter().all(|p| match p {
+        Problem::Run { message } => re.is_match(message),
+        Problem::KernelLine { line } => re.is_match(line),
+        _ => false,
+    });
+    if covered {
+        r.status = Status::Xfail;
+        r.message = format!("known bug: {} ({}): {}", x.reason, x.link, r.message);
+    }
+}
+
 /// Why the guest cannot be trusted after this case, if it cannot: what the kernel logged or its
 /// taint, what teardown could not undo, what the case changed beyond its filesystem.
 pub(super) fn doubt(result: &CaseResult, report: &CaseReport) -> Option<String> {

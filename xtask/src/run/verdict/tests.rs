@@ -282,3 +282,46 @@ fn kernel_lines_outside_windows_are_judged_by_the_built_in_patterns() {
     let lost = outside_cases("after b".into(), vec!["(daxtest: 3 records lost)".into()]).unwrap();
     assert_eq!(lost.gap.as_deref(), Some("(daxtest: 3 records lost)"));
 }
+
+/// A hang is a known bug only when the xfail names it by a kernel-log message that the hang's
+/// report and every bad line of its dump match; a step's symptom or a timeout stays a hang.
+#[test]
+fn a_hang_is_a_known_bug_only_by_its_kernel_report() {
+    let hang = |message: &str, lines: &[&str]| {
+        let mut r = base();
+        r.status = Status::Hang;
+        r.message = message.to_string();
+        r.problems = vec![Problem::Run { message: message.to_string() }];
+        r.problems.extend(lines.iter().map(|l| Problem::KernelLine { line: l.to_string() }));
+        r
+    };
+    let report = "the kernel reported a hang in step 9 (line 77, race_direct_io_remove): [ 31.6] \
+                  INFO: task daxtest-agent:121 blocked for more than 10 seconds.";
+    let line = "[ 31.6] INFO: task daxtest-agent:121 blocked for more than 10 seconds.";
+    let xfail = |re: &str| {
+        let (_, _, x) = setup(Y);
+        let mut x = x.unwrap();
+        x.symptom.what = SymptomKind::Message(re.into());
+        x
+    };
+    let known = xfail("task daxtest-agent:\\d+ blocked for more than");
+    let mut r = hang(report, &[line]);
+    judge_hang(&mut r, Some(&known));
+    assert_eq!(r.status, Status::Xfail, "{}", r.message);
+    assert!(r.message.starts_with("known bug: bug Y (https://example.org/y): the kernel"));
+    // Another bad line in the dump.
+    let mut r = hang(report, &[line, "[ 31.7] BUG: unable to handle page fault"]);
+    judge_hang(&mut r, Some(&known));
+    assert_eq!(r.status, Status::Hang);
+    // The step's own timeout, with no report from the kernel.
+    let mut r = hang("step 9 (line 77) did not finish within 60 s", &[]);
+    judge_hang(&mut r, Some(&known));
+    assert_eq!(r.status, Status::Hang);
+    // No xfail, or one for a step's observation.
+    let mut r = hang(report, &[line]);
+    judge_hang(&mut r, None);
+    assert_eq!(r.status, Status::Hang);
+    let (_, _, step_symptom) = setup(OLD);
+    judge_hang(&mut r, step_symptom.as_ref());
+    assert_eq!(r.status, Status::Hang);
+}
