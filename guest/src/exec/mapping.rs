@@ -53,6 +53,11 @@ enum Request {
         rounds: u64,
         seed: u64,
     },
+    /// race_private_cow, run where the mapping lives.
+    RacePrivateCow {
+        rounds: u64,
+        seed: u64,
+    },
     /// munmap and exit.
     Unmap,
 }
@@ -152,6 +157,10 @@ impl Holder {
         seed: u64,
     ) -> Observed {
         self.ask(&Request::RaceDirectIoRemove { file: file.to_path_buf(), remove, rounds, seed })
+    }
+
+    pub fn race_private_cow(&mut self, rounds: u64, seed: u64) -> Observed {
+        self.ask(&Request::RacePrivateCow { rounds, seed })
     }
 
     /// munmap, then the holder exits.
@@ -283,6 +292,9 @@ fn serve(
             }
             Request::RaceDirectIoRemove { file, remove, rounds, seed } => {
                 super::race::direct_io_remove(&map, (path, offset), &file, remove, rounds, seed)
+            }
+            Request::RacePrivateCow { rounds, seed } => {
+                super::race::private_cow((path, offset, len), rounds, seed)
             }
             Request::Unmap => return reply(&super::done(sys::munmap(&map))),
         };

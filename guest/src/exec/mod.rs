@@ -307,6 +307,10 @@ impl<'a> Executor<'a> {
                 let (file, seed) = (self.path(file), self.spec.seed);
                 self.with_map(map, |h| h.race_direct_io_remove(&file, *remove, *rounds, seed))
             }
+            Op::RacePrivateCow { map, rounds } => {
+                let seed = self.spec.seed;
+                self.with_map(map, |h| h.race_private_cow(*rounds, seed))
+            }
             Op::Evict => {
                 self.release_handles_and_maps();
                 done(filesystem::evict(&self.mnt))

@@ -400,6 +400,61 @@ pub fn direct_io_remove(
     Observed::Race { rounds, problems }
 }
 
+/// fstests generic/437 (t_mmap_cow_race): `rounds` times, a private mapping of `len` bytes of
+/// `path` at `offset`, and two threads that each, 10 times, load and store its first byte and
+/// drop the whole range (MADV_DONTNEED), so that a PMD read fault and a PTE copy-on-write fault
+/// of the same range collide. What a correct kernel guarantees beyond surviving it (the step's
+/// timeout and the kernel log judge that): every mmap, madvise and munmap succeeds.
+pub fn private_cow((path, offset, len): (&Path, u64, u64), rounds: u64, seed: u64) -> Observed {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Observed::Error(format!("opening {}: {e}", path.display())),
+    };
+    let mut problems = Vec::new();
+    for r in 0..rounds {
+        let map = match sys::mmap(
+            file.as_fd(),
+            offset,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE,
+        ) {
+            Ok(m) => m,
+            Err(e) => {
+                problems.push(format!("round {r}: private mmap: {e}"));
+                break;
+            }
+        };
+        let side = |thread: u64| {
+            let mut rng = Rng::new(seed.rotate_left((r * 2 + thread) as u32 % 64));
+            let mut problems = Vec::new();
+            for i in 0..10 {
+                sys::load_then_store_u8(&map, 0);
+                if let Err(e) = sys::madvise_dontneed(&map) {
+                    problems.push(format!("round {r} thread {thread} pass {i}: madvise: {e}"));
+                }
+                rng.jitter();
+            }
+            problems
+        };
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| side(0));
+            let b = s.spawn(|| side(1));
+            (a.join().expect("race thread panicked"), b.join().expect("race thread panicked"))
+        });
+        problems.extend(a);
+        problems.extend(b);
+        if let Err(e) = sys::munmap(&map) {
+            problems.push(format!("round {r}: munmap: {e}"));
+        }
+        if problems.len() > 20 {
+            problems.push("(more problems not listed)".into());
+            break;
+        }
+    }
+    Observed::Race { rounds, problems }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

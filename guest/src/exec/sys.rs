@@ -445,6 +445,23 @@ pub fn store_u64(m: &Mapping, offset: usize, value: u64) {
     slot.store(value, std::sync::atomic::Ordering::Release);
 }
 
+/// Loads a byte of the mapping, then stores it back: two accesses, so a read fault and then a
+/// write (copy-on-write, in a private mapping) fault (race_private_cow).
+pub fn load_then_store_u8(m: &Mapping, offset: usize) {
+    assert!(offset < m.len, "byte outside the mapping");
+    // SAFETY: inside the live mapping; AtomicU8 makes the threads' concurrent access defined.
+    let byte = unsafe { &*((m.addr + offset) as *const std::sync::atomic::AtomicU8) };
+    let v = byte.load(std::sync::atomic::Ordering::Acquire);
+    byte.store(v, std::sync::atomic::Ordering::Release);
+}
+
+/// MADV_DONTNEED over the whole mapping: its page-table entries go (a private mapping's copies
+/// with them), the next access faults again.
+pub fn madvise_dontneed(m: &Mapping) -> io::Result<()> {
+    // SAFETY: the range is a live mapping; dropping its entries is what the caller wants.
+    result(unsafe { libc::madvise(m.addr as *mut libc::c_void, m.len, libc::MADV_DONTNEED) })
+}
+
 pub fn signal_name(sig: i32) -> String {
     daxtest_proto::errno::signal_name(sig).map_or_else(|| format!("SIG{sig}"), str::to_string)
 }

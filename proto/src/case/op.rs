@@ -269,6 +269,16 @@ pub enum Op {
         remove: Removal,
         rounds: u64,
     },
+    /// Race (fstests generic/437): the process that holds mapping `map`, `rounds` times, maps
+    /// the same range of the same file MAP_PRIVATE and runs two threads on it that each, 10
+    /// times, load and store its first byte (a read fault, then a copy-on-write fault) and drop
+    /// the whole range (MADV_DONTNEED), so that huge (PMD) and 4 KiB (PTE) entries collide.
+    /// Judged: no mmap, madvise or munmap fails; a hang, a crash or a kernel message (`bad pmd`
+    /// where the scenario forbids it) fails the case as ever.
+    RacePrivateCow {
+        map: String,
+        rounds: u64,
+    },
     /// Pause (for tests of the framework itself, and for timeouts).
     Sleep {
         millis: u64,

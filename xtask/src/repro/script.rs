@@ -323,6 +323,15 @@ impl Gen {
                 }
                 None => self.no_map(map),
             },
+            Op::RacePrivateCow { .. } => {
+                self.unsupported(
+                    n,
+                    step,
+                    "two threads on one private mapping, each loading, storing and dropping it: \
+                     xfs_io runs one command at a time",
+                );
+                return;
+            }
             Op::DirectIo { .. } | Op::RaceDirectIoRemove { .. } => {
                 self.unsupported(
                     n,

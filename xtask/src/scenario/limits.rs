@@ -112,6 +112,7 @@ pub fn op_paths(op: &Op) -> Vec<(&'static str, &str)> {
         | Op::Msync { .. }
         | Op::Store { .. }
         | Op::Load { .. }
+        | Op::RacePrivateCow { .. }
         | Op::Evict
         | Op::Remount { .. }
         | Op::Freeze

@@ -269,6 +269,9 @@ impl Usage {
                     _ => {}
                 }
             }
+            Op::RacePrivateCow { map, .. } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors)
+            }
             Op::Evict | Op::Remount { .. } | Op::RaceToggleWrite { .. } => {
                 let what = what();
                 for h in self.handles.drain() {
