@@ -100,6 +100,14 @@ pub struct Test {
     /// 125 the kernel cannot be tested (image, boot), 255 bad input (stops the bisection).
     #[arg(long)]
     pub bisect: bool,
+    /// Run shard I of N (1-based) of the kernel x case pairs: each pair is in exactly one shard
+    /// (CI jobs on N machines, merged with `cargo xtask report merge`).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<daxtest::run::shard::Shard>,
+    /// With --shard: balance the shards by the case durations of this earlier run (its
+    /// results.json or run directory) instead of by count.
+    #[arg(long, value_name = "RESULTS", requires = "shard")]
+    pub durations: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

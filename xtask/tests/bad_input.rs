@@ -567,6 +567,16 @@ const COMMAND_LINES: &[(&[&str], i32, &[&str])] = &[
         &["error: --repeat 0: give how many times to run, 1 or more"],
     ),
     (
+        &["test", "--shard", "0/2", "SEL"],
+        INPUT,
+        &["error: invalid value '0/2' for '--shard <I/N>': --shard \"0/2\": write I/N"],
+    ),
+    (
+        &["test", "--shard", "1/2", "--durations", "no/such/run", "SEL"],
+        INPUT,
+        &["error: --durations no/such/run: reading no/such/run/results.json"],
+    ),
+    (
         &["test", "--step-timeout", "0", "SEL"],
         INPUT,
         &["error: --step-timeout 0: give a number of seconds above 0"],

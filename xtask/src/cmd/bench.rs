@@ -292,6 +292,8 @@ fn suite(ctx: &Ctx, vm: flags::Vm) -> anyhow::Result<i32> {
         repeat: None,
         until_fail: false,
         bisect: false,
+        shard: None,
+        durations: None,
     };
     let t = Instant::now();
     // This run's own directory: runs/latest may already be another run's.

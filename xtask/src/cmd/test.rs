@@ -12,6 +12,7 @@ use daxtest::report;
 use daxtest::run::events::{CaseResult, Event, KernelInfo, RerunInfo, RunInfo};
 use daxtest::run::plan::{self, PlannedCase};
 use daxtest::run::runner::{Outcome, Runner};
+use daxtest::run::shard::{self, Durations};
 use daxtest::scenario::{Case, CaseTimeouts};
 use daxtest::version::KernelVersion;
 use std::path::PathBuf;
@@ -93,6 +94,8 @@ impl flags::Test {
                 return Err(exit::input(format!("{flag} 0: give a number of seconds above 0")));
             }
         }
+        // Read now, so that a bad file stops the run before an image is built.
+        self.durations()?;
         if self.repeat == Some(0) {
             return Err(exit::input("--repeat 0: give how many times to run, 1 or more"));
         }
@@ -141,15 +144,17 @@ impl flags::Test {
         for (image, opts) in images {
             prepared.push(ctx.choose_accel(&self.vm, image, opts)?);
         }
+        let mine = self.shard_of(&cases, &prepared)?;
         let kernels = specs
             .iter()
             .zip(&prepared)
-            .map(|(spec, (image, opts))| {
+            .zip(&mine)
+            .map(|((spec, (image, opts)), mine)| {
                 Ok(KernelPlan {
                     image,
                     opts,
                     kernel_spec: kernel_spec(ctx, *spec),
-                    planned: self.plan(&cases, image)?,
+                    planned: self.plan(mine, image)?,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -159,6 +164,55 @@ impl flags::Test {
             runs_per_case: self.runs(),
         };
         execute(ctx, &setup, &kernels, &mut |_| {})
+    }
+
+    /// `--durations`: an earlier run's results.json, or its run directory.
+    fn durations(&self) -> anyhow::Result<Option<Durations>> {
+        let Some(p) = &self.durations else { return Ok(None) };
+        let dir = match p.file_name().is_some_and(|n| n == "results.json") {
+            true => p.parent().unwrap_or(std::path::Path::new(".")),
+            false => p.as_path(),
+        };
+        let r = report::results::read(dir)
+            .map_err(|e| exit::input(format!("--durations {}: {e:#}", p.display())))?;
+        Ok(Some(Durations::from_results(&r)))
+    }
+
+    /// Each kernel's cases in this run: all of them, or with `--shard` this shard's.
+    fn shard_of(
+        &self,
+        cases: &[Case],
+        kernels: &[(Image, VmOptions)],
+    ) -> anyhow::Result<Vec<Vec<Case>>> {
+        let Some(shard) = self.shard else {
+            return Ok(kernels.iter().map(|_| cases.to_vec()).collect());
+        };
+        let durations = self.durations()?;
+        let pairs: Vec<_> = kernels
+            .iter()
+            .flat_map(|(image, _)| {
+                cases.iter().map(|c| (image.kernel.release.clone(), c.id.clone()))
+            })
+            .collect();
+        let shard_of = shard::assign(&pairs, shard.total, durations.as_ref());
+        let mut mine: Vec<Vec<Case>> = kernels.iter().map(|_| Vec::new()).collect();
+        for (n, s) in shard_of.iter().enumerate() {
+            if *s == shard.index {
+                mine[n / cases.len()].push(cases[n % cases.len()].clone());
+            }
+        }
+        let count: usize = mine.iter().map(Vec::len).sum();
+        eprintln!(
+            "daxtest: shard {}/{}: {count} of {} kernel x case pairs ({})",
+            shard.index,
+            shard.total,
+            pairs.len(),
+            match &self.durations {
+                Some(p) => format!("balanced by the durations in {}", p.display()),
+                None => "balanced by count".to_string(),
+            }
+        );
+        Ok(mine)
     }
 
     /// The planned runs of every case on one kernel: `--repeat` copies, seeds, resolution.

@@ -6,5 +6,6 @@ pub mod events;
 pub mod kernel_log;
 pub mod plan;
 pub mod runner;
+pub mod shard;
 pub mod verdict;
 mod watch;
