@@ -2,6 +2,7 @@
 //! cell, an expectation its operation cannot observe, a name used while it does not exist, an
 //! errno the agent never reports.
 
+use super::limits::POISON_LEN;
 use crate::version::Constraint;
 use daxtest_proto::case::{Expect, Fs, MapKind, Op, Outcome, RACE_SLOT};
 use daxtest_proto::errno;
@@ -69,7 +70,9 @@ pub(super) fn fits(op: &Op, alternatives: &[(Vec<Constraint>, Expect)]) -> Resul
         // Whether `op` can observe `e`, and which ops can.
         let (fits, by) = match &e.outcome {
             Outcome::Ok | Outcome::Errno(_) => (true, "every op"),
-            Outcome::Signal(_) => (access, "store and load"),
+            Outcome::Signal(_) => {
+                (access || matches!(op, Op::Poison { .. }), "store, load and poison")
+            }
             Outcome::Content(_) => {
                 (matches!(op, Op::Read { .. } | Op::Load { .. }), "read and load")
             }
@@ -183,9 +186,15 @@ impl Usage {
                 self.maps.remove(map);
                 self.ended.insert(("mapping", map.clone()), what());
             }
-            Op::Store { map, offset, len, .. } | Op::Load { map, offset, len } => {
+            Op::Store { map, offset, .. }
+            | Op::Load { map, offset, .. }
+            | Op::Poison { map, offset } => {
+                let len = match op {
+                    Op::Store { len, .. } | Op::Load { len, .. } => *len,
+                    _ => POISON_LEN,
+                };
                 need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
-                errors.extend(self.past_the_end(op, map, "offset", *offset, *len));
+                errors.extend(self.past_the_end(op, map, "offset", *offset, len));
                 // A signal kills the process that holds the mapping: the mapping goes with it.
                 if let Some(sig) = expect.iter().find_map(|(_, e)| match &e.outcome {
                     Outcome::Signal(s) => Some(s),
