@@ -115,6 +115,19 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
             "fail",
             "step 4 (line 177, direct_io): expected error EFAULT, got success",
         ),
+        // A poison's SIGBUS, named with its siginfo as the holder caught it.
+        (
+            "wrong/poison-si-code/xfs/dax=always",
+            "fail",
+            "step 3 (line 189, poison): expected killed by SIGBUS with si_code BUS_MCEERR_AO, got \
+             killed by SIGBUS (BUS_MCEERR_AR, si_addr_lsb 12, at offset 4096)",
+        ),
+        (
+            "wrong/poison-no-sigbus/xfs/dax=always",
+            "fail",
+            "step 3 (line 200, poison): expected success, got killed by SIGBUS (BUS_MCEERR_AR, \
+             si_addr_lsb 12, at offset 0)",
+        ),
         (
             "wrong/xfail-symptom/xfs/dax=always",
             "xfail",
