@@ -190,6 +190,20 @@ pub const SIGNALS: &[(&str, i32)] = &[
 /// right.
 pub const ACCESS_SIGNALS: &[&str] = &["SIGBUS", "SIGSEGV"];
 
+/// si_code values of SIGBUS (include/uapi/asm-generic/siginfo.h), under the names the agent
+/// reports and expectations write.
+pub const BUS_CODES: &[(&str, i32)] = &[
+    ("BUS_ADRALN", 1),
+    ("BUS_ADRERR", 2),
+    ("BUS_OBJERR", 3),
+    ("BUS_MCEERR_AR", 4),
+    ("BUS_MCEERR_AO", 5),
+];
+
+pub fn bus_code_name(number: i32) -> Option<&'static str> {
+    BUS_CODES.iter().find(|(_, n)| *n == number).map(|(name, _)| *name)
+}
+
 /// The name the agent reports for errno `number`.
 pub fn errno_name(number: i32) -> Option<&'static str> {
     ERRNOS.iter().find(|(_, n)| *n == number).map(|(name, _)| *name)
@@ -222,7 +236,7 @@ mod tests {
     /// from the kernel has exactly one name to compare with a scenario's.
     #[test]
     fn names_and_numbers_are_one_to_one() {
-        for table in [ERRNOS, SIGNALS] {
+        for table in [ERRNOS, SIGNALS, BUS_CODES] {
             let names: HashSet<&str> = table.iter().map(|(name, _)| *name).collect();
             let numbers: HashSet<i32> = table.iter().map(|(_, n)| *n).collect();
             assert_eq!(names.len(), table.len());

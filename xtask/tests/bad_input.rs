@@ -218,6 +218,19 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
         "17:3",
         "direct_io map_offset = 512: O_DIRECT wants every offset and length a multiple of 4096",
     ),
+    // A poison is of whole pages; a siginfo goes with a SIGBUS.
+    (
+        "poison-unaligned.toml",
+        "12:3",
+        "poison offset = 100: it poisons one page, so the offset into the mapping is a multiple \
+         of 4096: write 0",
+    ),
+    (
+        "si-code-without-sigbus.toml",
+        "12:3",
+        "expect: si_code and si_addr_lsb describe the siginfo of a SIGBUS, not every byte 'a': \
+         add signal = \"SIGBUS\" or drop them",
+    ),
     (
         "pmd-faults-on-a-read.toml",
         "11:3",

@@ -142,6 +142,19 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
             "step 6 (line 227, race_direct_io_remove): expected success, got 2 rounds, 4 problems: \
              thread 0 round 0: O_DIRECT read: the file ended;",
         ),
+        // A poison's SIGBUS, named with its siginfo as the holder caught it.
+        (
+            "wrong/poison-si-code/xfs/dax=always",
+            "fail",
+            "step 3 (line 239, poison): expected killed by SIGBUS with si_code BUS_MCEERR_AO, got \
+             killed by SIGBUS (BUS_MCEERR_AR, si_addr_lsb 12, at offset 4096)",
+        ),
+        (
+            "wrong/poison-no-sigbus/xfs/dax=always",
+            "fail",
+            "step 3 (line 250, poison): expected success, got killed by SIGBUS (BUS_MCEERR_AR, \
+             si_addr_lsb 12, at offset 0)",
+        ),
         (
             "wrong/xfail-symptom/xfs/dax=always",
             "xfail",

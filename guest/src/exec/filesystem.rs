@@ -187,7 +187,7 @@ pub fn exec(program: &Path, args: &[String], cwd: &Path) -> Observed {
     cmd.args(args);
     match run(cmd, cwd, None) {
         Ok((status, _)) if status.signal().is_some() => {
-            Observed::Signal(sys::signal_name(status.signal().unwrap_or_default()))
+            Observed::signal(&sys::signal_name(status.signal().unwrap_or_default()))
         }
         Ok((status, output)) => Observed::Exit { status: status.code().unwrap_or(128), output },
         Err(e) => Observed::Error(format!("{}: {e}", program.display())),

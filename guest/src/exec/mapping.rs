@@ -5,12 +5,15 @@
 //! meets entries the kernel must write-protect or unmap.
 //!
 //! An access that raises SIGBUS kills its holder: the step observes the signal, and the mapping
-//! is gone (a later access is a daxtest error, not a kernel failure). Each access reports the
+//! is gone (a later access is a daxtest error, not a kernel failure). The holder catches SIGBUS
+//! only to write its siginfo (si_code, si_addr_lsb, si_addr) as its answer before it dies of
+//! the signal; one that came while the holder waited between requests (a memory-failure kill of
+//! another process's making) is the answer to the next request. Each access reports the
 //! page faults the holder took around it (getrusage of its thread), so a scenario can tell an access that
 //! found its page-table entry (0 faults) from one that had to fault.
 
 use super::sys;
-use daxtest_proto::case::{runs_into, MapKind, Observed, Prot, Removal, MAX_RUNS};
+use daxtest_proto::case::{runs_into, MapKind, Observed, Prot, Removal, SigInfo, MAX_RUNS};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
@@ -31,6 +34,10 @@ enum Request {
         len: usize,
     },
     Msync,
+    /// madvise(MADV_HWPOISON) on the page at `offset`.
+    Poison {
+        offset: usize,
+    },
     /// O_DIRECT I/O between a file and the mapping, by the holder (whose pages are pinned).
     DirectIo {
         offset: usize,
@@ -123,6 +130,10 @@ impl Holder {
         self.ask(&Request::Msync)
     }
 
+    pub fn poison(&mut self, offset: u64) -> Observed {
+        self.ask(&Request::Poison { offset: offset as usize })
+    }
+
     pub fn direct_io(
         &mut self,
         offset: u64,
@@ -172,26 +183,44 @@ impl Holder {
 
     fn ask(&mut self, r: &Request) -> Observed {
         let line = serde_json::to_string(r).expect("a request serializes");
-        if writeln!(self.to, "{line}").and_then(|()| self.to.flush()).is_err() {
-            return self.died();
-        }
+        // A holder that died meanwhile may have left its SIGBUS line: the answer reads it.
+        let _ = writeln!(self.to, "{line}").and_then(|()| self.to.flush());
         self.answer()
     }
 
     fn answer(&mut self) -> Observed {
         let mut line = String::new();
         match self.from.read_line(&mut line) {
-            Ok(n) if n > 0 => serde_json::from_str(&line).unwrap_or_else(|e| {
-                Observed::Error(format!("mapping holder answered {line:?}: {e}"))
-            }),
+            Ok(n) if n > 0 => match serde_json::from_str(&line) {
+                Ok(Observed::Signal { name, info }) => self.caught(name, info),
+                Ok(o) => o,
+                Err(e) => Observed::Error(format!("mapping holder answered {line:?}: {e}")),
+            },
             _ => self.died(),
+        }
+    }
+
+    /// The holder wrote the siginfo of a signal it caught: it must then have died of it.
+    fn caught(&mut self, name: String, info: Option<SigInfo>) -> Observed {
+        match self.reap() {
+            Ok(sys::Ended::Signalled(sig)) if sys::signal_name(sig) == name => {
+                Observed::Signal { name, info }
+            }
+            Ok(sys::Ended::Signalled(sig)) => Observed::Error(format!(
+                "the mapping holder reported {name} but died of {}",
+                sys::signal_name(sig)
+            )),
+            Ok(sys::Ended::Exited(code)) => Observed::Error(format!(
+                "the mapping holder reported {name} but exited with status {code}"
+            )),
+            Err(e) => Observed::Error(format!("waiting for the mapping holder: {e}")),
         }
     }
 
     /// The holder is gone: a signal (SIGBUS from the access) is the observation.
     fn died(&mut self) -> Observed {
         match self.reap() {
-            Ok(sys::Ended::Signalled(sig)) => Observed::Signal(sys::signal_name(sig)),
+            Ok(sys::Ended::Signalled(sig)) => Observed::signal(&sys::signal_name(sig)),
             Ok(sys::Ended::Exited(code)) => {
                 Observed::Error(format!("the mapping holder exited with status {code}"))
             }
@@ -228,8 +257,12 @@ fn serve(
     mut output: std::fs::File,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
+    let out = output.try_clone()?;
+    // One write per answer: a SIGBUS line the handler writes meanwhile stays a line of its own.
     let mut reply = |o: &Observed| -> anyhow::Result<()> {
-        writeln!(output, "{}", serde_json::to_string(o)?)?;
+        let mut line = serde_json::to_string(o)?;
+        line.push('\n');
+        output.write_all(line.as_bytes())?;
         Ok(())
     };
     // Write access to the file only where the mapping can write it back: a private mapping's
@@ -245,11 +278,14 @@ fn serve(
         Ok(m) => m,
         Err(e) => return reply(&super::errno(&e)),
     };
+    sys::report_sigbus(out.as_fd(), &map)?;
     warm_up();
     reply(&Observed::Ok)?;
     let mut runs = Vec::with_capacity(MAX_RUNS);
     for line in BufReader::new(input).lines() {
-        let request: Request = serde_json::from_str(&line?).context("mapping holder: request")?;
+        let line = line?;
+        sys::set_idle(false);
+        let request: Request = serde_json::from_str(&line).context("mapping holder: request")?;
         let observed = match request {
             Request::Store { offset, len, byte } => {
                 let before = sys::faults();
@@ -277,6 +313,7 @@ fn serve(
                 }
             }
             Request::Msync => super::done(sys::msync(&map)),
+            Request::Poison { offset } => super::done(sys::hwpoison(&map, offset)),
             Request::DirectIo { offset, len, path, file_offset, write } => {
                 match sys::direct_io(&map, offset, len, &path, file_offset, write) {
                     Ok(()) => Observed::Ok,
@@ -299,6 +336,7 @@ fn serve(
             Request::Unmap => return reply(&super::done(sys::munmap(&map))),
         };
         reply(&observed)?;
+        sys::set_idle(true);
     }
     Ok(())
 }

@@ -299,6 +299,7 @@ impl<'a> Executor<'a> {
                 self.with_map(map, |h| h.store(*offset, *len, *pattern as u8))
             }
             Op::Load { map, offset, len } => self.with_map(map, |h| h.load(*offset, *len)),
+            Op::Poison { map, offset } => self.with_map(map, |h| h.poison(*offset)),
             Op::RaceStoreClone { map, file, rounds } => {
                 let (mnt, seed) = (self.mnt.clone(), self.spec.seed);
                 self.with_map(map, |h| h.race_store_clone(&mnt, file, *rounds, seed))
@@ -373,7 +374,7 @@ impl<'a> Executor<'a> {
             Some(Map::Gone(why)) => return Observed::Error(format!("mapping {name:?} {why}")),
             None => return Observed::Error(format!("no mapping {name:?}")),
         };
-        if let Observed::Signal(sig) = &observed {
+        if let Observed::Signal { name: sig, .. } = &observed {
             let why = format!(
                 "is gone: its process was killed by {sig} at step {}; mmap the file again for \
                  another access",

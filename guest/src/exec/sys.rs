@@ -8,6 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 /// FS_XFLAG_DAX (include/uapi/linux/fs.h)
 pub const FS_XFLAG_DAX: u32 = 0x0000_8000;
@@ -258,6 +259,119 @@ pub fn store(m: &Mapping, offset: usize, len: usize, byte: u8) -> io::Result<()>
     Ok(())
 }
 
+/// madvise(MADV_HWPOISON) on the page at `offset` of the mapping, in this process: the kernel
+/// takes the page behind it as failed (mm/madvise.c madvise_inject_error, then memory_failure
+/// with MF_ACTION_REQUIRED) and may send this process a SIGBUS before the call returns.
+pub fn hwpoison(m: &Mapping, offset: usize) -> io::Result<()> {
+    within(m, offset, PAGE)?;
+    // SAFETY: the page lies inside the live mapping (`within` above); madvise does not touch
+    // memory this program owns in any other way.
+    result(unsafe {
+        libc::madvise((m.addr + offset) as *mut libc::c_void, PAGE, libc::MADV_HWPOISON)
+    })
+}
+
+const PAGE: usize = 4096;
+
+/// Where a caught SIGBUS is reported: the holder's output, and its mapping (for si_addr as an
+/// offset). Statics, because a signal handler has nothing else to reach.
+static SIGBUS_OUT: AtomicI32 = AtomicI32::new(-1);
+static SIGBUS_MAP_START: AtomicUsize = AtomicUsize::new(0);
+static SIGBUS_MAP_LEN: AtomicUsize = AtomicUsize::new(0);
+/// True while the holder waits for its next request.
+static IDLE: AtomicBool = AtomicBool::new(true);
+
+/// Catches SIGBUS in this process (a mapping holder): the handler writes the siginfo, as one
+/// JSON line of [`daxtest_proto::case::Observed`], to `out`, and the process then dies of the
+/// signal as it would have without the handler (so its waiter still sees SIGBUS).
+pub fn report_sigbus(out: BorrowedFd, m: &Mapping) -> io::Result<()> {
+    SIGBUS_OUT.store(out.as_raw_fd(), Ordering::SeqCst);
+    SIGBUS_MAP_START.store(m.addr, Ordering::SeqCst);
+    SIGBUS_MAP_LEN.store(m.len, Ordering::SeqCst);
+    // SAFETY: an all-zero sigaction is valid to fill in.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = on_sigbus as *const () as usize;
+    // SA_RESETHAND: the handler runs once, and the raise in it meets the default action;
+    // SA_NODEFER: that raise is not blocked while the handler runs.
+    sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_NODEFER;
+    // SAFETY: installs a handler that only does async-signal-safe things (atomics, write, raise).
+    result(unsafe { libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut()) })
+}
+
+/// Whether the holder is waiting between requests (a SIGBUS then is not from its own access).
+pub fn set_idle(idle: bool) {
+    IDLE.store(idle, Ordering::SeqCst);
+}
+
+/// A fixed buffer that a signal handler can format into without allocating.
+struct LineBuf {
+    bytes: [u8; 256],
+    len: usize,
+}
+
+impl LineBuf {
+    fn push(&mut self, s: &[u8]) {
+        let n = s.len().min(self.bytes.len() - self.len);
+        self.bytes[self.len..self.len + n].copy_from_slice(&s[..n]);
+        self.len += n;
+    }
+
+    fn number(&mut self, mut v: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..]);
+    }
+}
+
+/// The SIGBUS line: `{"signal":{"name":"SIGBUS","info":{...}}}` as serde writes
+/// `Observed::Signal` (the tests below parse it back).
+fn sigbus_line(code: i32, addr: usize, addr_lsb: i16, idle: bool) -> LineBuf {
+    let mut b = LineBuf { bytes: [0; 256], len: 0 };
+    b.push(br#"{"signal":{"name":"SIGBUS","info":{"code":""#);
+    match daxtest_proto::errno::bus_code_name(code) {
+        Some(name) => b.push(name.as_bytes()),
+        None => b.number(code as u64),
+    }
+    b.push(br#"","addr_lsb":"#);
+    b.number(addr_lsb.max(0) as u64);
+    b.push(br#","offset":"#);
+    let start = SIGBUS_MAP_START.load(Ordering::SeqCst);
+    match addr.checked_sub(start) {
+        Some(o) if o < SIGBUS_MAP_LEN.load(Ordering::SeqCst) => b.number(o as u64),
+        _ => b.push(b"null"),
+    }
+    b.push(br#","idle":"#);
+    b.push(if idle { b"true" } else { b"false" });
+    b.push(b"}}}\n");
+    b
+}
+
+extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler. si_addr_lsb is the
+    // short after si_addr in the SIGBUS fields (include/uapi/asm-generic/siginfo.h: the union
+    // at offset 16 on 64-bit, _addr then _addr_lsb), which libc does not name.
+    let (code, addr, lsb) = unsafe {
+        let i = &*info;
+        (i.si_code, i.si_addr() as usize, *((info as *const u8).add(24) as *const i16))
+    };
+    let line = sigbus_line(code, addr, lsb, IDLE.load(Ordering::SeqCst));
+    let fd = SIGBUS_OUT.load(Ordering::SeqCst);
+    // SAFETY: write and raise are async-signal-safe; the buffer lives on this stack. The
+    // handler was reset to the default action (SA_RESETHAND), so the raise ends the process.
+    unsafe {
+        libc::write(fd, line.bytes.as_ptr() as *const libc::c_void, line.len);
+        libc::raise(sig);
+    }
+}
+
 /// O_DIRECT I/O between `path` and `len` bytes at `offset` of the mapping, in this process: the
 /// kernel pins the mapping's pages for the transfer (DAX pages, for a mapping of a DAX file).
 /// `write`: from the mapping into the file at `file_offset`; otherwise from the file into the
@@ -474,6 +588,42 @@ pub fn errno_name(code: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The handler's line is what serde makes of `Observed::Signal`, whatever the fields.
+    #[test]
+    fn sigbus_lines_parse_as_observations() {
+        use daxtest_proto::case::{Observed, SigInfo};
+        SIGBUS_MAP_START.store(0x10000, Ordering::SeqCst);
+        SIGBUS_MAP_LEN.store(0x4000, Ordering::SeqCst);
+        let parse = |b: LineBuf| -> Observed {
+            let text = std::str::from_utf8(&b.bytes[..b.len]).unwrap();
+            assert!(text.ends_with('\n'));
+            serde_json::from_str(text).unwrap()
+        };
+        let info = |code: &str, addr_lsb, offset, idle| Observed::Signal {
+            name: "SIGBUS".into(),
+            info: Some(SigInfo { code: code.into(), addr_lsb, offset, idle }),
+        };
+        assert_eq!(
+            parse(sigbus_line(libc::BUS_MCEERR_AR, 0x11000, 12, false)),
+            info("BUS_MCEERR_AR", 12, Some(0x1000), false)
+        );
+        assert_eq!(
+            parse(sigbus_line(libc::BUS_MCEERR_AO, 0x14000, 21, true)),
+            info("BUS_MCEERR_AO", 21, None, true)
+        );
+        assert_eq!(parse(sigbus_line(77, 0, -1, false)), info("77", 0, None, false));
+        for (name, n) in daxtest_proto::errno::BUS_CODES {
+            let libc_value = match *name {
+                "BUS_ADRALN" => libc::BUS_ADRALN,
+                "BUS_ADRERR" => libc::BUS_ADRERR,
+                "BUS_OBJERR" => libc::BUS_OBJERR,
+                "BUS_MCEERR_AR" => libc::BUS_MCEERR_AR,
+                _ => libc::BUS_MCEERR_AO,
+            };
+            assert_eq!(*n, libc_value, "{name}");
+        }
+    }
 
     #[test]
     fn errno_names() {

@@ -29,12 +29,18 @@ pub struct Expect {
     /// events with result NOPAGE, from the fs_dax tracepoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pmd_faults: Option<Count>,
+    /// With a signal: the si_code its siginfo must carry (`BUS_MCEERR_AR`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub si_code: Option<String>,
+    /// With a signal: the si_addr_lsb its siginfo must carry (12 a page, 21 a PMD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub si_addr_lsb: Option<u16>,
 }
 
 impl Expect {
     /// An expectation of this outcome alone.
     pub fn outcome(outcome: Outcome) -> Expect {
-        Expect { outcome, faults: None, pmd_faults: None }
+        Expect { outcome, faults: None, pmd_faults: None, si_code: None, si_addr_lsb: None }
     }
 }
 
@@ -143,8 +149,14 @@ impl fmt::Display for Expect {
         if let Some(c) = self.faults {
             write!(f, " with faults {c}")?;
         }
-        match self.pmd_faults {
-            Some(c) => write!(f, " and PMD faults {c}"),
+        if let Some(c) = self.pmd_faults {
+            write!(f, " and PMD faults {c}")?;
+        }
+        if let Some(c) = &self.si_code {
+            write!(f, " with si_code {c}")?;
+        }
+        match self.si_addr_lsb {
+            Some(l) => write!(f, " and si_addr_lsb {l}"),
             None => Ok(()),
         }
     }
@@ -156,11 +168,11 @@ impl Outcome {
             (_, Observed::Error(_)) => false,
             (_, Observed::Race { problems, .. }) if !problems.is_empty() => false,
             (Outcome::Ok, o) => {
-                !matches!(o, Observed::Errno(_) | Observed::Signal(_) | Observed::Exit { .. })
+                !matches!(o, Observed::Errno(_) | Observed::Signal { .. } | Observed::Exit { .. })
                     || matches!(o, Observed::Exit { status: 0, .. })
             }
             (Outcome::Errno(e), Observed::Errno(o)) => e == o,
-            (Outcome::Signal(s), Observed::Signal(o)) => s == o,
+            (Outcome::Signal(s), Observed::Signal { name, .. }) => s == name,
             // A short read, or one cut into more runs than reported, proves nothing about the
             // bytes that did not come back.
             (Outcome::Content(c), Observed::Bytes { asked, got, runs, truncated, .. }) => {
@@ -197,7 +209,14 @@ impl Expect {
         };
         let counts_ok =
             holds(self.faults, observed.faults()) && holds(self.pmd_faults, observed.pmd_faults());
-        if self.outcome.met_by(observed) && counts_ok {
+        // siginfo fields asked for must have been caught, and be these.
+        let info = match observed {
+            Observed::Signal { info, .. } => info.as_ref(),
+            _ => None,
+        };
+        let siginfo_ok = self.si_code.as_ref().is_none_or(|c| info.is_some_and(|i| &i.code == c))
+            && self.si_addr_lsb.is_none_or(|l| info.is_some_and(|i| i.addr_lsb == l));
+        if self.outcome.met_by(observed) && counts_ok && siginfo_ok {
             Ok(())
         } else {
             Err(format!("expected {self}, got {observed}"))
@@ -208,7 +227,7 @@ impl Expect {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::{runs, Extent, Run};
+    use crate::case::{runs, Extent, Run, SigInfo};
 
     fn bytes(data: &[u8]) -> Observed {
         let (runs, truncated) = runs(0, data);
@@ -225,11 +244,26 @@ mod tests {
     }
 
     fn pmd(c: &str) -> Expect {
-        Expect { outcome: Outcome::Ok, faults: None, pmd_faults: Some(Count::parse(c).unwrap()) }
+        Expect { pmd_faults: Some(Count::parse(c).unwrap()), ..just(Outcome::Ok) }
     }
 
     fn faults(o: Outcome, c: &str) -> Expect {
-        Expect { outcome: o, faults: Some(Count::parse(c).unwrap()), pmd_faults: None }
+        Expect { faults: Some(Count::parse(c).unwrap()), ..just(o) }
+    }
+
+    fn sigbus(code: Option<&str>, lsb: Option<u16>) -> Expect {
+        Expect {
+            si_code: code.map(str::to_string),
+            si_addr_lsb: lsb,
+            ..just(Outcome::Signal("SIGBUS".into()))
+        }
+    }
+
+    fn killed(code: &str, addr_lsb: u16, idle: bool) -> Observed {
+        Observed::Signal {
+            name: "SIGBUS".into(),
+            info: Some(SigInfo { code: code.into(), addr_lsb, offset: Some(4096), idle }),
+        }
     }
 
     /// Every kind of expectation, met and not met, with the message a developer reads.
@@ -254,7 +288,30 @@ mod tests {
                 Observed::Errno("EINVAL".into()),
                 Some("expected error EOPNOTSUPP, got error EINVAL"),
             ),
-            (just(Outcome::Signal("SIGBUS".into())), Observed::Signal("SIGBUS".into()), None),
+            (just(Outcome::Signal("SIGBUS".into())), Observed::signal("SIGBUS"), None),
+            // siginfo: what the holder's handler caught.
+            (sigbus(Some("BUS_MCEERR_AR"), Some(12)), killed("BUS_MCEERR_AR", 12, false), None),
+            (sigbus(None, None), killed("BUS_MCEERR_AO", 21, true), None),
+            (
+                sigbus(Some("BUS_MCEERR_AR"), None),
+                killed("BUS_MCEERR_AO", 12, true),
+                Some(
+                    "expected killed by SIGBUS with si_code BUS_MCEERR_AR, got killed by SIGBUS \
+                     (BUS_MCEERR_AO, si_addr_lsb 12, at offset 4096, while idle before this step)",
+                ),
+            ),
+            (
+                sigbus(Some("BUS_MCEERR_AR"), Some(12)),
+                killed("BUS_MCEERR_AR", 21, false),
+                Some("expected killed by SIGBUS with si_code BUS_MCEERR_AR and si_addr_lsb 12"),
+            ),
+            // A siginfo asked for and none caught (a death the handler did not see) fails.
+            (
+                sigbus(Some("BUS_ADRERR"), None),
+                Observed::signal("SIGBUS"),
+                Some("expected killed by SIGBUS with si_code BUS_ADRERR, got killed by SIGBUS"),
+            ),
+            (sigbus(Some("BUS_MCEERR_AR"), None), Observed::Ok, Some("expected killed by SIGBUS")),
             (
                 just(Outcome::Signal("SIGBUS".into())),
                 bytes(b"\0\0"),

@@ -11,7 +11,9 @@ mod op;
 mod report;
 
 pub use expect::{Cmp, Count, Expect, Outcome, Shared};
-pub use observed::{runs, runs_into, Extent, Observed, Run, FIEMAP_EXTENT_SHARED, MAX_RUNS};
+pub use observed::{
+    runs, runs_into, Extent, Observed, Run, SigInfo, FIEMAP_EXTENT_SHARED, MAX_RUNS,
+};
 pub use op::{FallocMode, InodeFlag, IoDirection, MapKind, Op, Prot, Removal, RACE_SLOT};
 pub use report::{CasePhase, CaseReport, StepReport};
 

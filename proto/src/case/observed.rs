@@ -23,13 +23,49 @@ pub struct Extent {
 /// FIEMAP_EXTENT_SHARED
 pub const FIEMAP_EXTENT_SHARED: u32 = 0x2000;
 
+/// What the siginfo of a signal said, as the mapping's holder caught it (SIGBUS only: its
+/// handler reports the fields below before the process dies of the signal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigInfo {
+    /// si_code by name (`BUS_ADRERR`, `BUS_MCEERR_AR`, `BUS_MCEERR_AO`, ...; the number when
+    /// it has none).
+    pub code: String,
+    /// si_addr_lsb: log2 of the size of what the kernel reports lost around si_addr (12 for a
+    /// page, 21 for a PMD); 0 for codes that carry none.
+    pub addr_lsb: u16,
+    /// si_addr as an offset into the mapping; `None` when it lies outside it.
+    pub offset: Option<u64>,
+    /// The signal came while the holder waited between requests, so not from this step's
+    /// access: another process's doing (an action-optional memory-failure kill).
+    pub idle: bool,
+}
+
+impl fmt::Display for SigInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}, si_addr_lsb {}", self.code, self.addr_lsb)?;
+        if let Some(o) = self.offset {
+            write!(f, ", at offset {o}")?;
+        }
+        if self.idle {
+            f.write_str(", while idle before this step")?;
+        }
+        Ok(())
+    }
+}
+
 /// What a step did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Observed {
     Ok,
     Errno(String),
-    Signal(String),
+    /// The mapping's holder died of this signal; `info` is its siginfo when the holder caught
+    /// it (SIGBUS).
+    Signal {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        info: Option<SigInfo>,
+    },
     /// A store through a mapping that completed, with the faults it took (and the PMD faults
     /// among them, when the step asked: from the fs_dax tracepoints).
     Stored {
@@ -71,6 +107,11 @@ pub enum Observed {
 }
 
 impl Observed {
+    /// A death by `name` with no siginfo (a signal the holder does not catch).
+    pub fn signal(name: &str) -> Observed {
+        Observed::Signal { name: name.to_string(), info: None }
+    }
+
     /// The page faults an access took, for observations that count them.
     pub fn faults(&self) -> Option<u64> {
         match self {
@@ -139,7 +180,8 @@ impl fmt::Display for Observed {
         match self {
             Observed::Ok => f.write_str("success"),
             Observed::Errno(e) => write!(f, "error {e}"),
-            Observed::Signal(s) => write!(f, "killed by {s}"),
+            Observed::Signal { name, info: None } => write!(f, "killed by {name}"),
+            Observed::Signal { name, info: Some(i) } => write!(f, "killed by {name} ({i})"),
             Observed::Stored { faults, pmd_faults } => {
                 write!(f, "stored, {}", plural(*faults, "fault"))?;
                 match pmd_faults {

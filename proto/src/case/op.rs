@@ -205,6 +205,15 @@ pub enum Op {
         len: u64,
         direction: IoDirection,
     },
+    /// madvise(MADV_HWPOISON) on the page at `offset` of mapping `map`, by the process that holds
+    /// it: the kernel handles a (simulated) memory failure of the DAX page behind it
+    /// (mm/memory-failure.c). Every process the kernel picks for the page gets SIGBUS: the
+    /// caller with BUS_MCEERR_AR, early-kill processes with BUS_MCEERR_AO. `offset` is a
+    /// multiple of 4096.
+    Poison {
+        map: String,
+        offset: u64,
+    },
     /// FIEMAP over [offset, offset+len) (len 0: to EOF); `save` keeps the result under a name.
     Fiemap {
         file: String,

@@ -540,7 +540,7 @@ mod tests {
         .unwrap();
         let e = find(root.path(), &format!("{}/a/b", root.path().display())).err().unwrap();
         let e = e.to_string();
-        assert!(e.contains("schema_version absent, where this daxtest reads 2"), "{e}");
+        assert!(e.contains("schema_version absent, where this daxtest reads 3"), "{e}");
         assert!(e.contains("run the case again with `cargo xtask test`"), "{e}");
     }
 }

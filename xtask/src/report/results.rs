@@ -1,4 +1,4 @@
-//! results.json, schema 2: its types, written by the files reporter and read by `repro`,
+//! results.json, schema 3: its types, written by the files reporter and read by `repro`,
 //! `bench suite` and the tests. One shape for a run on one kernel and on several: each case says
 //! its kernel, each kernel its run directory, and every path is relative to the directory that
 //! holds the file. README's "results.json" section documents it field by field.
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Raised when a field changes meaning, goes or moves; a reader refuses other versions.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// A run's results.json.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

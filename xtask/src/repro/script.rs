@@ -153,6 +153,12 @@ impl Gen {
             ),
             Outcome::Exit(n) => format!("expect_exit {n}"),
         };
+        if expect.si_code.is_some() || expect.si_addr_lsb.is_some() {
+            let _ = writeln!(
+                self.out,
+                "say '  (si_code and si_addr_lsb not checked: a shell sees only the signal)'"
+            );
+        }
         // xfs_io cannot count the faults of its own accesses.
         for (what, count) in [("faults", expect.faults), ("PMD faults", expect.pmd_faults)] {
             if let Some(c) = count {
@@ -323,6 +329,15 @@ impl Gen {
                 }
                 None => self.no_map(map),
             },
+            Op::Poison { .. } => {
+                self.unsupported(
+                    n,
+                    step,
+                    "madvise(MADV_HWPOISON) on a mapping: xfs_io's madvise has no hwpoison \
+                     advice",
+                );
+                return;
+            }
             Op::RacePrivateCow { .. } => {
                 self.unsupported(
                     n,

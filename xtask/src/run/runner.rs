@@ -139,7 +139,14 @@ impl Runner<'_> {
                         let why = "the case asks for a fresh VM".to_string();
                         self.retire(&mut guests, true, Some(why), emit);
                     }
-                    self.run_trusted(&mut guests, p, spec, xfail.as_ref(), t, emit)
+                    let result = self.run_trusted(&mut guests, p, spec, xfail.as_ref(), t, emit);
+                    // A VM of its own: what the case did to the kernel (a poisoned page stays
+                    // poisoned for the boot) never meets another case.
+                    if p.case.fresh_vm && guests.up.is_some() {
+                        let why = format!("{} ran on a VM of its own", p.case.id);
+                        self.retire(&mut guests, true, Some(why), emit);
+                    }
+                    result
                 }
             };
             let failed = result.status.is_failure();

@@ -131,7 +131,7 @@ fn symptom_covers(symptom: &Symptom, problems: &[Problem]) -> bool {
             symptom.step == Some(s.number)
                 && match (&symptom.what, &s.observed) {
                     (SymptomKind::Errno(e), Observed::Errno(o)) => e == o,
-                    (SymptomKind::Signal(e), Observed::Signal(o)) => e == o,
+                    (SymptomKind::Signal(e), Observed::Signal { name, .. }) => e == name,
                     (SymptomKind::Message(_), observed) => matches(&observed.to_string()),
                     _ => false,
                 }

@@ -228,6 +228,10 @@ pub(super) struct ExpectDef {
     pub(super) faults: Option<CountDef>,
     /// DAX PMD faults of a store or load (fs_dax tracepoints), written as `faults` is.
     pub(super) pmd_faults: Option<CountDef>,
+    /// With `signal = "SIGBUS"`: the siginfo's si_code (`BUS_MCEERR_AR`, ...).
+    pub(super) si_code: Option<String>,
+    /// With `signal = "SIGBUS"`: the siginfo's si_addr_lsb (12 a page, 21 a PMD).
+    pub(super) si_addr_lsb: Option<u16>,
 }
 
 /// A count as written: `faults = 0` or `faults = ">=1"`.

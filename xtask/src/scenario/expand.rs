@@ -401,6 +401,8 @@ fn empty_expect() -> ExpectDef {
         exit: None,
         faults: None,
         pmd_faults: None,
+        si_code: None,
+        si_addr_lsb: None,
     }
 }
 
@@ -542,5 +544,27 @@ fn expectation(d: &ExpectDef, vars: &BTreeMap<String, String>) -> Result<Expect,
         },
         _ => Outcome::Exit(d.exit.unwrap_or_default()),
     };
-    Ok(Expect { outcome, faults, pmd_faults })
+    let si_code = sub(&d.si_code)?;
+    if (si_code.is_some() || d.si_addr_lsb.is_some()) && outcome != Outcome::Signal("SIGBUS".into())
+    {
+        return Err(format!(
+            "si_code and si_addr_lsb describe the siginfo of a SIGBUS, not {outcome}: add \
+             signal = \"SIGBUS\" or drop them"
+        ));
+    }
+    if let Some(c) = &si_code {
+        if !errno::BUS_CODES.iter().any(|(n, _)| n == c) {
+            let names: Vec<&str> = errno::BUS_CODES.iter().map(|(n, _)| *n).collect();
+            return Err(format!("si_code = {c:?}: a SIGBUS carries one of {}", names.join(", ")));
+        }
+    }
+    if let Some(l) = d.si_addr_lsb {
+        if ![0, 12, 21, 30].contains(&l) {
+            return Err(format!(
+                "si_addr_lsb = {l}: the kernel reports the size of what it lost as a shift: 12 (a \
+                 page), 21 (a PMD), 30 (a PUD), or 0 for codes that carry none"
+            ));
+        }
+    }
+    Ok(Expect { outcome, faults, pmd_faults, si_code, si_addr_lsb: d.si_addr_lsb })
 }

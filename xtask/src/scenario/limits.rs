@@ -18,6 +18,9 @@ const DIRECT_IO_ALIGN: u64 = 4096;
 
 /// The largest file offset (off_t): the agent passes offsets to the kernel as i64, so a larger
 /// one would arrive negative and test something else than the step says.
+/// What a `poison` step poisons: one page (madvise(MADV_HWPOISON) works page by page).
+pub const POISON_LEN: u64 = 4096;
+
 const MAX_OFFSET: u64 = i64::MAX as u64;
 
 /// What `dax` may say in a mount option (Documentation/filesystems/dax.rst; `dax` alone is the
@@ -61,6 +64,15 @@ pub fn problems(op: &Op) -> Vec<String> {
                 "direct_io {}: O_DIRECT wants every offset and length a multiple of \
                  {DIRECT_IO_ALIGN} (the kernel refuses others with EINVAL): round them",
                 odd.join(", ")
+            ));
+        }
+    }
+    if let Op::Poison { offset, .. } = op {
+        if offset % POISON_LEN != 0 {
+            out.push(format!(
+                "poison offset = {offset}: it poisons one page, so the offset into the mapping \
+                 is a multiple of {POISON_LEN}: write {}",
+                offset / POISON_LEN * POISON_LEN
             ));
         }
     }
@@ -113,6 +125,7 @@ pub fn op_paths(op: &Op) -> Vec<(&'static str, &str)> {
         | Op::Store { .. }
         | Op::Load { .. }
         | Op::RacePrivateCow { .. }
+        | Op::Poison { .. }
         | Op::Evict
         | Op::Remount { .. }
         | Op::Freeze

@@ -2,6 +2,7 @@
 //! cell, an expectation its operation cannot observe, a name used while it does not exist, an
 //! errno the agent never reports.
 
+use super::limits::POISON_LEN;
 use crate::version::Constraint;
 use daxtest_proto::case::{Expect, Fs, MapKind, Op, Outcome, Prot, RACE_SLOT};
 use daxtest_proto::errno;
@@ -69,7 +70,10 @@ pub(super) fn fits(op: &Op, alternatives: &[(Vec<Constraint>, Expect)]) -> Resul
         // Whether `op` can observe `e`, and which ops can.
         let (fits, by) = match &e.outcome {
             Outcome::Ok | Outcome::Errno(_) => (true, "every op"),
-            Outcome::Signal(_) => (access || matches!(op, Op::Exec { .. }), "store, load and exec"),
+            Outcome::Signal(_) => (
+                access || matches!(op, Op::Poison { .. } | Op::Exec { .. }),
+                "store, load, poison or exec",
+            ),
             Outcome::Content(_) => {
                 (matches!(op, Op::Read { .. } | Op::Load { .. }), "read and load")
             }
@@ -187,9 +191,15 @@ impl Usage {
                 self.maps.remove(map);
                 self.ended.insert(("mapping", map.clone()), what());
             }
-            Op::Store { map, offset, len, .. } | Op::Load { map, offset, len } => {
+            Op::Store { map, offset, .. }
+            | Op::Load { map, offset, .. }
+            | Op::Poison { map, offset } => {
+                let len = match op {
+                    Op::Store { len, .. } | Op::Load { len, .. } => *len,
+                    _ => POISON_LEN,
+                };
                 need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
-                errors.extend(self.past_the_end(op, map, "offset", *offset, *len));
+                errors.extend(self.past_the_end(op, map, "offset", *offset, len));
                 // The store would kill the holder with SIGSEGV, a fault of the scenario.
                 if let (Op::Store { .. }, Some(m)) = (op, self.maps.get(map)) {
                     if m.prot == Prot::Read {

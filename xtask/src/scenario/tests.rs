@@ -249,6 +249,61 @@ fn mappings_serve_what_they_cover() {
     assert!(e[0].contains("race_store_clone needs a shared mapping: mapping \"m\""), "{e:?}");
 }
 
+/// A poison goes through a live mapping, one page inside it; its SIGBUS may name the siginfo,
+/// and a later use of the mapping it killed is refused.
+#[test]
+fn poison_and_siginfo_expectations() {
+    let case = |steps: &str| {
+        format!(
+            "format = 1\nname = \"u\"\nsummary = \"s\"\n[[case]]\nid = \"c\"\nsummary = \"s\"\n\
+             steps = [\n\
+             {{ op = \"mmap\", file = \"f\", map = \"m\", offset = 0, len = 8192, \
+             kind = \"shared\" }},\n{steps}\n]\n"
+        )
+    };
+    let poison = |offset: u64, expect: &str| {
+        format!("{{ op = \"poison\", map = \"m\", offset = {offset}, expect = {expect} }},")
+    };
+    let s = parse_ok(&case(&poison(
+        4096,
+        "{ signal = \"SIGBUS\", si_code = \"BUS_MCEERR_AO\", si_addr_lsb = 21 }",
+    )));
+    let want = Expect {
+        si_code: Some("BUS_MCEERR_AO".into()),
+        si_addr_lsb: Some(21),
+        ..o(Outcome::Signal("SIGBUS".into()))
+    };
+    assert_eq!(expectations(&s.cases[0], KernelVersion(6, 12, 117))[1], want);
+    let refused = |steps: &str, want: &str| {
+        let e = errors(&case(steps));
+        assert!(e.iter().any(|e| e.contains(want)), "want {want:?} in {e:#?}");
+    };
+    refused(&poison(8192, "{ ok = true }"), "poison offset 8192 + len 4096 runs past the end");
+    refused(
+        &poison(0, "{ signal = \"SIGBUS\", si_code = \"BUS_MCEERR\" }"),
+        "si_code = \"BUS_MCEERR\": a SIGBUS carries one of BUS_ADRALN",
+    );
+    refused(
+        &poison(0, "{ signal = \"SIGBUS\", si_addr_lsb = 13 }"),
+        "si_addr_lsb = 13: the kernel reports",
+    );
+    refused(
+        &poison(0, "{ signal = \"SIGSEGV\", si_code = \"BUS_ADRERR\" }"),
+        "describe the siginfo of a SIGBUS, not killed by SIGSEGV",
+    );
+    refused(
+        &format!(
+            "{}\n{{ op = \"load\", map = \"m\", offset = 0, len = 1 }},",
+            poison(0, "{ signal = \"SIGBUS\" }")
+        ),
+        "load uses mapping \"m\", which no earlier step opened since the SIGBUS expected",
+    );
+    refused(
+        "{ op = \"statx\", file = \"f\", expect = { signal = \"SIGBUS\" } },",
+        "only store, load, poison or exec can",
+    );
+}
+
 #[test]
 fn duplicate_ids_across_files_are_reported() {
     let dir = tempfile::tempdir().unwrap();
