@@ -38,6 +38,30 @@ pub enum Command {
     /// Build kernels with deliberate DAX bugs (mutants/*.patch) and run the cases each names:
     /// which the catalogue catches (killed) and which it misses (survived), and the kill rate.
     Mutants(Mutants),
+    /// Work with finished runs: `report merge` makes shards' run directories one.
+    Report(Report),
+}
+
+#[derive(Debug, Args)]
+pub struct Report {
+    #[command(subcommand)]
+    pub what: ReportCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Merge run directories (the shards of one `test` run, or runs of the same cases on other
+    /// kernels) into one: results.json, junit.xml, kernel logs, serial logs, the case x kernel
+    /// table. A case in two runs, runs of different scenario sets and one kernel from two images
+    /// are refused.
+    Merge {
+        /// The run directories (each with its results.json).
+        #[arg(required = true, value_name = "RUN_DIR")]
+        runs: Vec<std::path::PathBuf>,
+        /// The merged run directory: new, or empty.
+        #[arg(short = 'o', long = "out", value_name = "DIR")]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

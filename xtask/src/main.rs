@@ -36,6 +36,7 @@ fn run(flags: flags::Flags) -> anyhow::Result<i32> {
         flags::Command::Repro(f) => f.run(&ctx),
         flags::Command::Kernel(f) => f.run(&ctx),
         flags::Command::Mutants(f) => f.run(&ctx),
+        flags::Command::Report(f) => f.run(&ctx),
     }
 }
 

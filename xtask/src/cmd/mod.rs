@@ -7,6 +7,7 @@ mod image;
 mod kernel;
 mod list;
 mod mutants;
+mod report;
 mod repro;
 pub(crate) mod run;
 mod shell;

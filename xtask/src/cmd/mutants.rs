@@ -214,6 +214,7 @@ impl flags::Mutants {
             overrides: CaseTimeouts::default(),
             stop_at_failure: false,
             runs_per_case: 1,
+            selection: None,
         };
         let mut outcomes = Vec::new();
         let (_, run_dir) = execute(ctx, &setup, &kernels, &mut |r| {

@@ -85,6 +85,7 @@ impl flags::Repro {
             overrides: CaseTimeouts { step_s: rerun.step_timeout_s, case_s: rerun.case_timeout_s },
             stop_at_failure: false,
             runs_per_case: 1,
+            selection: None,
         };
         let mut result: Option<CaseResult> = None;
         let (_, run_dir) =
@@ -492,6 +493,7 @@ mod tests {
             cases: dirs.iter().zip(releases).map(|(d, r)| case(d, r)).collect(),
             differing: vec![],
             kernel_log_outside_cases: vec![],
+            selection: None,
         };
         std::fs::write(dir.join("results.json"), serde_json::to_vec(&r).unwrap()).unwrap();
     }

@@ -9,10 +9,10 @@ use daxtest::exit;
 use daxtest::machine::image::Image;
 use daxtest::machine::vm::VmOptions;
 use daxtest::report;
-use daxtest::run::events::{CaseResult, Event, KernelInfo, RerunInfo, RunInfo};
+use daxtest::run::events::{CaseResult, Event, KernelInfo, RerunInfo, RunInfo, Selection};
 use daxtest::run::plan::{self, PlannedCase};
 use daxtest::run::runner::{Outcome, Runner};
-use daxtest::run::shard::{self, Durations};
+use daxtest::run::shard::{self, Durations, Shard};
 use daxtest::scenario::{Case, CaseTimeouts};
 use daxtest::version::KernelVersion;
 use std::path::PathBuf;
@@ -162,6 +162,7 @@ impl flags::Test {
             overrides: CaseTimeouts { step_s: self.step_timeout, case_s: self.case_timeout },
             stop_at_failure: self.until_fail,
             runs_per_case: self.runs(),
+            selection: Some(selection(&cases, self.shard)?),
         };
         execute(ctx, &setup, &kernels, &mut |_| {})
     }
@@ -238,6 +239,7 @@ pub(super) struct RunSetup {
     pub stop_at_failure: bool,
     /// How many times each case runs (`--repeat`).
     pub runs_per_case: u32,
+    pub selection: Option<Selection>,
 }
 
 /// A kernel's share of a run: its image and VM options, the spec it was asked as, the cases
@@ -288,6 +290,7 @@ pub(super) fn execute(
         kernels: kernels.len(),
         runs_per_case: setup.runs_per_case,
         stop_at_failure: setup.stop_at_failure,
+        selection: setup.selection.clone(),
     }));
     let mut status = exit::SUCCESS;
     let mut dirs: Vec<String> = Vec::new();
@@ -335,6 +338,31 @@ pub(super) fn execute(
     }
     emit(&Event::RunFinished { elapsed: started.elapsed() });
     Ok((status, run_dir))
+}
+
+/// The digest of the selected cases: each id with the bytes of its scenario file.
+fn selection(cases: &[Case], shard: Option<Shard>) -> anyhow::Result<Selection> {
+    use sha2::{Digest, Sha256};
+    let mut files = std::collections::BTreeMap::new();
+    let mut ids: Vec<(&str, &std::path::Path)> =
+        cases.iter().map(|c| (c.id.as_str(), c.file.as_path())).collect();
+    ids.sort();
+    let mut h = Sha256::new();
+    for (id, file) in ids {
+        if !files.contains_key(file) {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            files.insert(file, Sha256::digest(bytes));
+        }
+        h.update(id.as_bytes());
+        h.update([0]);
+        h.update(files[file]);
+    }
+    Ok(Selection {
+        digest: h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect(),
+        cases: cases.len(),
+        shard: shard.map(|s| format!("{}/{}", s.index, s.total)),
+    })
 }
 
 fn kernel_version(image: &Image) -> anyhow::Result<KernelVersion> {

@@ -85,6 +85,7 @@ fn results(
         cases: Vec::new(),
         differing,
         kernel_log_outside_cases: Vec::new(),
+        selection: None,
     };
     for (k, dir) in kernels {
         r.kernels.push(k.entry(dir));
@@ -196,7 +197,9 @@ impl Reporter for Files {
                 let kernels: Vec<(&KernelFiles, &Path)> =
                     self.kernels.iter().map(|k| (k, k.info.dir.as_path())).collect();
                 let differing = stats.differing().into_iter().map(str::to_string).collect();
-                let all = results(run.run_id.clone(), *elapsed, &stats.counts, differing, &kernels);
+                let mut all =
+                    results(run.run_id.clone(), *elapsed, &stats.counts, differing, &kernels);
+                all.selection = run.selection.clone();
                 write(&self.dir, &all)?;
             }
         }

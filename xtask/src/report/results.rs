@@ -3,7 +3,7 @@
 //! its kernel, each kernel its run directory, and every path is relative to the directory that
 //! holds the file. README's "results.json" section documents it field by field.
 
-use crate::run::events::{OutsideCases, Problem, RerunInfo, Status};
+use crate::run::events::{OutsideCases, Problem, RerunInfo, Selection, Status};
 use anyhow::Context;
 use daxtest_proto::case::CasePhase;
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,9 @@ pub struct Results {
     pub differing: Vec<String>,
     /// Kernel messages outside every case window that failed the run.
     pub kernel_log_outside_cases: Vec<OutsideEntry>,
+    /// What the run was asked to run (absent for runs of one case, such as `repro`'s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Selection>,
 }
 
 /// A kernel's share of the run.

@@ -39,6 +39,7 @@ fn run_started(run_dir: &Path, kernels: usize) -> Event {
         kernels,
         runs_per_case: 1,
         stop_at_failure: false,
+        selection: None,
     })
 }
 
@@ -182,6 +183,7 @@ fn two_kernels(run_dir: &Path, serials: &[PathBuf]) -> Vec<Event> {
             kernels: 2,
             runs_per_case: 1,
             stop_at_failure: true,
+            selection: None,
         }),
         kernel_started(RELEASE_6_1, "6.1", RELEASE_6_1, "6.1.158-1", "fedcba9876543210", 3),
         vm_booted("first case"),

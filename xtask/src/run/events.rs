@@ -234,6 +234,19 @@ pub struct RunInfo {
     pub runs_per_case: u32,
     /// Each kernel's cases stop at the first that fails, crashes, hangs or errs (`--until-fail`).
     pub stop_at_failure: bool,
+    /// The cases the run was asked for, before `--shard` took its share: what tells shards of
+    /// one run from runs of different scenario sets.
+    pub selection: Option<Selection>,
+}
+
+/// The selected cases of a run, as a digest of every case id with its scenario file's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    pub digest: String,
+    pub cases: usize,
+    /// `I/N` when the run was one shard; absent for a whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 /// What is known about a kernel's share of the run when its cases start.
