@@ -49,6 +49,7 @@ pub fn run(spec: &CaseSpec) -> CaseReport {
         tainted_before,
         tainted_after: tainted_before,
         millis: 0,
+        awaiting_power_cut: false,
         phases: Vec::new(),
     };
     let unit = isolation::Unit::enter();
@@ -57,6 +58,14 @@ pub fn run(spec: &CaseSpec) -> CaseReport {
     progress("setup");
     match &unit {
         Err(e) => report.setup_error = Some(format!("case cgroup: {e}")),
+        // After a power cut, the power_cut step mounts what the cut left.
+        Ok(_) if spec.after_cut => match ex.mount_point() {
+            Ok(()) => {
+                ex.steps(&mut report.steps);
+                clock.lap("steps");
+            }
+            Err(e) => report.setup_error = Some(e),
+        },
         Ok(_) => match ex.setup(&mut clock) {
             Ok(options) => {
                 let dax_state = ex.verify_dax_state(&options);
@@ -72,6 +81,26 @@ pub fn run(spec: &CaseSpec) -> CaseReport {
             }
             Err(e) => report.setup_error = Some(e),
         },
+    }
+    let all_met = report.setup_error.is_none()
+        && report.dax_state_error.is_none()
+        && report.steps.len() == spec.steps.len()
+        && spec.steps.iter().zip(&report.steps).all(|(s, r)| s.expect.check(&r.observed).is_ok());
+    if spec.cut_at_end && all_met {
+        // The power goes now: no teardown, no sync. The processes, mappings and handles of the
+        // case stay as they are (forgotten, not dropped: dropping would end them) until QEMU dies.
+        progress("awaiting the power cut");
+        std::mem::forget(ex);
+        let lines = window.close();
+        clock.lap("window");
+        report.kernel_log_before = lines.before;
+        report.kernel_log = lines.window;
+        report.kernel_log_gap = lines.gap;
+        report.tainted_after = tainted();
+        report.millis = start.elapsed().as_millis() as u64;
+        report.phases = clock.phases;
+        report.awaiting_power_cut = true;
+        return report;
     }
     progress("teardown");
     let mut teardown = ex.release();
@@ -182,7 +211,7 @@ impl<'a> Executor<'a> {
             mounted: false,
             handles: HashMap::new(),
             maps: HashMap::new(),
-            saved: HashMap::new(),
+            saved: spec.saved.clone().into_iter().collect(),
             swapped: Vec::new(),
             frozen: false,
             step: 0,
@@ -336,6 +365,7 @@ impl<'a> Executor<'a> {
                 done(r)
             }
             Op::RaceToggleWrite { file, rounds } => self.race_toggle_write(file, *rounds),
+            Op::PowerCut => self.recover(),
             Op::Sleep { millis } => {
                 std::thread::sleep(std::time::Duration::from_millis(*millis));
                 Observed::Ok

@@ -154,7 +154,11 @@ impl Outcome {
     fn met_by(&self, observed: &Observed) -> bool {
         match (self, observed) {
             (_, Observed::Error(_)) => false,
-            (_, Observed::Race { problems, .. }) if !problems.is_empty() => false,
+            (_, Observed::Race { problems, .. }) | (_, Observed::Recovered { problems })
+                if !problems.is_empty() =>
+            {
+                false
+            }
             (Outcome::Ok, o) => {
                 !matches!(o, Observed::Errno(_) | Observed::Signal(_) | Observed::Exit { .. })
                     || matches!(o, Observed::Exit { status: 0, .. })
@@ -261,6 +265,13 @@ mod tests {
                 Some("expected killed by SIGBUS, got bytes [\\0 x2 at 0]"),
             ),
             (just(Outcome::Content('b')), bytes(b"bb"), None),
+            // A power cut's recovery: clean, or what the check found.
+            (just(Outcome::Ok), Observed::Recovered { problems: vec![] }, None),
+            (
+                just(Outcome::Ok),
+                Observed::Recovered { problems: vec!["xfs_repair -n /dev/pmem0: exit 1".into()] },
+                Some("expected success, got after the cut: xfs_repair -n /dev/pmem0: exit 1"),
+            ),
             (
                 just(Outcome::Content('b')),
                 bytes(b"bc"),

@@ -66,6 +66,19 @@ pub struct CaseSpec {
     /// the case, as a teardown that could not undo the case.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fsck: bool,
+    /// These steps are the part of a case before a `power_cut`: when every one met its
+    /// expectation, the agent reports without teardown or sync, leaving processes, mappings and
+    /// the mount as they are (`CaseReport::awaiting_power_cut`), and the host kills the VM.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cut_at_end: bool,
+    /// These steps are the part after a `power_cut` (their first step): the device holds the
+    /// filesystem the cut left, so set-up makes none and mounts nothing; the `power_cut` step
+    /// recovers and checks it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_cut: bool,
+    /// Extent maps saved by `fiemap` steps of the parts before the cut, by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub saved: std::collections::BTreeMap<String, Vec<Extent>>,
     pub steps: Vec<Step>,
 }
 

@@ -65,6 +65,11 @@ pub enum Observed {
         status: i32,
         output: String,
     },
+    /// A power cut's aftermath: what the recovery mount, the unmount, the filesystem check and
+    /// the mount after it found (empty: the filesystem came back clean).
+    Recovered {
+        problems: Vec<String>,
+    },
     /// daxtest could not do the step (a mapping whose process is gone, a helper that failed, a
     /// race that never raced): says nothing about the kernel, so the case is an error.
     Error(String),
@@ -183,6 +188,10 @@ impl fmt::Display for Observed {
                 write!(f, "{rounds} rounds, {} problems: {}", problems.len(), problems.join("; "))
             }
             Observed::Exit { status, output } => write!(f, "exit {status}: {}", output.trim()),
+            Observed::Recovered { problems } if problems.is_empty() => {
+                f.write_str("recovered and checked clean")
+            }
+            Observed::Recovered { problems } => write!(f, "after the cut: {}", problems.join("; ")),
             Observed::Error(e) => write!(f, "daxtest error: {e}"),
         }
     }

@@ -183,6 +183,18 @@ impl Gen {
             return;
         }
         match &step.op {
+            // A script in the guest cannot cut its own power: README.md of the bundle says how.
+            Op::PowerCut => {
+                self.unsupported(
+                    n,
+                    step,
+                    "a power cut: kill QEMU with SIGKILL now (kill -9 on qemu.sh's QEMU), boot \
+                     qemu.sh again on the same NVDIMM backing file, mount the filesystem, \
+                     unmount it, check it (xfs_repair -n, e2fsck -fn) and mount it again, then \
+                     run the steps after this one by hand",
+                );
+                return;
+            }
             Op::Create { file } => self.line(&format!("run touch {}", mnt(file))),
             Op::Mkdir { dir } => self.line(&format!("run mkdir {}", mnt(dir))),
             Op::Write { file, offset, len, pattern } => self.line(&format!(

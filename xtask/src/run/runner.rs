@@ -14,8 +14,9 @@ use crate::run::plan::{PlannedCase, Resolution};
 use crate::run::verdict::{doubt, judge, outside_cases};
 use crate::run::watch::{Limits, Stop, Watch};
 use crate::scenario::{Case, CaseTimeouts, Xfail};
-use daxtest_proto::case::{CaseReport, CaseSpec, PROGRESS};
+use daxtest_proto::case::{CasePhase, CaseReport, CaseSpec, Extent, Observed, Op, PROGRESS};
 use daxtest_proto::AGENT_PATH;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -180,8 +181,11 @@ impl Runner<'_> {
                 );
                 return self.result(p, Status::Error, why, t.elapsed());
             };
-            let run = self.run_case(guest, p, spec, xfail);
-            guest.last_case = Some(p.case.id.clone());
+            let _ = guest;
+            let run = self.run_case(guests, p, spec, xfail, emit);
+            if let Some(guest) = guests.up.as_mut() {
+                guest.last_case = Some(p.case.id.clone());
+            }
             let again = run.before.is_some() && first_attempt;
             if let Some(outside) = run.before {
                 guests.outside_failed = true;
@@ -316,43 +320,76 @@ impl Runner<'_> {
         dest
     }
 
-    /// Runs one case on `m`.
+    /// Runs one case on the guest that is up. A case that cuts the power runs part by part
+    /// (`plan::power_cut_parts`): when a part's steps all met their expectations, its VM is
+    /// killed and the next part runs in a VM booted on the same backing files; the parts'
+    /// reports are judged as one.
     fn run_case(
         &self,
-        m: &mut Guest,
+        guests: &mut Guests,
         p: &PlannedCase,
         spec: &CaseSpec,
         xfail: Option<&Xfail>,
+        emit: &mut dyn FnMut(&Event),
     ) -> CaseRun {
         let t = Instant::now();
-        let input = serde_json::to_vec(spec).expect("a case spec serializes");
-        let limits = self.limits(&p.case);
-        let mut watch = Watch::new(&m.vm.serial_log, limits, spec);
-        let answer = m.ask(&input, &mut |e| watch.poll(e));
-        let answer = match answer {
-            Ok(out) => out,
-            Err(e) => {
-                let result = self.vm_lost(m, p, &watch, e, t);
-                return CaseRun { result, after: After::Gone, before: None };
+        let mut parts = crate::run::plan::power_cut_parts(spec);
+        let mut merged: Option<CaseReport> = None;
+        let mut before = None;
+        let mut offset = 0;
+        for part in parts.iter_mut() {
+            // Extent maps saved before the cut, for comparisons after it.
+            if let Some(earlier) = &merged {
+                part.saved = saved_extents(spec, earlier);
             }
-        };
-        let report = match serde_json::from_slice::<CaseReport>(&answer.stdout) {
-            Ok(report) => report,
-            Err(e) => {
-                let stderr = String::from_utf8_lossy(&answer.stderr);
-                let stderr: Vec<&str> =
-                    stderr.lines().filter(|l| !l.starts_with(PROGRESS)).collect();
-                let result = self.result(
-                    p,
-                    Status::Error,
-                    format!("the agent's report is not valid: {e}; stderr: {}", stderr.join("\n")),
-                    t.elapsed(),
-                );
-                let after = After::Doubtful("the agent's report was not valid".into());
-                return CaseRun { result, after, before: None };
+            let m = guests.up.as_mut().expect("run_case runs on a guest that is up");
+            let report = match self.run_part(m, p, spec, part, offset, t) {
+                Ok(report) => report,
+                Err(mut run) => {
+                    // What the parts before the cut logged belongs to the case too.
+                    if let Some(earlier) = merged {
+                        let mut log = earlier.kernel_log;
+                        log.append(&mut run.result.kernel_log);
+                        run.result.kernel_log = log;
+                    }
+                    run.before = run.before.or(before);
+                    return *run;
+                }
+            };
+            match merged.as_mut() {
+                None => {
+                    before =
+                        outside_cases(m.place(Some(&p.case.id)), report.kernel_log_before.clone());
+                    merged = Some(report);
+                }
+                Some(into) => merge_after_cut(into, report, offset),
             }
-        };
-        let before = outside_cases(m.place(Some(&p.case.id)), report.kernel_log_before.clone());
+            offset += part.steps.len();
+            let into = merged.as_mut().expect("set above");
+            if !into.awaiting_power_cut {
+                break;
+            }
+            // The power cut: the agent left everything as it was; nothing is asked of the guest.
+            let cut = Instant::now();
+            match self.cut_and_boot(guests, &p.case.id, offset, emit) {
+                Ok(()) => {}
+                Err(e) => {
+                    let mut result = self.result(
+                        p,
+                        Status::Error,
+                        format!("no VM after the power cut: {e:#}"),
+                        t.elapsed(),
+                    );
+                    result.kernel_log = into.kernel_log.clone();
+                    return CaseRun { result, after: After::Gone, before };
+                }
+            }
+            into.phases.push(CasePhase {
+                name: "power-cut-and-boot".into(),
+                micros: cut.elapsed().as_micros() as u64,
+            });
+        }
+        let report = merged.expect("a case has at least one part");
         let result = judge(
             &p.case,
             spec,
@@ -365,6 +402,79 @@ impl Runner<'_> {
             None => After::Fine,
         };
         CaseRun { result, after, before }
+    }
+
+    /// Runs one part of a case (the whole case, unless it cuts the power) in the guest's agent:
+    /// its report, or the case's end when the guest did not answer.
+    fn run_part(
+        &self,
+        m: &mut Guest,
+        p: &PlannedCase,
+        spec: &CaseSpec,
+        part: &CaseSpec,
+        offset: usize,
+        t: Instant,
+    ) -> Result<CaseReport, Box<CaseRun>> {
+        let input = serde_json::to_vec(part).expect("a case spec serializes");
+        let limits = self.limits(&p.case);
+        let mut watch = Watch::new(&m.vm.serial_log, limits, spec).steps_before(offset);
+        let answer = match m.ask(&input, &mut |e| watch.poll(e)) {
+            Ok(out) => out,
+            Err(e) => {
+                let result = self.vm_lost(m, p, &watch, e, t);
+                return Err(Box::new(CaseRun { result, after: After::Gone, before: None }));
+            }
+        };
+        serde_json::from_slice::<CaseReport>(&answer.stdout).map_err(|e| {
+            let stderr = String::from_utf8_lossy(&answer.stderr);
+            let stderr: Vec<&str> = stderr.lines().filter(|l| !l.starts_with(PROGRESS)).collect();
+            let result = self.result(
+                p,
+                Status::Error,
+                format!("the agent's report is not valid: {e}; stderr: {}", stderr.join("\n")),
+                t.elapsed(),
+            );
+            let after = After::Doubtful("the agent's report was not valid".into());
+            Box::new(CaseRun { result, after, before: None })
+        })
+    }
+
+    /// Cuts the power of the guest that is up (its serial log kept like any VM's) and boots the
+    /// next one on the same backing files: a VM of the run of its own, which the case goes on in.
+    fn cut_and_boot(
+        &self,
+        guests: &mut Guests,
+        case: &str,
+        steps_done: usize,
+        emit: &mut dyn FnMut(&Event),
+    ) -> anyhow::Result<()> {
+        let mut g = guests.up.take().expect("a guest is up at the cut");
+        let dest = self.run_dir.join(format!("serial-{}.log", guests.serial_logs.len() + 1));
+        drop(g.agent.take());
+        g.vm.cut_power(&dest);
+        guests.serial_logs.push(dest);
+        let failures = &mut guests.boot_failures;
+        let mut failed = |e: &anyhow::Error, retrying: bool| {
+            let log = self.run_dir.join(format!("boot-failure-{}.log", failures.len() + 1));
+            if let Err(w) = std::fs::write(&log, format!("{e:#}\n")) {
+                eprintln!("daxtest: writing {}: {w}", log.display());
+            }
+            failures.push(log.clone());
+            emit(&Event::BootFailed { message: format!("{e:#}"), log, retrying });
+        };
+        let vm = &mut g.vm;
+        let ready = crate::machine::vm::once_more(|| vm.boot_after_cut(self.image), &mut failed)?;
+        emit(&Event::VmBooted {
+            boot_time: ready.boot_time,
+            reason: format!(
+                "power cut in {case} after step {steps_done}: booted on the same NVDIMM backing \
+                 files"
+            ),
+            command_line: g.vm.command_line.clone(),
+        });
+        let number = guests.serial_logs.len() + 1;
+        guests.up = Some(Guest { vm: g.vm, ready, agent: None, number, last_case: None });
+        Ok(())
     }
 
     /// The case's limits: the command line's, else the scenario's, else the recipe's.
@@ -498,7 +608,109 @@ impl Runner<'_> {
     }
 }
 
+/// The extent maps the steps reported so far saved (`fiemap` with `save`), by name.
+fn saved_extents(spec: &CaseSpec, report: &CaseReport) -> BTreeMap<String, Vec<Extent>> {
+    let mut saved = BTreeMap::new();
+    for (step, seen) in spec.steps.iter().zip(&report.steps) {
+        if let (Op::Fiemap { save: Some(name), .. }, Observed::Extents { extents, .. }) =
+            (&step.op, &seen.observed)
+        {
+            saved.insert(name.clone(), extents.clone());
+        }
+    }
+    saved
+}
+
+/// Joins the report of the part after a power cut to the case's: its steps (numbered on from
+/// `offset`), the new VM's boot and the part's window in the kernel log after a line that marks
+/// the cut, the taint and how it ended.
+fn merge_after_cut(into: &mut CaseReport, next: CaseReport, offset: usize) {
+    into.steps.extend(next.steps.into_iter().map(|mut s| {
+        s.index += offset;
+        s
+    }));
+    into.kernel_log.push(format!(
+        "--- power cut after step {offset}: the VM was killed; below, the boot of the next one \
+         on the same NVDIMM backing files, then the case's window there ---"
+    ));
+    into.kernel_log.extend(next.kernel_log_before);
+    into.kernel_log.push("--- the case after the power cut ---".into());
+    into.kernel_log.extend(next.kernel_log);
+    into.kernel_log_gap = into.kernel_log_gap.take().or(next.kernel_log_gap);
+    let after_cut = |e: Option<String>| e.map(|e| format!("after the power cut: {e}"));
+    into.setup_error = into.setup_error.take().or(after_cut(next.setup_error));
+    into.dax_state_error = into.dax_state_error.take().or(after_cut(next.dax_state_error));
+    into.teardown_error = next.teardown_error;
+    into.left_behind = next.left_behind;
+    into.residue = next.residue;
+    // The same kernel boots with the same taint: any bit either VM gained shows.
+    into.tainted_after |= next.tainted_after;
+    into.millis += next.millis;
+    into.phases.extend(next.phases);
+    into.awaiting_power_cut = next.awaiting_power_cut;
+}
+
 fn serial_tail(serial: &str, n: usize) -> Vec<String> {
     let lines: Vec<&str> = serial.lines().collect();
     lines[lines.len().saturating_sub(n)..].iter().map(|l| l.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use daxtest_proto::case::StepReport;
+
+    fn report(steps: usize, log: &[&str], tainted: (u64, u64)) -> CaseReport {
+        CaseReport {
+            id: "c".into(),
+            setup_error: None,
+            dax_state_error: None,
+            mount_options: "dax=always".into(),
+            steps: (0..steps)
+                .map(|index| StepReport {
+                    index,
+                    line: 10 + index,
+                    op: "write".into(),
+                    observed: Observed::Ok,
+                    millis: 1,
+                })
+                .collect(),
+            teardown_error: None,
+            left_behind: vec![],
+            residue: vec![],
+            kernel_log_before: vec!["[1.0] boot".into()],
+            kernel_log: log.iter().map(|l| l.to_string()).collect(),
+            kernel_log_gap: None,
+            tainted_before: tainted.0,
+            tainted_after: tainted.1,
+            millis: 5,
+            awaiting_power_cut: true,
+            phases: vec![],
+        }
+    }
+
+    /// The part after a cut continues the case: its steps numbered on, the new VM's boot and its
+    /// window in the case's log after the cut's marker, a taint either VM gained kept.
+    #[test]
+    fn the_part_after_a_cut_continues_the_report() {
+        let mut into = report(2, &["[2.0] before the cut"], (0, 512));
+        let mut next = report(3, &["[3.0] XFS (pmem0): Starting recovery"], (0, 0));
+        next.awaiting_power_cut = false;
+        next.teardown_error = Some("umount".into());
+        merge_after_cut(&mut into, next, 2);
+        let indexes: Vec<usize> = into.steps.iter().map(|s| s.index).collect();
+        assert_eq!(indexes, [0, 1, 2, 3, 4]);
+        assert_eq!(into.kernel_log[0], "[2.0] before the cut");
+        assert!(
+            into.kernel_log[1].starts_with("--- power cut after step 2"),
+            "{:?}",
+            into.kernel_log
+        );
+        assert_eq!(into.kernel_log[2], "[1.0] boot");
+        assert_eq!(into.kernel_log[4], "[3.0] XFS (pmem0): Starting recovery");
+        assert_eq!((into.tainted_before, into.tainted_after), (0, 512));
+        assert_eq!(into.teardown_error.as_deref(), Some("umount"));
+        assert!(!into.awaiting_power_cut);
+        assert_eq!(into.millis, 10);
+    }
 }

@@ -112,6 +112,7 @@ pub fn op_paths(op: &Op) -> Vec<(&'static str, &str)> {
         | Op::Load { .. }
         | Op::Evict
         | Op::Remount
+        | Op::PowerCut
         | Op::Freeze
         | Op::Thaw
         | Op::Sleep { .. }

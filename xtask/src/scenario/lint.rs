@@ -226,7 +226,7 @@ impl Usage {
                     _ => {}
                 }
             }
-            Op::Evict | Op::Remount | Op::RaceToggleWrite { .. } => {
+            Op::Evict | Op::Remount | Op::RaceToggleWrite { .. } | Op::PowerCut => {
                 let what = what();
                 for h in self.handles.drain() {
                     self.ended.insert(("handle", h), what.clone());

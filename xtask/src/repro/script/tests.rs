@@ -14,6 +14,9 @@ fn spec(steps: Vec<(Op, Expect)>) -> CaseSpec {
         mount_point: "/mnt/test".into(),
         seed: 7,
         fsck: false,
+        cut_at_end: false,
+        after_cut: false,
+        saved: Default::default(),
         steps: steps
             .into_iter()
             .enumerate()
