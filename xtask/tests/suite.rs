@@ -115,6 +115,19 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
             "fail",
             "step 4 (line 177, direct_io): expected error EFAULT, got success",
         ),
+        // A power cut loses a page-cache store nothing wrote back; the check after the recovery
+        // mount finds damage done before the cut.
+        (
+            "wrong/store-lost-in-a-power-cut/xfs/dax=never",
+            "fail",
+            "step 6 (line 192, read): expected every byte 'b', got bytes ['a' x4096 at 0]",
+        ),
+        (
+            "wrong/damage-found-after-a-power-cut/xfs/dax=always",
+            "fail",
+            "step 3 (line 202, power_cut): expected success, got after the cut: xfs_repair -n \
+             /dev/pmem0: exit status: 1: ",
+        ),
         (
             "wrong/xfail-symptom/xfs/dax=always",
             "xfail",
