@@ -161,6 +161,12 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
          closed it: mmap it again before this step",
     ),
     (
+        "store-loop-without-cut.toml",
+        "13:3",
+        "the store_loop at line 12 runs until the power is cut: the step after it must be \
+         { op = \"power_cut\" }",
+    ),
+    (
         "handle-never-opened.toml",
         "11:3",
         "close uses handle \"h\", which no earlier step opened: open it first ({ op = \"open\", \

@@ -129,6 +129,12 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
              /dev/pmem0: exit status: 1: ",
         ),
         (
+            "wrong/records-lost-in-a-power-cut/xfs/dax=never",
+            "fail",
+            "step 5 (line 216, power_cut): expected 0 completed records lost, got recovered and \
+             checked clean; ",
+        ),
+        (
             "wrong/xfail-symptom/xfs/dax=always",
             "xfail",
             "known bug: the missing file (https://example.org/bug): step 1 (line 149, unlink): \

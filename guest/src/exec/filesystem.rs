@@ -2,7 +2,7 @@
 //! unmount, eviction, freezing, swap, and shell steps.
 
 use super::{sys, Executor};
-use daxtest_proto::case::{Fs, Observed};
+use daxtest_proto::case::{Fs, Observed, RecordCheck, Records, RECORD};
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -54,13 +54,20 @@ impl Executor<'_> {
         problems.extend(fsck(self.spec));
         if let Err(e) = self.mount() {
             problems.push(format!("the mount after the check: {e}"));
-            return Observed::Recovered { problems };
+            return Observed::Recovered { problems, records: None };
         }
         let options = mount_options(&self.mnt).unwrap_or_default();
         if let Err(e) = self.verify_dax_state(&options) {
             problems.push(format!("DAX state after the recovery: {e}"));
         }
-        Observed::Recovered { problems }
+        let records = match &self.spec.records {
+            Some(check) => match lost_records(&self.path(&check.file), check) {
+                Ok(lost) => Some(Records { completed: check.completed, lost }),
+                Err(e) => return Observed::Error(format!("reading the records back: {e}")),
+            },
+            None => None,
+        };
+        Observed::Recovered { problems, records }
     }
 
     pub(super) fn mount(&mut self) -> Result<(), String> {
@@ -146,6 +153,27 @@ impl Executor<'_> {
         let _ = std::fs::remove_file(&probe);
         result
     }
+}
+
+/// How many of the records a store_loop completed are not in the file: record i holds i + 1
+/// (little-endian) at `offset + i * RECORD`; a file that ends before it lost it.
+fn lost_records(path: &Path, check: &RecordCheck) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(path)?;
+    let mut buf = vec![0u8; check.completed as usize * RECORD];
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], check.offset + got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok((0..check.completed as usize)
+        .filter(|&i| {
+            let at = i * RECORD;
+            at + 8 > got || buf[at..at + 8] != (i as u64 + 1).to_le_bytes()
+        })
+        .count() as u64)
 }
 
 /// The filesystem checker's verdict on the unmounted device: `xfs_repair -n` or `e2fsck -fn`

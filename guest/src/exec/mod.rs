@@ -366,6 +366,7 @@ impl<'a> Executor<'a> {
             }
             Op::RaceToggleWrite { file, rounds } => self.race_toggle_write(file, *rounds),
             Op::PowerCut => self.recover(),
+            Op::StoreLoop { map, msync } => self.with_map(map, |h| h.store_loop(*msync)),
             Op::Sleep { millis } => {
                 std::thread::sleep(std::time::Duration::from_millis(*millis));
                 Observed::Ok

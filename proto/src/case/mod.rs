@@ -11,8 +11,10 @@ mod op;
 mod report;
 
 pub use expect::{Cmp, Count, Expect, Outcome, Shared};
-pub use observed::{runs, runs_into, Extent, Observed, Run, FIEMAP_EXTENT_SHARED, MAX_RUNS};
-pub use op::{FallocMode, IoDirection, MapKind, Op, RACE_SLOT};
+pub use observed::{
+    runs, runs_into, Extent, Observed, Records, Run, FIEMAP_EXTENT_SHARED, MAX_RUNS,
+};
+pub use op::{FallocMode, IoDirection, MapKind, Op, RACE_SLOT, RECORD, RECORD_MARK};
 pub use report::{CasePhase, CaseReport, StepReport};
 
 use serde::{Deserialize, Serialize};
@@ -76,10 +78,24 @@ pub struct CaseSpec {
     /// recovers and checks it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub after_cut: bool,
+    /// The records a `store_loop` completed before the cut, which the `power_cut` step checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<RecordCheck>,
     /// Extent maps saved by `fiemap` steps of the parts before the cut, by name.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub saved: std::collections::BTreeMap<String, Vec<Extent>>,
     pub steps: Vec<Step>,
+}
+
+/// Where a `store_loop` stored its records and how many it reported completed before the cut.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordCheck {
+    /// The mapped file, relative to the mount point.
+    pub file: String,
+    /// The mapping's offset in the file: record i is at `offset + i * RECORD`.
+    pub offset: u64,
+    pub completed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

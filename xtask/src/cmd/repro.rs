@@ -499,6 +499,7 @@ mod tests {
             seed: 3,
             kernel_log_path: results::under(Path::new(dir), Path::new("kernel-logs/x.log")),
             vm: Some(1),
+            measurements: vec![],
         };
         let r = results::Results {
             schema_version: results::SCHEMA_VERSION,

@@ -59,6 +59,7 @@ pub fn resolve(
             fsck: case.fsck,
             cut_at_end: false,
             after_cut: false,
+            records: None,
             saved: Default::default(),
             steps,
         }),

@@ -14,7 +14,10 @@ use crate::run::plan::{PlannedCase, Resolution};
 use crate::run::verdict::{doubt, judge, outside_cases};
 use crate::run::watch::{Limits, Stop, Watch};
 use crate::scenario::{Case, CaseTimeouts, Xfail};
-use daxtest_proto::case::{CasePhase, CaseReport, CaseSpec, Extent, Observed, Op, PROGRESS};
+use anyhow::Context;
+use daxtest_proto::case::{
+    CasePhase, CaseReport, CaseSpec, Extent, Observed, Op, RecordCheck, PROGRESS, RECORD_MARK,
+};
 use daxtest_proto::AGENT_PATH;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -337,11 +340,14 @@ impl Runner<'_> {
         let mut merged: Option<CaseReport> = None;
         let mut before = None;
         let mut offset = 0;
+        let mut records = None;
         for part in parts.iter_mut() {
-            // Extent maps saved before the cut, for comparisons after it.
+            // Extent maps saved before the cut, for comparisons after it; the records a
+            // store_loop completed before it.
             if let Some(earlier) = &merged {
                 part.saved = saved_extents(spec, earlier);
             }
+            part.records = records.take();
             let m = guests.up.as_mut().expect("run_case runs on a guest that is up");
             let report = match self.run_part(m, p, spec, part, offset, t) {
                 Ok(report) => report,
@@ -369,9 +375,27 @@ impl Runner<'_> {
             if !into.awaiting_power_cut {
                 break;
             }
+            // A store_loop runs on: the cut comes at a moment drawn from the case's seed.
+            let store_loop = match part.steps.last().map(|s| &s.op) {
+                Some(Op::StoreLoop { map, .. }) => Some(map.clone()),
+                _ => None,
+            };
+            if store_loop.is_some() {
+                std::thread::sleep(cut_delay(spec.seed));
+            }
             // The power cut: the agent left everything as it was; nothing is asked of the guest.
             let cut = Instant::now();
-            match self.cut_and_boot(guests, &p.case.id, offset, emit) {
+            let booted = self.cut_and_boot(guests, &p.case.id, offset, emit).and_then(|serial| {
+                // The records the killed VM reported completed, from its console.
+                if let Some(map) = store_loop {
+                    let text = std::fs::read(&serial)
+                        .with_context(|| format!("reading {}", serial.display()))?;
+                    let done = completed_records(&String::from_utf8_lossy(&text));
+                    records = Some(record_check(spec, offset, &map, done)?);
+                }
+                Ok(())
+            });
+            match booted {
                 Ok(()) => {}
                 Err(e) => {
                     let mut result = self.result(
@@ -447,12 +471,12 @@ impl Runner<'_> {
         case: &str,
         steps_done: usize,
         emit: &mut dyn FnMut(&Event),
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<PathBuf> {
         let mut g = guests.up.take().expect("a guest is up at the cut");
         let dest = self.run_dir.join(format!("serial-{}.log", guests.serial_logs.len() + 1));
         drop(g.agent.take());
         g.vm.cut_power(&dest);
-        guests.serial_logs.push(dest);
+        guests.serial_logs.push(dest.clone());
         let failures = &mut guests.boot_failures;
         let mut failed = |e: &anyhow::Error, retrying: bool| {
             let log = self.run_dir.join(format!("boot-failure-{}.log", failures.len() + 1));
@@ -474,7 +498,7 @@ impl Runner<'_> {
         });
         let number = guests.serial_logs.len() + 1;
         guests.up = Some(Guest { vm: g.vm, ready, agent: None, number, last_case: None });
-        Ok(())
+        Ok(dest)
     }
 
     /// The case's limits: the command line's, else the scenario's, else the recipe's.
@@ -604,8 +628,52 @@ impl Runner<'_> {
                 Ok(Resolution::Run { spec, .. }) => spec.seed,
                 _ => p.case.seed,
             },
+            measurements: vec![],
         }
     }
+}
+
+/// How long a store_loop runs before the power is cut: 200 ms to 1.2 s, drawn from the case's
+/// seed (SplitMix64), so that a run with the same seed cuts at about the same moment.
+fn cut_delay(seed: u64) -> Duration {
+    let mut z = seed.wrapping_add(0x9e3779b97f4a7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+    Duration::from_millis(200 + (z ^ (z >> 31)) % 1000)
+}
+
+/// The records a store_loop reported completed on the console of the killed VM: one more than
+/// the highest index on a whole line (a line cut by the kill was not reported).
+fn completed_records(serial: &str) -> u64 {
+    let whole = match serial.rfind('\n') {
+        Some(end) => &serial[..end],
+        None => "",
+    };
+    whole
+        .lines()
+        .filter_map(|l| l.split(RECORD_MARK).nth(1)?.trim_end().parse::<u64>().ok())
+        .max()
+        .map_or(0, |i| i + 1)
+}
+
+/// What the power_cut after a store_loop through `map` checks: the mapped file and offset, from
+/// the last mmap of `map` before the loop (the validator made sure there is one).
+fn record_check(
+    spec: &CaseSpec,
+    steps_done: usize,
+    map: &str,
+    completed: u64,
+) -> anyhow::Result<RecordCheck> {
+    spec.steps[..steps_done]
+        .iter()
+        .rev()
+        .find_map(|s| match &s.op {
+            Op::Mmap { file, map: m, offset, .. } if m == map => {
+                Some(RecordCheck { file: file.clone(), offset: *offset, completed })
+            }
+            _ => None,
+        })
+        .with_context(|| format!("no mmap of {map:?} before its store_loop"))
 }
 
 /// The extent maps the steps reported so far saved (`fiemap` with `save`), by name.
@@ -687,6 +755,20 @@ mod tests {
             awaiting_power_cut: true,
             phases: vec![],
         }
+    }
+
+    /// A record counts when its line reached the console whole; other console lines are not
+    /// records.
+    #[test]
+    fn completed_records_are_the_whole_lines_on_the_console() {
+        assert_eq!(completed_records(""), 0);
+        assert_eq!(completed_records("[ 1.0] boot\r\n"), 0);
+        let serial =
+            "@daxtest-record 0\r\n@daxtest-record 1\r\n[ 2.0] x\n@daxtest-record 2\r\n@daxtest-rec";
+        assert_eq!(completed_records(serial), 3);
+        assert_eq!(completed_records("@daxtest-record 0\n@daxtest-record 1"), 1);
+        assert_ne!(cut_delay(1), cut_delay(2));
+        assert!((200..1200).contains(&(cut_delay(7).as_millis() as u64)));
     }
 
     /// The part after a cut continues the case: its steps numbered on, the new VM's boot and its

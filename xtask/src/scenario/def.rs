@@ -228,6 +228,8 @@ pub(super) struct ExpectDef {
     pub(super) faults: Option<CountDef>,
     /// DAX PMD faults of a store or load (fs_dax tracepoints), written as `faults` is.
     pub(super) pmd_faults: Option<CountDef>,
+    /// Completed store_loop records a power cut may lose: a number, or "any" (measured).
+    pub(super) lost: Option<CountDef>,
 }
 
 /// A count as written: `faults = 0` or `faults = ">=1"`.

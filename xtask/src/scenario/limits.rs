@@ -113,6 +113,7 @@ pub fn op_paths(op: &Op) -> Vec<(&'static str, &str)> {
         | Op::Evict
         | Op::Remount
         | Op::PowerCut
+        | Op::StoreLoop { .. }
         | Op::Freeze
         | Op::Thaw
         | Op::Sleep { .. }

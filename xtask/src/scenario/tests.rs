@@ -440,3 +440,38 @@ steps = [{ op = "create", file = "f" }]
     assert_eq!(whole.len(), 1);
     assert!(!whole[0].cut_at_end && !whole[0].after_cut);
 }
+
+/// A store_loop runs until a power_cut that says what it may lose; `lost` goes nowhere else.
+#[test]
+fn a_store_loop_ends_in_a_power_cut_that_counts_its_records() {
+    let case = |steps: &str| {
+        format!(
+            "format = 1\nname = \"u\"\nsummary = \"s\"\n[[case]]\nid = \"c\"\nsummary = \"s\"\n\
+             steps = [\n\
+             {{ op = \"mmap\", file = \"f\", map = \"m\", offset = 0, len = 4096, kind = \"sync\" }},\n\
+             {steps}\n]\n"
+        )
+    };
+    let looped = "{ op = \"store_loop\", map = \"m\" },";
+    let s =
+        parse_ok(&case(&format!("{looped}\n{{ op = \"power_cut\", expect = {{ lost = 0 }} }},")));
+    assert_eq!(s.cases[0].steps[2].expect[0].1.outcome, Outcome::Lost(Some(0)));
+    let s = parse_ok(&case(&format!(
+        "{looped}\n{{ op = \"power_cut\", expect = {{ lost = \"any\" }} }},"
+    )));
+    assert_eq!(s.cases[0].steps[2].expect[0].1.outcome, Outcome::Lost(None));
+    let e = errors(&case(&format!("{looped}\n{{ op = \"power_cut\" }},")));
+    assert!(e[0].contains("say what it may lose"), "{e:?}");
+    let e = errors(&case(looped));
+    assert!(e[0].contains("runs until the power is cut: end the case with"), "{e:?}");
+    let e = errors(&case("{ op = \"power_cut\", expect = { lost = 0 } },"));
+    assert!(e[0].contains("lost counts the records of a store_loop"), "{e:?}");
+    let e = errors(&case(
+        "{ op = \"load\", map = \"m\", offset = 0, len = 8, expect = { lost = 0 } },",
+    ));
+    assert!(e[0].contains("op load cannot observe"), "{e:?}");
+    let e = errors(&case(&format!(
+        "{looped}\n{{ op = \"power_cut\", expect = {{ lost = \"some\" }} }},"
+    )));
+    assert!(e[0].contains("write a number of records"), "{e:?}");
+}

@@ -16,6 +16,7 @@ fn spec(steps: Vec<(Op, Expect)>) -> CaseSpec {
         fsck: false,
         cut_at_end: false,
         after_cut: false,
+        records: None,
         saved: Default::default(),
         steps: steps
             .into_iter()

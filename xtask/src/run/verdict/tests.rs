@@ -80,6 +80,7 @@ fn base() -> CaseResult {
         kernel_log: vec![],
         phases: vec![],
         seed: 1,
+        measurements: vec![],
     }
 }
 
