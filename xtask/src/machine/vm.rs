@@ -1,5 +1,6 @@
 //! One test VM: a private directory with the NVDIMM backing files and logs, QEMU, and the wait
-//! until the agent answers over SSH. The directory and QEMU go away when the `Vm` is dropped.
+//! until the agent answers over SSH. The directory and QEMU go away when the `Vm` is dropped; a
+//! power cut kills QEMU and starts it again in the same directory, on the same backing files.
 //!
 //! Backing files start with an fsdax info block captured from an earlier boot (see
 //! `FsdaxTemplate`), so the kernel finds fsdax namespaces at once instead of paying for

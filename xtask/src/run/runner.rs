@@ -2,7 +2,8 @@
 //! [`CaseResult`]. It only emits [`Event`]s: display and files are the reporters' business.
 //!
 //! A case that crashes the kernel, hangs or loses the guest ends that VM: the case is reported
-//! with what the serial console shows, and the next case boots a fresh VM.
+//! with what the serial console shows, and the next case boots a fresh VM. A case that cuts the
+//! power kills its VM on purpose and goes on in one booted on the same backing files.
 
 use crate::machine::image::Image;
 use crate::machine::ssh::Conversation;
@@ -474,8 +475,9 @@ impl Runner<'_> {
     ) -> anyhow::Result<PathBuf> {
         let mut g = guests.up.take().expect("a guest is up at the cut");
         let dest = self.run_dir.join(format!("serial-{}.log", guests.serial_logs.len() + 1));
-        drop(g.agent.take());
+        // QEMU first: closing the agent's session could make the guest do something.
         g.vm.cut_power(&dest);
+        drop(g.agent.take());
         guests.serial_logs.push(dest.clone());
         let failures = &mut guests.boot_failures;
         let mut failed = |e: &anyhow::Error, retrying: bool| {
