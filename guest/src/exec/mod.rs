@@ -3,7 +3,9 @@
 //!
 //! Steps run with real system calls. Set-up makes a fresh filesystem and verifies that DAX is in
 //! the state the mount asks for; every process the case starts runs in its cgroup and is swept
-//! at the end; teardown always runs and must leave the guest as the case found it; the kernel
+//! at the end; teardown always runs and must leave the guest as the case found it, except where
+//! the host cuts the power (`CaseSpec::cut_at_end`): there everything is left to die with the
+//! VM, and the part after the cut mounts what it left instead of making a filesystem; the kernel
 //! messages of the case's window, and of the stretch before it, come from PID 1's copy of
 //! /dev/kmsg (`crate::kmsg`).
 //!
