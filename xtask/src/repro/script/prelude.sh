@@ -428,7 +428,7 @@ finish() {
 # runs in the VM booted again on that file.
 power_cut() {
 	say "POWER CUT after step $1: now kill QEMU with no warning (no sync, no unmount), e.g."
-	say "  kill -9 <pid of qemu.sh's qemu-system-x86_64>   (or Ctrl-A x on its console),"
+	say "  kill -9 <pid of qemu.sh's qemu-system-x86_64>,"
 	say "boot it again on the same backing file (VMDIR=<the VMDIR qemu.sh printed> ./qemu.sh)"
 	say "and run the rest there: PART=$2 (with the same DEV and MNT) sh -s < reproduce.sh"
 	rm -rf "$W"
