@@ -155,6 +155,18 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
          it: mmap it again before this step",
     ),
     (
+        "used-after-power-cut.toml",
+        "13:3",
+        "store uses mapping \"m\", which no earlier step opened since the power_cut at line 12 \
+         closed it: mmap it again before this step",
+    ),
+    (
+        "store-loop-without-cut.toml",
+        "13:3",
+        "the store_loop at line 12 runs until the power is cut: the step after it must be \
+         { op = \"power_cut\" }",
+    ),
+    (
         "handle-never-opened.toml",
         "11:3",
         "close uses handle \"h\", which no earlier step opened: open it first ({ op = \"open\", \

@@ -155,6 +155,25 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
             "step 3 (line 250, poison): expected success, got killed by SIGBUS (BUS_MCEERR_AR, \
              si_addr_lsb 12, at offset 0)",
         ),
+        // A power cut loses a page-cache store nothing wrote back; the check after the recovery
+        // mount finds damage done before the cut.
+        (
+            "wrong/store-lost-in-a-power-cut/xfs/dax=never",
+            "fail",
+            "step 6 (line 265, read): expected every byte 'b', got bytes ['a' x4096 at 0]",
+        ),
+        (
+            "wrong/damage-found-after-a-power-cut/xfs/dax=always",
+            "fail",
+            "step 3 (line 275, power_cut): expected success, got after the cut: xfs_repair -n \
+             /dev/pmem0: exit status: 1: ",
+        ),
+        (
+            "wrong/records-lost-in-a-power-cut/xfs/dax=never",
+            "fail",
+            "step 5 (line 289, power_cut): expected 0 completed records lost, got recovered and \
+             checked clean; ",
+        ),
         (
             "wrong/xfail-symptom/xfs/dax=always",
             "xfail",

@@ -14,7 +14,7 @@ use crate::stat::statx_dax;
 use anyhow::{bail, Context};
 use daxtest_proto::{DaxProof, PmemDevice};
 use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -100,7 +100,7 @@ fn read_sys(path: &str) -> anyhow::Result<String> {
 }
 
 /// The image's one-file erofs written to the device, mount -o dax=always, statx the file.
-/// Leaves the device wiped.
+/// Leaves the device's start as it found it.
 pub fn prove(name: &str, fs_ready: &dyn Fn() -> anyhow::Result<()>) -> DaxProof {
     let mut result = DaxProof {
         filesystem: "erofs".into(),
@@ -138,6 +138,9 @@ fn mount_and_stat(
     // the block device and flushed, so that DAX reads of the file find it on the media.
     let image = std::fs::read(daxtest_proto::DAX_PROOF_IMAGE_PATH)
         .with_context(|| format!("reading {}", daxtest_proto::DAX_PROOF_IMAGE_PATH))?;
+    // What the proof overwrites is given back afterwards: zeroes on a new backing file, the
+    // filesystem a power cut left on one booted again (a power_cut step).
+    let found = read_start(&dev).with_context(|| format!("reading the start of {dev}"))?;
     write_start(&dev, &image).with_context(|| format!("writing the proof's erofs to {dev}"))?;
     fs_ready().context("the modules the proof's mount needs")?;
     mount(dev.as_str(), dir.as_str(), "erofs", MountFlags::RDONLY, Some(c"dax=always"))
@@ -150,7 +153,7 @@ fn mount_and_stat(
     })();
     unmount(dir.as_str(), UnmountFlags::empty()).with_context(|| format!("umount {dir}"))?;
     inner?;
-    wipe(&dev)
+    write_start(&dev, &found)
 }
 
 /// The options column of /proc/mounts for the mount on `dir`.
@@ -164,10 +167,12 @@ fn mount_options(dir: &str) -> anyhow::Result<String> {
         .with_context(|| format!("{dir} not in /proc/mounts"))
 }
 
-/// Zeroes the start of the device so the user finds a blank one (mkfs without -f would refuse):
-/// the proof's erofs is 8 KiB (superblock, metadata, the file's block), well inside what is zeroed.
-fn wipe(dev: &str) -> anyhow::Result<()> {
-    write_start(dev, &vec![0u8; 64 << 10])
+/// The start of the device, as long as what the proof may write there: the proof's erofs is
+/// 8 KiB (superblock, metadata, the file's block), well inside it.
+fn read_start(dev: &str) -> anyhow::Result<Vec<u8>> {
+    let mut head = vec![0u8; 64 << 10];
+    std::fs::File::open(dev)?.read_exact(&mut head)?;
+    Ok(head)
 }
 
 /// Writes `bytes` at the start of the device and flushes them to the media.

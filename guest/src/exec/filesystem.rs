@@ -2,7 +2,7 @@
 //! unmount, eviction, freezing, swap, and shell steps.
 
 use super::{sys, Executor};
-use daxtest_proto::case::{Fs, Observed};
+use daxtest_proto::case::{Fs, Observed, RecordCheck, Records, RECORD};
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
@@ -30,16 +30,60 @@ impl Executor<'_> {
             ));
         }
         clock.lap("mkfs");
-        std::fs::create_dir_all(&self.mnt)
-            .map_err(|e| format!("mkdir {}: {e}", self.mnt.display()))?;
+        self.mount_point()?;
         self.mount()?;
         clock.lap("mount");
         Ok(mount_options(&self.mnt).unwrap_or_default())
     }
 
+    pub(super) fn mount_point(&self) -> Result<(), String> {
+        std::fs::create_dir_all(&self.mnt).map_err(|e| format!("mkdir {}: {e}", self.mnt.display()))
+    }
+
+    /// The power_cut step, in the VM booted after the cut: the filesystem the cut left is
+    /// mounted (the kernel replays its log), unmounted, checked (`xfs_repair -n` refuses a dirty
+    /// log, so the check comes after the recovery mount: it sees what recovery made), and mounted
+    /// again, DAX as the options ask. A mount the kernel refuses is its errno.
+    pub(super) fn recover(&mut self) -> Observed {
+        if let Err(e) = self.mount_raw() {
+            return Observed::Errno(sys::errno_name(e.raw_os_error()));
+        }
+        let mut problems = Vec::new();
+        if let Some(e) = self.unmount() {
+            return Observed::Error(format!("after the recovery mount: {e}"));
+        }
+        problems.extend(fsck(self.spec));
+        if let Err(e) = self.mount() {
+            problems.push(format!("the mount after the check: {e}"));
+            return Observed::Recovered { problems, records: None };
+        }
+        let options = mount_options(&self.mnt).unwrap_or_default();
+        if let Err(e) = self.verify_dax_state(&options) {
+            problems.push(format!("DAX state after the recovery: {e}"));
+        }
+        let records = match &self.spec.records {
+            Some(check) => match lost_records(&self.path(&check.file), check) {
+                Ok(lost) => Some(Records { completed: check.completed, lost }),
+                Err(e) => return Observed::Error(format!("reading the records back: {e}")),
+            },
+            None => None,
+        };
+        Observed::Recovered { problems, records }
+    }
+
     pub(super) fn mount(&mut self) -> Result<(), String> {
         let s = self.spec;
-        let data = std::ffi::CString::new(s.mount_options.clone()).map_err(|e| e.to_string())?;
+        self.mount_raw().map_err(|e| {
+            let ro = if self.read_only { "-r " } else { "" };
+            format!("mount {ro}-t {} -o {} {}: {e}", s.fs, s.mount_options, s.device)
+        })
+    }
+
+    fn mount_raw(&mut self) -> rustix::io::Result<()> {
+        let s = self.spec;
+        // A NUL byte would end the options early: refused as the kernel refuses bad options.
+        let data = std::ffi::CString::new(s.mount_options.clone())
+            .map_err(|_| rustix::io::Errno::INVAL)?;
         let flags = match self.read_only {
             true => rustix::mount::MountFlags::RDONLY,
             false => rustix::mount::MountFlags::empty(),
@@ -50,11 +94,7 @@ impl Executor<'_> {
             s.fs.name(),
             flags,
             Some(data.as_c_str()),
-        )
-        .map_err(|e| {
-            let ro = if self.read_only { "-r " } else { "" };
-            format!("mount {ro}-t {} -o {} {}: {e}", s.fs, s.mount_options, s.device)
-        })?;
+        )?;
         self.mounted = true;
         Ok(())
     }
@@ -120,6 +160,27 @@ impl Executor<'_> {
         let _ = std::fs::remove_file(&probe);
         result
     }
+}
+
+/// How many of the records a store_loop completed are not in the file: record i holds i + 1
+/// (little-endian) at `offset + i * RECORD`; a file that ends before it lost it.
+fn lost_records(path: &Path, check: &RecordCheck) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(path)?;
+    let mut buf = vec![0u8; check.completed as usize * RECORD];
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], check.offset + got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok((0..check.completed as usize)
+        .filter(|&i| {
+            let at = i * RECORD;
+            at + 8 > got || buf[at..at + 8] != (i as u64 + 1).to_le_bytes()
+        })
+        .count() as u64)
 }
 
 /// The filesystem checker's verdict on the unmounted device: `xfs_repair -n` or `e2fsck -fn`

@@ -65,6 +65,11 @@ enum Request {
         rounds: u64,
         seed: u64,
     },
+    /// store_loop: answers once the serial console is open, then stores records until the
+    /// mapping ends (or the power does), serving nothing more.
+    StoreLoop {
+        msync: bool,
+    },
     /// munmap and exit.
     Unmap,
 }
@@ -172,6 +177,11 @@ impl Holder {
 
     pub fn race_private_cow(&mut self, rounds: u64, seed: u64) -> Observed {
         self.ask(&Request::RacePrivateCow { rounds, seed })
+    }
+
+    /// Starts the record loop; the holder serves no other request afterwards.
+    pub fn store_loop(&mut self, msync: bool) -> Observed {
+        self.ask(&Request::StoreLoop { msync })
     }
 
     /// munmap, then the holder exits.
@@ -333,12 +343,51 @@ fn serve(
             Request::RacePrivateCow { rounds, seed } => {
                 super::race::private_cow((path, offset, len), rounds, seed)
             }
+            Request::StoreLoop { msync } => {
+                let console = match std::fs::OpenOptions::new().write(true).open(CONSOLE) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return reply(&Observed::Error(format!(
+                            "store_loop: opening {CONSOLE}: {e}"
+                        )))
+                    }
+                };
+                reply(&Observed::Ok)?;
+                store_loop(&map, msync, console);
+            }
             Request::Unmap => return reply(&super::done(sys::munmap(&map))),
         };
         reply(&observed)?;
         sys::set_idle(true);
     }
     Ok(())
+}
+
+/// The serial console, which QEMU writes to a file of the host as the guest transmits.
+const CONSOLE: &str = "/dev/ttyS0";
+
+/// Record i (i + 1, little-endian) into every RECORD bytes of the mapping in turn, msync after
+/// each when asked, and each reported on the console once done: a record is reported only when
+/// its store (and msync) returned, and the next store waits until the host has the report. Then
+/// waits for the power cut; a failed msync or report ends the loop (the count stops there).
+fn store_loop(map: &sys::Mapping, msync: bool, mut console: std::fs::File) -> ! {
+    use daxtest_proto::case::{RECORD, RECORD_MARK};
+    for i in 0..map.len / RECORD {
+        sys::store_u64(map, i * RECORD, i as u64 + 1);
+        if msync && sys::msync(map).is_err() {
+            break;
+        }
+        // One write: a line in pieces could be split by a kernel message on the console.
+        let line = format!("{RECORD_MARK}{i}\n");
+        let reported =
+            console.write_all(line.as_bytes()).and_then(|()| sys::drain(console.as_fd()));
+        if reported.is_err() {
+            break;
+        }
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
 }
 
 /// Runs the access paths once on memory of the holder's own, so that the faults counted around a

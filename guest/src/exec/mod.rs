@@ -3,7 +3,9 @@
 //!
 //! Steps run with real system calls. Set-up makes a fresh filesystem and verifies that DAX is in
 //! the state the mount asks for; every process the case starts runs in its cgroup and is swept
-//! at the end; teardown always runs and must leave the guest as the case found it; the kernel
+//! at the end; teardown always runs and must leave the guest as the case found it, except where
+//! the host cuts the power (`CaseSpec::cut_at_end`): there everything is left to die with the
+//! VM, and the part after the cut mounts what it left instead of making a filesystem; the kernel
 //! messages of the case's window, and of the stretch before it, come from PID 1's copy of
 //! /dev/kmsg (`crate::kmsg`).
 //!
@@ -49,6 +51,7 @@ pub fn run(spec: &CaseSpec) -> CaseReport {
         tainted_before,
         tainted_after: tainted_before,
         millis: 0,
+        awaiting_power_cut: false,
         phases: Vec::new(),
     };
     let unit = isolation::Unit::enter();
@@ -57,6 +60,14 @@ pub fn run(spec: &CaseSpec) -> CaseReport {
     progress("setup");
     match &unit {
         Err(e) => report.setup_error = Some(format!("case cgroup: {e}")),
+        // After a power cut, the power_cut step mounts what the cut left.
+        Ok(_) if spec.after_cut => match ex.mount_point() {
+            Ok(()) => {
+                ex.steps(&mut report.steps);
+                clock.lap("steps");
+            }
+            Err(e) => report.setup_error = Some(e),
+        },
         Ok(_) => match ex.setup(&mut clock) {
             Ok(options) => {
                 let dax_state = ex.verify_dax_state(&options);
@@ -72,6 +83,26 @@ pub fn run(spec: &CaseSpec) -> CaseReport {
             }
             Err(e) => report.setup_error = Some(e),
         },
+    }
+    let all_met = report.setup_error.is_none()
+        && report.dax_state_error.is_none()
+        && report.steps.len() == spec.steps.len()
+        && spec.steps.iter().zip(&report.steps).all(|(s, r)| s.expect.check(&r.observed).is_ok());
+    if spec.cut_at_end && all_met {
+        // The power goes now: no teardown, no sync. The processes, mappings and handles of the
+        // case stay as they are (forgotten, not dropped: dropping would end them) until QEMU dies.
+        progress("awaiting the power cut");
+        std::mem::forget(ex);
+        let lines = window.close();
+        clock.lap("window");
+        report.kernel_log_before = lines.before;
+        report.kernel_log = lines.window;
+        report.kernel_log_gap = lines.gap;
+        report.tainted_after = tainted();
+        report.millis = start.elapsed().as_millis() as u64;
+        report.phases = clock.phases;
+        report.awaiting_power_cut = true;
+        return report;
     }
     progress("teardown");
     let mut teardown = ex.release();
@@ -184,7 +215,7 @@ impl<'a> Executor<'a> {
             mounted: false,
             handles: HashMap::new(),
             maps: HashMap::new(),
-            saved: HashMap::new(),
+            saved: spec.saved.clone().into_iter().collect(),
             swapped: Vec::new(),
             frozen: false,
             read_only: false,
@@ -349,6 +380,8 @@ impl<'a> Executor<'a> {
                 done(r)
             }
             Op::RaceToggleWrite { file, rounds } => self.race_toggle_write(file, *rounds),
+            Op::PowerCut => self.recover(),
+            Op::StoreLoop { map, msync } => self.with_map(map, |h| h.store_loop(*msync)),
             Op::Sleep { millis } => {
                 std::thread::sleep(std::time::Duration::from_millis(*millis));
                 Observed::Ok

@@ -585,6 +585,13 @@ pub fn errno_name(code: i32) -> String {
     daxtest_proto::errno::errno_name(code).map_or_else(|| format!("E{code}"), str::to_string)
 }
 
+/// Waits until everything written to the terminal `fd` has been transmitted (tcdrain): on the
+/// serial console, until QEMU has it.
+pub fn drain(fd: BorrowedFd) -> io::Result<()> {
+    // SAFETY: tcdrain on a valid descriptor touches no memory of ours.
+    result(unsafe { libc::tcdrain(fd.as_raw_fd()) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

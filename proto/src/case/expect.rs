@@ -67,6 +67,9 @@ pub enum Outcome {
     Shared(Shared),
     /// Success, and the shell command exits with this status.
     Exit(i32),
+    /// After a power cut that came during a `store_loop`: this many of its completed records are
+    /// gone (`None`: any number, measured and reported, not judged).
+    Lost(Option<u64>),
 }
 
 /// A comparison of a count, as scenario files write it: `0`, `">=1"`, `"<4"`.
@@ -139,6 +142,8 @@ impl fmt::Display for Outcome {
             Outcome::NoExtents => f.write_str("no extents (a hole)"),
             Outcome::Shared(s) => write!(f, "{} extents shared", format!("{s:?}").to_lowercase()),
             Outcome::Exit(s) => write!(f, "exit status {s}"),
+            Outcome::Lost(Some(n)) => write!(f, "{n} completed records lost"),
+            Outcome::Lost(None) => f.write_str("any number of completed records lost"),
         }
     }
 }
@@ -166,7 +171,11 @@ impl Outcome {
     fn met_by(&self, observed: &Observed) -> bool {
         match (self, observed) {
             (_, Observed::Error(_)) => false,
-            (_, Observed::Race { problems, .. }) if !problems.is_empty() => false,
+            (_, Observed::Race { problems, .. }) | (_, Observed::Recovered { problems, .. })
+                if !problems.is_empty() =>
+            {
+                false
+            }
             (Outcome::Ok, o) => {
                 !matches!(o, Observed::Errno(_) | Observed::Signal { .. } | Observed::Exit { .. })
                     || matches!(o, Observed::Exit { status: 0, .. })
@@ -194,6 +203,9 @@ impl Outcome {
                 }
             }
             (Outcome::Exit(e), Observed::Exit { status, .. }) => e == status,
+            (Outcome::Lost(want), Observed::Recovered { records: Some(r), .. }) => {
+                want.is_none_or(|n| r.lost == n)
+            }
             _ => false,
         }
     }
@@ -233,6 +245,13 @@ mod tests {
         let (runs, truncated) = runs(0, data);
         let n = data.len() as u64;
         Observed::Bytes { asked: n, got: n, runs, truncated, faults: None, pmd_faults: None }
+    }
+
+    fn recovered(completed: u64, lost: u64) -> Observed {
+        Observed::Recovered {
+            problems: vec![],
+            records: Some(crate::case::Records { completed, lost }),
+        }
     }
 
     fn ext(flags: u32) -> Extent {
@@ -318,6 +337,35 @@ mod tests {
                 Some("expected killed by SIGBUS, got bytes [\\0 x2 at 0]"),
             ),
             (just(Outcome::Content('b')), bytes(b"bb"), None),
+            // A power cut's recovery: clean, or what the check found.
+            (just(Outcome::Ok), Observed::Recovered { problems: vec![], records: None }, None),
+            (
+                just(Outcome::Ok),
+                Observed::Recovered {
+                    problems: vec!["xfs_repair -n /dev/pmem0: exit 1".into()],
+                    records: None,
+                },
+                Some("expected success, got after the cut: xfs_repair -n /dev/pmem0: exit 1"),
+            ),
+            // A store_loop's records: judged when a number is expected, measured for "any".
+            (just(Outcome::Lost(Some(0))), recovered(5, 0), None),
+            (
+                just(Outcome::Lost(Some(0))),
+                recovered(5, 2),
+                Some(
+                    "expected 0 completed records lost, got recovered and checked clean; 5 \
+                     records completed before the cut, 2 lost",
+                ),
+            ),
+            (just(Outcome::Lost(None)), recovered(5, 2), None),
+            (
+                just(Outcome::Lost(None)),
+                Observed::Recovered { problems: vec![], records: None },
+                Some(
+                    "expected any number of completed records lost, got recovered and checked \
+                     clean",
+                ),
+            ),
             (
                 just(Outcome::Content('b')),
                 bytes(b"bc"),

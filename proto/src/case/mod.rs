@@ -12,9 +12,11 @@ mod report;
 
 pub use expect::{Cmp, Count, Expect, Outcome, Shared};
 pub use observed::{
-    runs, runs_into, Extent, Observed, Run, SigInfo, FIEMAP_EXTENT_SHARED, MAX_RUNS,
+    runs, runs_into, Extent, Observed, Records, Run, SigInfo, FIEMAP_EXTENT_SHARED, MAX_RUNS,
 };
-pub use op::{FallocMode, InodeFlag, IoDirection, MapKind, Op, Prot, Removal, RACE_SLOT};
+pub use op::{
+    FallocMode, InodeFlag, IoDirection, MapKind, Op, Prot, Removal, RACE_SLOT, RECORD, RECORD_MARK,
+};
 pub use report::{CasePhase, CaseReport, StepReport};
 
 use serde::{Deserialize, Serialize};
@@ -68,7 +70,34 @@ pub struct CaseSpec {
     /// the case, as a teardown that could not undo the case.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fsck: bool,
+    /// These steps are the part of a case before a `power_cut`: when every one met its
+    /// expectation, the agent reports without teardown or sync, leaving processes, mappings and
+    /// the mount as they are (`CaseReport::awaiting_power_cut`), and the host kills the VM.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cut_at_end: bool,
+    /// These steps are the part after a `power_cut` (their first step): the device holds the
+    /// filesystem the cut left, so set-up makes none and mounts nothing; the `power_cut` step
+    /// recovers and checks it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_cut: bool,
+    /// The records a `store_loop` completed before the cut, which the `power_cut` step checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<RecordCheck>,
+    /// Extent maps saved by `fiemap` steps of the parts before the cut, by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub saved: std::collections::BTreeMap<String, Vec<Extent>>,
     pub steps: Vec<Step>,
+}
+
+/// Where a `store_loop` stored its records and how many it reported completed before the cut.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordCheck {
+    /// The mapped file, relative to the mount point.
+    pub file: String,
+    /// The mapping's offset in the file: record i is at `offset + i * RECORD`.
+    pub offset: u64,
+    pub completed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

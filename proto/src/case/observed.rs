@@ -101,6 +101,14 @@ pub enum Observed {
         status: i32,
         output: String,
     },
+    /// A power cut's aftermath: what the recovery mount, the unmount, the filesystem check and
+    /// the mount after it found (empty: the filesystem came back clean).
+    Recovered {
+        problems: Vec<String>,
+        /// After a `store_loop`: its completed records and how many of them the cut lost.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        records: Option<Records>,
+    },
     /// daxtest could not do the step (a mapping whose process is gone, a helper that failed, a
     /// race that never raced): says nothing about the kernel, so the case is an error.
     Error(String),
@@ -134,6 +142,21 @@ impl Observed {
         if let Observed::Stored { pmd_faults, .. } | Observed::Bytes { pmd_faults, .. } = self {
             *pmd_faults = Some(n);
         }
+    }
+}
+
+/// A `store_loop`'s records across a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Records {
+    /// Reported completed to the host before the cut.
+    pub completed: u64,
+    /// Of those, the ones not in the file after the reboot.
+    pub lost: u64,
+}
+
+impl fmt::Display for Records {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} records completed before the cut, {} lost", self.completed, self.lost)
     }
 }
 
@@ -225,6 +248,16 @@ impl fmt::Display for Observed {
                 write!(f, "{rounds} rounds, {} problems: {}", problems.len(), problems.join("; "))
             }
             Observed::Exit { status, output } => write!(f, "exit {status}: {}", output.trim()),
+            Observed::Recovered { problems, records } => {
+                match problems.is_empty() {
+                    true => f.write_str("recovered and checked clean")?,
+                    false => write!(f, "after the cut: {}", problems.join("; "))?,
+                }
+                match records {
+                    Some(r) => write!(f, "; {r}"),
+                    None => Ok(()),
+                }
+            }
             Observed::Error(e) => write!(f, "daxtest error: {e}"),
         }
     }

@@ -288,6 +288,24 @@ pub enum Op {
         map: String,
         rounds: u64,
     },
+    /// Records stored at an unknown moment of a power cut: the mapping's process stores record
+    /// i (its number plus one, as a little-endian u64 at the start of each [`RECORD`] bytes)
+    /// into one record after another to the mapping's end, each followed by msync when `msync`,
+    /// and reports each completed record to the host on the serial console (written and drained
+    /// before the next store). The step returns once the loop runs; the `power_cut` that must
+    /// follow comes after a delay drawn from the case's seed, and checks the completed records.
+    StoreLoop {
+        map: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        msync: bool,
+    },
+    /// Power loss: the host kills the VM with no warning (no sync, no unmount) once the steps
+    /// before it have run, and boots a new one on the same NVDIMM backing files: what reached
+    /// the NVDIMM stays, the page cache and uncommitted metadata are lost. In the new VM the
+    /// agent mounts the filesystem (log recovery), unmounts it, checks it (xfs_repair -n,
+    /// e2fsck -fn) and mounts it again; the check's findings are this step's observation.
+    /// Handles, mappings and the processes of earlier steps do not survive it.
+    PowerCut,
     /// Pause (for tests of the framework itself, and for timeouts).
     Sleep {
         millis: u64,
@@ -315,6 +333,12 @@ impl Op {
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
+
+/// store_loop's record: an 8-byte number at the start of every 64 bytes of the mapping.
+pub const RECORD: usize = 64;
+
+/// How store_loop reports a completed record on the serial console: this, then its index.
+pub const RECORD_MARK: &str = "@daxtest-record ";
 
 /// race_store_clone's slot: one 8-byte value at the start of every 512 bytes of the mapping.
 pub const RACE_SLOT: usize = 512;

@@ -50,6 +50,10 @@ pub struct CaseReport {
     pub tainted_before: u64,
     pub tainted_after: u64,
     pub millis: u64,
+    /// The steps of a part before a `power_cut` all met their expectations and the agent left
+    /// everything as it was, untorn down: the host cuts the power now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_power_cut: bool,
     /// Where the case's time went, in order: set-up, steps, teardown and the kernel-log window,
     /// each part on its own.
     pub phases: Vec<CasePhase>,

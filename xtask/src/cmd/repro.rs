@@ -427,6 +427,23 @@ fn readme(
              threads with seeded jitter, so a PASS there does not clear the kernel.\n",
             b.orig.kernel.rerun.kernel_spec,
         );
+        let cuts = matches!(b.resolution, Ok(Resolution::Run { spec, .. })
+            if spec.steps.iter().any(|s| s.op == daxtest_proto::case::Op::PowerCut));
+        if cuts {
+            s.push_str(
+                "**This case cuts the power** (`power_cut`): daxtest kills QEMU with SIGKILL (no \
+                 sync, no unmount) and boots it again on the same NVDIMM backing file, where \
+                 the case goes on. By hand: start `qemu.sh` (note the VMDIR it prints), run \
+                 `reproduce.sh` in the guest: it stops at the cut with exit 4. Then at once \
+                 `kill -9` that QEMU (what reached the NVDIMM is in `$VMDIR/nvdimm0.img`; the \
+                 guest's page cache and uncommitted metadata are lost: wait no longer than a \
+                 second or two, as daxtest does, or the kernel's periodic log force may commit \
+                 what the case says is lost), boot again with `VMDIR=... ./qemu.sh` (the same \
+                 backing file), and run `PART=2 sh -s < reproduce.sh` in the new guest: it \
+                 mounts the filesystem (log recovery), unmounts it, checks it (`xfs_repair -n`, \
+                 `e2fsck -fn`), mounts it again and runs the remaining steps.\n\n",
+            );
+        }
         if unsupported.is_empty() {
             s.push_str("Every step of the case is expressed in the script.\n\n");
         } else {
@@ -483,6 +500,7 @@ mod tests {
             seed: 3,
             kernel_log_path: results::under(Path::new(dir), Path::new("kernel-logs/x.log")),
             vm: Some(1),
+            measurements: vec![],
         };
         let r = results::Results {
             schema_version: results::SCHEMA_VERSION,

@@ -1,5 +1,6 @@
 //! One test VM: a private directory with the NVDIMM backing files and logs, QEMU, and the wait
-//! until the agent answers over SSH. The directory and QEMU go away when the `Vm` is dropped.
+//! until the agent answers over SSH. The directory and QEMU go away when the `Vm` is dropped; a
+//! power cut kills QEMU and starts it again in the same directory, on the same backing files.
 //!
 //! Backing files start with an fsdax info block captured from an earlier boot (see
 //! `FsdaxTemplate`), so the kernel finds fsdax namespaces at once instead of paying for
@@ -118,6 +119,8 @@ pub struct Vm {
     templates: PathBuf,
     kernel_release: String,
     options: VmOptions,
+    /// How QEMU was started, for a boot after a power cut on the same backing files.
+    config: QemuConfig,
 }
 
 /// A guest that answered: its connection, its boot report, and how long it took.
@@ -256,7 +259,33 @@ impl Vm {
             templates,
             kernel_release: release,
             options: opts.clone(),
+            config,
         })
+    }
+
+    /// Power loss: QEMU is killed with SIGKILL, the guest warned of nothing (no sync, no
+    /// unmount), and its serial log is kept as `dest`. What reached the NVDIMMs is in the backing
+    /// files (shared file-backed memory), which stay; the guest's memory is gone.
+    pub fn cut_power(&mut self, dest: &Path) {
+        self.qemu.kill();
+        if let Err(e) = std::fs::copy(&self.serial_log, dest) {
+            eprintln!("daxtest: keeping the serial log as {}: {e}", self.serial_log.display());
+        }
+    }
+
+    /// After [`Vm::cut_power`]: boots again on the same backing files (QEMU as before, a new
+    /// serial log and SSH port) and waits until the agent answers.
+    pub fn boot_after_cut(&mut self, image: &Image) -> anyhow::Result<Booted> {
+        let _ = std::fs::remove_file(&self.serial_log);
+        if self.config.ssh_port.is_some() && self.options.ssh_port.is_none() {
+            self.port = free_port()?;
+            self.config.ssh_port = Some(self.port);
+        }
+        self.command_line = qemu::command_line(&self.config);
+        self.started = Instant::now();
+        // The dead QEMU goes (its Drop reaps it) once the new one runs.
+        self.qemu = Qemu::spawn(&self.config, &self.dir.path().join("qemu-stderr.log"))?;
+        self.wait_ready(image)
     }
 
     fn wait_ready(&mut self, image: &Image) -> anyhow::Result<Booted> {

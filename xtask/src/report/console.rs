@@ -197,6 +197,9 @@ impl Reporter for Console {
                     secs(r.duration),
                     r.id
                 )?;
+                for m in &r.measurements {
+                    writeln!(self.out, "              measured: {m}")?;
+                }
                 if r.status != Status::Pass {
                     writeln!(self.out, "              {}", r.message)?;
                 }

@@ -158,6 +158,7 @@ impl Reporter for Files {
                     kernel_log_path: log,
                     // Cases run one after another, each in the VM booted last, if it booted.
                     vm: k.current_vm.filter(|_| r.status != Status::Skip),
+                    measurements: r.measurements.clone(),
                 });
             }
             Event::KernelFinished { elapsed, serial_logs, boot_failures } => {

@@ -238,6 +238,7 @@ fn emit_case(
         kernel_log,
         phases: c.phases.clone(),
         seed: c.seed,
+        measurements: c.measurements.clone(),
     }))
 }
 

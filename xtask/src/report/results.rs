@@ -81,6 +81,9 @@ pub struct CaseEntry {
     /// The VM that ran it, in its kernel's `qemu_command_lines`; null when none did (a skip, a
     /// VM that did not boot).
     pub vm: Option<usize>,
+    /// What it measured, one line each (a store_loop's records across a power cut).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurements: Vec<String>,
 }
 
 /// Kernel messages outside every case window that failed the run, and the kernel that logged

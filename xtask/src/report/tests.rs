@@ -29,6 +29,7 @@ fn case(id: &str, status: Status, message: &str) -> CaseResult {
         kernel_log: vec!["[   3.100000] XFS (pmem0): Mounting V5 Filesystem".into()],
         phases: vec![],
         seed: 42,
+        measurements: vec![],
     }
 }
 

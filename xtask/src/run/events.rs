@@ -185,6 +185,9 @@ pub struct CaseResult {
     pub phases: Vec<CasePhase>,
     /// The seed the case ran with.
     pub seed: u64,
+    /// What the case measured without judging it (the records a power cut lost where losses are
+    /// allowed), one line each; judged counts are listed too.
+    pub measurements: Vec<String>,
 }
 
 impl CaseResult {

@@ -3,7 +3,7 @@
 
 use crate::scenario::{Case, Xfail, DEVICE, MOUNT_POINT};
 use crate::version::KernelVersion;
-use daxtest_proto::case::{CaseSpec, Step};
+use daxtest_proto::case::{CaseSpec, Op, Step};
 
 /// A case and what it became for the kernel under test.
 pub struct PlannedCase {
@@ -57,10 +57,38 @@ pub fn resolve(
             mount_point: MOUNT_POINT.into(),
             seed: seed.unwrap_or(case.seed),
             fsck: case.fsck,
+            cut_at_end: false,
+            after_cut: false,
+            records: None,
+            saved: Default::default(),
             steps,
         }),
         xfail,
     })
+}
+
+/// A case cut at its `power_cut` steps into the parts the agent runs, one VM each: every part but
+/// the last ends at a cut (`cut_at_end`), every part but the first begins with the `power_cut`
+/// step, which recovers what the cut left (`after_cut`). A case without a cut is one part.
+pub fn power_cut_parts(spec: &CaseSpec) -> Vec<CaseSpec> {
+    let mut parts: Vec<Vec<Step>> = vec![vec![]];
+    for step in &spec.steps {
+        if step.op == Op::PowerCut {
+            parts.push(vec![]);
+        }
+        parts.last_mut().expect("one part at least").push(step.clone());
+    }
+    let n = parts.len();
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(k, steps)| CaseSpec {
+            cut_at_end: k + 1 < n,
+            after_cut: k > 0,
+            steps,
+            ..spec.clone()
+        })
+        .collect()
 }
 
 /// Every case on one kernel, `runs` times: run k > 1 of a case is `ID#k` with a seed derived from

@@ -2,7 +2,8 @@
 //! [`CaseResult`]. It only emits [`Event`]s: display and files are the reporters' business.
 //!
 //! A case that crashes the kernel, hangs or loses the guest ends that VM: the case is reported
-//! with what the serial console shows, and the next case boots a fresh VM.
+//! with what the serial console shows, and the next case boots a fresh VM. A case that cuts the
+//! power kills its VM on purpose and goes on in one booted on the same backing files.
 
 use crate::machine::image::Image;
 use crate::machine::ssh::Conversation;
@@ -14,8 +15,12 @@ use crate::run::plan::{PlannedCase, Resolution};
 use crate::run::verdict::{doubt, judge, judge_hang, outside_cases};
 use crate::run::watch::{Limits, Stop, Watch};
 use crate::scenario::{Case, CaseTimeouts, Xfail};
-use daxtest_proto::case::{CaseReport, CaseSpec, PROGRESS};
+use anyhow::Context;
+use daxtest_proto::case::{
+    CasePhase, CaseReport, CaseSpec, Extent, Observed, Op, RecordCheck, PROGRESS, RECORD_MARK,
+};
 use daxtest_proto::AGENT_PATH;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -187,8 +192,11 @@ impl Runner<'_> {
                 );
                 return self.result(p, Status::Error, why, t.elapsed());
             };
-            let run = self.run_case(guest, p, spec, xfail);
-            guest.last_case = Some(p.case.id.clone());
+            let _ = guest;
+            let run = self.run_case(guests, p, spec, xfail, emit);
+            if let Some(guest) = guests.up.as_mut() {
+                guest.last_case = Some(p.case.id.clone());
+            }
             let again = run.before.is_some() && first_attempt;
             if let Some(outside) = run.before {
                 guests.outside_failed = true;
@@ -323,43 +331,97 @@ impl Runner<'_> {
         dest
     }
 
-    /// Runs one case on `m`.
+    /// Runs one case on the guest that is up. A case that cuts the power runs part by part
+    /// (`plan::power_cut_parts`): when a part's steps all met their expectations, its VM is
+    /// killed and the next part runs in a VM booted on the same backing files; the parts'
+    /// reports are judged as one.
     fn run_case(
         &self,
-        m: &mut Guest,
+        guests: &mut Guests,
         p: &PlannedCase,
         spec: &CaseSpec,
         xfail: Option<&Xfail>,
+        emit: &mut dyn FnMut(&Event),
     ) -> CaseRun {
         let t = Instant::now();
-        let input = serde_json::to_vec(spec).expect("a case spec serializes");
-        let limits = self.limits(&p.case);
-        let mut watch = Watch::new(&m.vm.serial_log, limits, spec);
-        let answer = m.ask(&input, &mut |e| watch.poll(e));
-        let answer = match answer {
-            Ok(out) => out,
-            Err(e) => {
-                let result = self.vm_lost(m, p, &watch, e, t);
-                return CaseRun { result, after: After::Gone, before: None };
+        let mut parts = crate::run::plan::power_cut_parts(spec);
+        let mut merged: Option<CaseReport> = None;
+        let mut before = None;
+        let mut offset = 0;
+        let mut records = None;
+        for part in parts.iter_mut() {
+            // Extent maps saved before the cut, for comparisons after it; the records a
+            // store_loop completed before it.
+            if let Some(earlier) = &merged {
+                part.saved = saved_extents(spec, earlier);
             }
-        };
-        let report = match serde_json::from_slice::<CaseReport>(&answer.stdout) {
-            Ok(report) => report,
-            Err(e) => {
-                let stderr = String::from_utf8_lossy(&answer.stderr);
-                let stderr: Vec<&str> =
-                    stderr.lines().filter(|l| !l.starts_with(PROGRESS)).collect();
-                let result = self.result(
-                    p,
-                    Status::Error,
-                    format!("the agent's report is not valid: {e}; stderr: {}", stderr.join("\n")),
-                    t.elapsed(),
-                );
-                let after = After::Doubtful("the agent's report was not valid".into());
-                return CaseRun { result, after, before: None };
+            part.records = records.take();
+            let m = guests.up.as_mut().expect("run_case runs on a guest that is up");
+            let report = match self.run_part(m, p, spec, part, offset, t) {
+                Ok(report) => report,
+                Err(mut run) => {
+                    // What the parts before the cut logged belongs to the case too.
+                    if let Some(earlier) = merged {
+                        let mut log = earlier.kernel_log;
+                        log.append(&mut run.result.kernel_log);
+                        run.result.kernel_log = log;
+                    }
+                    run.before = run.before.or(before);
+                    return *run;
+                }
+            };
+            match merged.as_mut() {
+                None => {
+                    before =
+                        outside_cases(m.place(Some(&p.case.id)), report.kernel_log_before.clone());
+                    merged = Some(report);
+                }
+                Some(into) => merge_after_cut(into, report, offset),
             }
-        };
-        let before = outside_cases(m.place(Some(&p.case.id)), report.kernel_log_before.clone());
+            offset += part.steps.len();
+            let into = merged.as_mut().expect("set above");
+            if !into.awaiting_power_cut {
+                break;
+            }
+            // A store_loop runs on: the cut comes at a moment drawn from the case's seed.
+            let store_loop = match part.steps.last().map(|s| &s.op) {
+                Some(Op::StoreLoop { map, .. }) => Some(map.clone()),
+                _ => None,
+            };
+            if store_loop.is_some() {
+                std::thread::sleep(cut_delay(spec.seed));
+            }
+            // The power cut: the agent left everything as it was; nothing is asked of the guest.
+            let cut = Instant::now();
+            let booted = self.cut_and_boot(guests, &p.case.id, offset, emit).and_then(|serial| {
+                // The records the killed VM reported completed, from its console.
+                if let Some(map) = store_loop {
+                    let text = std::fs::read(&serial)
+                        .with_context(|| format!("reading {}", serial.display()))?;
+                    let done = completed_records(&String::from_utf8_lossy(&text));
+                    records = Some(record_check(spec, offset, &map, done)?);
+                }
+                Ok(())
+            });
+            match booted {
+                Ok(()) => {}
+                Err(e) => {
+                    let mut result = self.result(
+                        p,
+                        Status::Error,
+                        format!("no VM after the power cut: {e:#}"),
+                        t.elapsed(),
+                    );
+                    result.kernel_log = into.kernel_log.clone();
+                    return CaseRun { result, after: After::Gone, before };
+                }
+            }
+            into.phases.push(CasePhase {
+                name: "power-cut-and-boot".into(),
+                micros: cut.elapsed().as_micros() as u64,
+            });
+        }
+        let report = merged.expect("a case has at least one part");
         let result = judge(
             &p.case,
             spec,
@@ -372,6 +434,80 @@ impl Runner<'_> {
             None => After::Fine,
         };
         CaseRun { result, after, before }
+    }
+
+    /// Runs one part of a case (the whole case, unless it cuts the power) in the guest's agent:
+    /// its report, or the case's end when the guest did not answer.
+    fn run_part(
+        &self,
+        m: &mut Guest,
+        p: &PlannedCase,
+        spec: &CaseSpec,
+        part: &CaseSpec,
+        offset: usize,
+        t: Instant,
+    ) -> Result<CaseReport, Box<CaseRun>> {
+        let input = serde_json::to_vec(part).expect("a case spec serializes");
+        let limits = self.limits(&p.case);
+        let mut watch = Watch::new(&m.vm.serial_log, limits, spec).steps_before(offset);
+        let answer = match m.ask(&input, &mut |e| watch.poll(e)) {
+            Ok(out) => out,
+            Err(e) => {
+                let result = self.vm_lost(m, p, &watch, e, t);
+                return Err(Box::new(CaseRun { result, after: After::Gone, before: None }));
+            }
+        };
+        serde_json::from_slice::<CaseReport>(&answer.stdout).map_err(|e| {
+            let stderr = String::from_utf8_lossy(&answer.stderr);
+            let stderr: Vec<&str> = stderr.lines().filter(|l| !l.starts_with(PROGRESS)).collect();
+            let result = self.result(
+                p,
+                Status::Error,
+                format!("the agent's report is not valid: {e}; stderr: {}", stderr.join("\n")),
+                t.elapsed(),
+            );
+            let after = After::Doubtful("the agent's report was not valid".into());
+            Box::new(CaseRun { result, after, before: None })
+        })
+    }
+
+    /// Cuts the power of the guest that is up (its serial log kept like any VM's) and boots the
+    /// next one on the same backing files: a VM of the run of its own, which the case goes on in.
+    fn cut_and_boot(
+        &self,
+        guests: &mut Guests,
+        case: &str,
+        steps_done: usize,
+        emit: &mut dyn FnMut(&Event),
+    ) -> anyhow::Result<PathBuf> {
+        let mut g = guests.up.take().expect("a guest is up at the cut");
+        let dest = self.run_dir.join(format!("serial-{}.log", guests.serial_logs.len() + 1));
+        // QEMU first: closing the agent's session could make the guest do something.
+        g.vm.cut_power(&dest);
+        drop(g.agent.take());
+        guests.serial_logs.push(dest.clone());
+        let failures = &mut guests.boot_failures;
+        let mut failed = |e: &anyhow::Error, retrying: bool| {
+            let log = self.run_dir.join(format!("boot-failure-{}.log", failures.len() + 1));
+            if let Err(w) = std::fs::write(&log, format!("{e:#}\n")) {
+                eprintln!("daxtest: writing {}: {w}", log.display());
+            }
+            failures.push(log.clone());
+            emit(&Event::BootFailed { message: format!("{e:#}"), log, retrying });
+        };
+        let vm = &mut g.vm;
+        let ready = crate::machine::vm::once_more(|| vm.boot_after_cut(self.image), &mut failed)?;
+        emit(&Event::VmBooted {
+            boot_time: ready.boot_time,
+            reason: format!(
+                "power cut in {case} after step {steps_done}: booted on the same NVDIMM backing \
+                 files"
+            ),
+            command_line: g.vm.command_line.clone(),
+        });
+        let number = guests.serial_logs.len() + 1;
+        guests.up = Some(Guest { vm: g.vm, ready, agent: None, number, last_case: None });
+        Ok(dest)
     }
 
     /// The case's limits: the command line's, else the scenario's, else the recipe's.
@@ -504,11 +640,171 @@ impl Runner<'_> {
                 Ok(Resolution::Run { spec, .. }) => spec.seed,
                 _ => p.case.seed,
             },
+            measurements: vec![],
         }
     }
+}
+
+/// How long a store_loop runs before the power is cut: 200 ms to 1.2 s, drawn from the case's
+/// seed (SplitMix64), so that a run with the same seed cuts at about the same moment.
+fn cut_delay(seed: u64) -> Duration {
+    let mut z = seed.wrapping_add(0x9e3779b97f4a7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+    Duration::from_millis(200 + (z ^ (z >> 31)) % 1000)
+}
+
+/// The records a store_loop reported completed on the console of the killed VM: one more than
+/// the highest index on a whole line (a line cut by the kill was not reported).
+fn completed_records(serial: &str) -> u64 {
+    let whole = match serial.rfind('\n') {
+        Some(end) => &serial[..end],
+        None => "",
+    };
+    whole
+        .lines()
+        .filter_map(|l| l.split(RECORD_MARK).nth(1)?.trim_end().parse::<u64>().ok())
+        .max()
+        .map_or(0, |i| i + 1)
+}
+
+/// What the power_cut after a store_loop through `map` checks: the mapped file and offset, from
+/// the last mmap of `map` before the loop (the validator made sure there is one).
+fn record_check(
+    spec: &CaseSpec,
+    steps_done: usize,
+    map: &str,
+    completed: u64,
+) -> anyhow::Result<RecordCheck> {
+    spec.steps[..steps_done]
+        .iter()
+        .rev()
+        .find_map(|s| match &s.op {
+            Op::Mmap { file, map: m, offset, .. } if m == map => {
+                Some(RecordCheck { file: file.clone(), offset: *offset, completed })
+            }
+            _ => None,
+        })
+        .with_context(|| format!("no mmap of {map:?} before its store_loop"))
+}
+
+/// The extent maps the steps reported so far saved (`fiemap` with `save`), by name.
+fn saved_extents(spec: &CaseSpec, report: &CaseReport) -> BTreeMap<String, Vec<Extent>> {
+    let mut saved = BTreeMap::new();
+    for (step, seen) in spec.steps.iter().zip(&report.steps) {
+        if let (Op::Fiemap { save: Some(name), .. }, Observed::Extents { extents, .. }) =
+            (&step.op, &seen.observed)
+        {
+            saved.insert(name.clone(), extents.clone());
+        }
+    }
+    saved
+}
+
+/// Joins the report of the part after a power cut to the case's: its steps (numbered on from
+/// `offset`), the new VM's boot and the part's window in the kernel log after a line that marks
+/// the cut, the taint and how it ended.
+fn merge_after_cut(into: &mut CaseReport, next: CaseReport, offset: usize) {
+    into.steps.extend(next.steps.into_iter().map(|mut s| {
+        s.index += offset;
+        s
+    }));
+    into.kernel_log.push(format!(
+        "--- power cut after step {offset}: the VM was killed; below, the boot of the next one \
+         on the same NVDIMM backing files, then the case's window there ---"
+    ));
+    into.kernel_log.extend(next.kernel_log_before);
+    into.kernel_log.push("--- the case after the power cut ---".into());
+    into.kernel_log.extend(next.kernel_log);
+    into.kernel_log_gap = into.kernel_log_gap.take().or(next.kernel_log_gap);
+    let after_cut = |e: Option<String>| e.map(|e| format!("after the power cut: {e}"));
+    into.setup_error = into.setup_error.take().or(after_cut(next.setup_error));
+    into.dax_state_error = into.dax_state_error.take().or(after_cut(next.dax_state_error));
+    into.teardown_error = next.teardown_error;
+    into.left_behind = next.left_behind;
+    into.residue = next.residue;
+    // The same kernel boots with the same taint: any bit either VM gained shows.
+    into.tainted_after |= next.tainted_after;
+    into.millis += next.millis;
+    into.phases.extend(next.phases);
+    into.awaiting_power_cut = next.awaiting_power_cut;
 }
 
 fn serial_tail(serial: &str, n: usize) -> Vec<String> {
     let lines: Vec<&str> = serial.lines().collect();
     lines[lines.len().saturating_sub(n)..].iter().map(|l| l.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use daxtest_proto::case::StepReport;
+
+    fn report(steps: usize, log: &[&str], tainted: (u64, u64)) -> CaseReport {
+        CaseReport {
+            id: "c".into(),
+            setup_error: None,
+            dax_state_error: None,
+            mount_options: "dax=always".into(),
+            steps: (0..steps)
+                .map(|index| StepReport {
+                    index,
+                    line: 10 + index,
+                    op: "write".into(),
+                    observed: Observed::Ok,
+                    millis: 1,
+                })
+                .collect(),
+            teardown_error: None,
+            left_behind: vec![],
+            residue: vec![],
+            kernel_log_before: vec!["[1.0] boot".into()],
+            kernel_log: log.iter().map(|l| l.to_string()).collect(),
+            kernel_log_gap: None,
+            tainted_before: tainted.0,
+            tainted_after: tainted.1,
+            millis: 5,
+            awaiting_power_cut: true,
+            phases: vec![],
+        }
+    }
+
+    /// A record counts when its line reached the console whole; other console lines are not
+    /// records.
+    #[test]
+    fn completed_records_are_the_whole_lines_on_the_console() {
+        assert_eq!(completed_records(""), 0);
+        assert_eq!(completed_records("[ 1.0] boot\r\n"), 0);
+        let serial =
+            "@daxtest-record 0\r\n@daxtest-record 1\r\n[ 2.0] x\n@daxtest-record 2\r\n@daxtest-rec";
+        assert_eq!(completed_records(serial), 3);
+        assert_eq!(completed_records("@daxtest-record 0\n@daxtest-record 1"), 1);
+        assert_ne!(cut_delay(1), cut_delay(2));
+        assert!((200..1200).contains(&(cut_delay(7).as_millis() as u64)));
+    }
+
+    /// The part after a cut continues the case: its steps numbered on, the new VM's boot and its
+    /// window in the case's log after the cut's marker, a taint either VM gained kept.
+    #[test]
+    fn the_part_after_a_cut_continues_the_report() {
+        let mut into = report(2, &["[2.0] before the cut"], (0, 512));
+        let mut next = report(3, &["[3.0] XFS (pmem0): Starting recovery"], (0, 0));
+        next.awaiting_power_cut = false;
+        next.teardown_error = Some("umount".into());
+        merge_after_cut(&mut into, next, 2);
+        let indexes: Vec<usize> = into.steps.iter().map(|s| s.index).collect();
+        assert_eq!(indexes, [0, 1, 2, 3, 4]);
+        assert_eq!(into.kernel_log[0], "[2.0] before the cut");
+        assert!(
+            into.kernel_log[1].starts_with("--- power cut after step 2"),
+            "{:?}",
+            into.kernel_log
+        );
+        assert_eq!(into.kernel_log[2], "[1.0] boot");
+        assert_eq!(into.kernel_log[4], "[3.0] XFS (pmem0): Starting recovery");
+        assert_eq!((into.tainted_before, into.tainted_after), (0, 512));
+        assert_eq!(into.teardown_error.as_deref(), Some("umount"));
+        assert!(!into.awaiting_power_cut);
+        assert_eq!(into.millis, 10);
+    }
 }

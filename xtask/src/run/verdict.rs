@@ -22,6 +22,16 @@ pub fn judge(
     let mut r = base;
     r.kernel_log = report.kernel_log.clone();
     r.phases = report.phases.clone();
+    r.measurements = report
+        .steps
+        .iter()
+        .filter_map(|s| match &s.observed {
+            Observed::Recovered { records: Some(records), .. } => {
+                Some(format!("step {} (line {}, {}): {records}", s.index + 1, s.line, s.op))
+            }
+            _ => None,
+        })
+        .collect();
     let problems = problems(case, spec, report);
     let (status, problems) = verdict(problems, xfail);
     r.status = status;

@@ -36,6 +36,9 @@ pub(super) struct Watch<'a> {
     serial_checked: Instant,
     limits: Limits,
     spec: &'a CaseSpec,
+    /// Steps of the case run by earlier parts (before a power cut): the agent numbers a part's
+    /// steps from 1.
+    steps_before: usize,
     started: Instant,
     /// The latest progress line and when it came.
     phase: (String, Instant),
@@ -50,15 +53,25 @@ impl<'a> Watch<'a> {
             serial_checked: now,
             limits,
             spec,
+            steps_before: 0,
             started: now,
             phase: ("start".into(), now),
         }
     }
 
+    /// The watched part of the case begins after `n` steps (a power cut's).
+    pub(super) fn steps_before(mut self, n: usize) -> Self {
+        self.steps_before = n;
+        self
+    }
+
     /// What the case was doing, for messages: `step 3 (line 12, write)`.
     pub(super) fn step(&self) -> String {
         let phase = &self.phase.0;
-        let step = phase.strip_prefix("step ").and_then(|n| n.parse::<usize>().ok());
+        let step = phase
+            .strip_prefix("step ")
+            .and_then(|n| n.parse::<usize>().ok())
+            .map(|n| n + self.steps_before);
         match step.and_then(|n| Some((n, self.spec.steps.get(n.checked_sub(1)?)?))) {
             Some((n, s)) => format!("step {n} (line {}, {})", s.line, s.op.name()),
             None => phase.clone(),

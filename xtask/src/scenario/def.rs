@@ -232,6 +232,8 @@ pub(super) struct ExpectDef {
     pub(super) si_code: Option<String>,
     /// With `signal = "SIGBUS"`: the siginfo's si_addr_lsb (12 a page, 21 a PMD).
     pub(super) si_addr_lsb: Option<u16>,
+    /// Completed store_loop records a power cut may lose: a number, or "any" (measured).
+    pub(super) lost: Option<CountDef>,
 }
 
 /// A count as written: `faults = 0` or `faults = ">=1"`.

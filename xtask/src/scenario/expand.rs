@@ -238,6 +238,9 @@ fn expand_case(
                     Err(e) => diags.push(at(offset, e)),
                 }
             }
+            if let (Some(e), Some((offset, _))) = (usage.end(), steps_def.last()) {
+                diags.push(at(*offset, e));
+            }
             let mut id = format!("{}/{}", def.name.get_ref(), c.id);
             // Only dimensions with a choice go into the id, so adding one later keeps old ids.
             if fs_values.len() > 1 || def.matrix.fs.is_some() {
@@ -259,7 +262,9 @@ fn expand_case(
                 requires: requires.clone(),
                 xfail,
                 kernel_log: log.clone(),
-                fresh_vm: c.fresh_vm,
+                // A power cut kills the VM: nothing of an earlier case may be in it then (its
+                // kernel log's tail is judged when that VM is ended cleanly).
+                fresh_vm: c.fresh_vm || steps.iter().any(|s| s.op == Op::PowerCut),
                 fsck: c.fsck.unwrap_or(def.fsck),
                 timeout: CaseTimeouts {
                     step_s: own_timeout.step_s.or(file_timeout.step_s),
@@ -403,6 +408,7 @@ fn empty_expect() -> ExpectDef {
         pmd_faults: None,
         si_code: None,
         si_addr_lsb: None,
+        lost: None,
     }
 }
 
@@ -448,6 +454,7 @@ fn expectation(d: &ExpectDef, vars: &BTreeMap<String, String>) -> Result<Expect,
         ("extents", d.extents.is_some()),
         ("shared", d.shared.is_some()),
         ("exit", d.exit.is_some()),
+        ("lost", d.lost.is_some()),
     ]
     .iter()
     .filter(|(_, set)| *set)
@@ -472,7 +479,7 @@ fn expectation(d: &ExpectDef, vars: &BTreeMap<String, String>) -> Result<Expect,
     if given.len() != 1 {
         return Err(format!(
             "an expectation names exactly one of ok, errno, signal, content, dax, flag, extents, \
-             shared, exit; this one has {}",
+             shared, exit, lost; this one has {}",
             if given.is_empty() { "none".to_string() } else { given.join(", ") }
         ));
     }
@@ -540,6 +547,16 @@ fn expectation(d: &ExpectDef, vars: &BTreeMap<String, String>) -> Result<Expect,
             "some" => Outcome::Shared(Shared::Some),
             other => {
                 return Err(format!("shared = {other:?}: write \"all\", \"none\" or \"some\""))
+            }
+        },
+        "lost" => match &d.lost {
+            Some(CountDef::Number(n)) => Outcome::Lost(Some(*n)),
+            Some(CountDef::Text(t)) if substitute(t, vars)? == "any" => Outcome::Lost(None),
+            other => {
+                return Err(format!(
+                    "lost = {other:?}: write a number of records (lost = 0) or \"any\" (measured, \
+                     not judged)"
+                ))
             }
         },
         _ => Outcome::Exit(d.exit.unwrap_or_default()),

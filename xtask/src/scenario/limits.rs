@@ -128,6 +128,8 @@ pub fn op_paths(op: &Op) -> Vec<(&'static str, &str)> {
         | Op::Poison { .. }
         | Op::Evict
         | Op::Remount { .. }
+        | Op::PowerCut
+        | Op::StoreLoop { .. }
         | Op::Freeze
         | Op::Thaw
         | Op::Sleep { .. }

@@ -4,7 +4,7 @@
 
 use super::limits::POISON_LEN;
 use crate::version::Constraint;
-use daxtest_proto::case::{Expect, Fs, MapKind, Op, Outcome, Prot, RACE_SLOT};
+use daxtest_proto::case::{Expect, Fs, MapKind, Op, Outcome, Prot, RACE_SLOT, RECORD};
 use daxtest_proto::errno;
 use std::collections::{HashMap, HashSet};
 
@@ -85,6 +85,7 @@ pub(super) fn fits(op: &Op, alternatives: &[(Vec<Constraint>, Expect)]) -> Resul
             Outcome::Exit(_) => {
                 (matches!(op, Op::Shell { .. } | Op::Exec { .. }), "shell and exec")
             }
+            Outcome::Lost(_) => (matches!(op, Op::PowerCut), "power_cut (after a store_loop)"),
         };
         if !fits {
             return Err(format!(
@@ -108,6 +109,8 @@ pub(super) struct Usage {
     /// What ended a handle or mapping that is gone: ("handle" or "mapping", name) -> "the munmap
     /// at line 12".
     ended: HashMap<(&'static str, String), String>,
+    /// The line of a store_loop the step after it must cut the power of.
+    store_loop: Option<usize>,
 }
 
 /// A mapping made by an earlier step: what later steps may do through it.
@@ -164,6 +167,24 @@ impl Usage {
         };
         // Op::name serialises the op: only for the steps that end something.
         let what = || format!("the {} at line {line}", op.name());
+        let measures_loss = expect.iter().any(|(_, e)| matches!(e.outcome, Outcome::Lost(_)));
+        match (self.store_loop.take(), op) {
+            (Some(at), Op::PowerCut) if !measures_loss => errors.push(format!(
+                "this power_cut ends the store_loop at line {at}: say what it may lose, \
+                 expect = {{ lost = 0 }} (judged) or {{ lost = \"any\" }} (measured)"
+            )),
+            (Some(_), Op::PowerCut) => {}
+            (Some(at), _) => errors.push(format!(
+                "the store_loop at line {at} runs until the power is cut: the step after it must \
+                 be {{ op = \"power_cut\" }}"
+            )),
+            (None, Op::PowerCut) if measures_loss => errors.push(
+                "lost counts the records of a store_loop: put one right before this power_cut, \
+                 or expect { ok = true }"
+                    .into(),
+            ),
+            _ => {}
+        }
         match op {
             Op::Open { handle, .. } if !self.handles.insert(handle.clone()) => {
                 errors.push(format!(
@@ -282,7 +303,25 @@ impl Usage {
             Op::RacePrivateCow { map, .. } => {
                 need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors)
             }
-            Op::Evict | Op::Remount { .. } | Op::RaceToggleWrite { .. } => {
+            Op::StoreLoop { map, .. } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
+                self.store_loop = Some(line);
+                match self.maps.get(map) {
+                    Some(m) if m.len < RECORD as u64 => errors.push(format!(
+                        "store_loop needs a mapping of at least one record of {RECORD} bytes; \
+                         mapping {map:?} (mmapped at line {}) is {} bytes: mmap more",
+                        m.line, m.len
+                    )),
+                    Some(m) if m.kind == MapKind::Private => errors.push(format!(
+                        "store_loop needs a shared mapping: mapping {map:?} (mmapped at line {}) \
+                         is private, so its stores never reach the file: mmap it with kind = \
+                         \"shared\" or \"sync\"",
+                        m.line
+                    )),
+                    _ => {}
+                }
+            }
+            Op::Evict | Op::Remount { .. } | Op::RaceToggleWrite { .. } | Op::PowerCut => {
                 let what = what();
                 for h in self.handles.drain() {
                     self.ended.insert(("handle", h), what.clone());
@@ -308,6 +347,17 @@ impl Usage {
             self.saved.insert(name.clone());
         }
         errors
+    }
+
+    /// What is wrong once the case's steps are over: a store_loop whose power is never cut.
+    pub(super) fn end(&mut self) -> Option<String> {
+        self.store_loop.take().map(|at| {
+            format!(
+                "the store_loop at line {at} runs until the power is cut: end the case with \
+                 {{ op = \"power_cut\", expect = {{ lost = 0 }} }} (or lost = \"any\") and \
+                 the steps after it"
+            )
+        })
     }
 
     /// An access of `len` bytes at `offset` (written as `key`) of mapping `map` that runs past

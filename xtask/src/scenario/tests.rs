@@ -450,3 +450,83 @@ fn paths_are_checked_and_loaded_once() {
         assert!(e.downcast_ref::<crate::exit::InputError>().is_some(), "exit status 2: {e}");
     }
 }
+
+/// A power cut kills the VM: the case runs on a VM of its own, and is cut into parts at it.
+#[test]
+fn a_power_cut_runs_on_a_fresh_vm_in_parts() {
+    let s = parse_ok(
+        r#"
+format = 1
+name = "cut"
+summary = "s"
+
+[[case]]
+id = "a"
+summary = "s"
+steps = [
+  { op = "write", file = "f", offset = 0, len = 4096, pattern = "a" },
+  { op = "power_cut" },
+  { op = "read", file = "f", offset = 0, len = 4096, expect = { content = "a" } },
+]
+
+[[case]]
+id = "b"
+summary = "s"
+steps = [{ op = "create", file = "f" }]
+"#,
+    );
+    assert!(s.cases[0].fresh_vm);
+    assert!(!s.cases[1].fresh_vm);
+    let Ok(Resolution::Run { spec, .. }) =
+        resolve(&s.cases[0], KernelVersion::parse("6.12").unwrap(), None)
+    else {
+        panic!("the case runs on 6.12")
+    };
+    let parts = crate::run::plan::power_cut_parts(&spec);
+    assert_eq!(parts.len(), 2);
+    assert!(parts[0].cut_at_end && !parts[0].after_cut);
+    assert_eq!(parts[0].steps.len(), 1);
+    assert!(!parts[1].cut_at_end && parts[1].after_cut);
+    assert_eq!(parts[1].steps[0].op, Op::PowerCut);
+    assert_eq!(parts[1].steps.len(), 2);
+    // One part, as it always was, without a cut.
+    let one = daxtest_proto::case::CaseSpec { steps: parts[0].steps.clone(), ..*spec.clone() };
+    let whole = crate::run::plan::power_cut_parts(&one);
+    assert_eq!(whole.len(), 1);
+    assert!(!whole[0].cut_at_end && !whole[0].after_cut);
+}
+
+/// A store_loop runs until a power_cut that says what it may lose; `lost` goes nowhere else.
+#[test]
+fn a_store_loop_ends_in_a_power_cut_that_counts_its_records() {
+    let case = |steps: &str| {
+        format!(
+            "format = 1\nname = \"u\"\nsummary = \"s\"\n[[case]]\nid = \"c\"\nsummary = \"s\"\n\
+             steps = [\n\
+             {{ op = \"mmap\", file = \"f\", map = \"m\", offset = 0, len = 4096, kind = \"sync\" }},\n\
+             {steps}\n]\n"
+        )
+    };
+    let looped = "{ op = \"store_loop\", map = \"m\" },";
+    let s =
+        parse_ok(&case(&format!("{looped}\n{{ op = \"power_cut\", expect = {{ lost = 0 }} }},")));
+    assert_eq!(s.cases[0].steps[2].expect[0].1.outcome, Outcome::Lost(Some(0)));
+    let s = parse_ok(&case(&format!(
+        "{looped}\n{{ op = \"power_cut\", expect = {{ lost = \"any\" }} }},"
+    )));
+    assert_eq!(s.cases[0].steps[2].expect[0].1.outcome, Outcome::Lost(None));
+    let e = errors(&case(&format!("{looped}\n{{ op = \"power_cut\" }},")));
+    assert!(e[0].contains("say what it may lose"), "{e:?}");
+    let e = errors(&case(looped));
+    assert!(e[0].contains("runs until the power is cut: end the case with"), "{e:?}");
+    let e = errors(&case("{ op = \"power_cut\", expect = { lost = 0 } },"));
+    assert!(e[0].contains("lost counts the records of a store_loop"), "{e:?}");
+    let e = errors(&case(
+        "{ op = \"load\", map = \"m\", offset = 0, len = 8, expect = { lost = 0 } },",
+    ));
+    assert!(e[0].contains("op load cannot observe"), "{e:?}");
+    let e = errors(&case(&format!(
+        "{looped}\n{{ op = \"power_cut\", expect = {{ lost = \"some\" }} }},"
+    )));
+    assert!(e[0].contains("write a number of records"), "{e:?}");
+}

@@ -423,6 +423,41 @@ finish() {
 	exit 1
 }
 
+# A power_cut step: the power goes after step $1, by hand. What reached the NVDIMM stays in
+# qemu.sh's backing file; the page cache and uncommitted metadata are lost. Part $2 of the case
+# runs in the VM booted again on that file.
+power_cut() {
+	say "POWER CUT after step $1: now kill QEMU with no warning (no sync, no unmount), e.g."
+	say "  kill -9 <pid of qemu.sh's qemu-system-x86_64>,"
+	say "boot it again on the same backing file (VMDIR=<the VMDIR qemu.sh printed> ./qemu.sh)"
+	say "and run the rest there: PART=$2 (with the same DEV and MNT) sh -s < reproduce.sh"
+	rm -rf "$W"
+	exit 4
+}
+
+# The power_cut step in the VM booted after the cut, as daxtest's agent does it: mount (the
+# kernel replays the log), unmount, check (xfs_repair -n refuses a dirty log: so after the
+# recovery mount), mount again. The kernel log is judged from here on.
+recover() {
+	echo "daxtest-repro: start $CASE_TAG" >/dev/kmsg
+	TAINT_BEFORE=$(cat /proc/sys/kernel/tainted)
+	mkdir -p "$MNT"
+	run mount -t "$FS" -o "$MOUNT_OPTS" "$DEV" "$MNT"
+	[ "$GOT" = success ] || return 0
+	run umount "$MNT"
+	[ "$GOT" = success ] || return 0
+	case $FS in
+	xfs) xfs_repair -n "$DEV" >"$W/fsck" 2>&1 ;;
+	*) e2fsck -f -n "$DEV" >"$W/fsck" 2>&1 ;;
+	esac || {
+		GOT="error after the cut: the filesystem check found problems: $(grep -v '^Phase ' "$W/fsck" | head -5 | tr '\n' ' ')"
+		return 0
+	}
+	run mount -t "$FS" -o "$MOUNT_OPTS" "$DEV" "$MNT"
+	[ "$GOT" = success ] && MOUNTED=1
+	return 0
+}
+
 # Formats and mounts the device as the case does, then checks that DAX is in the state the
 # mount asks for, as the daxtest agent does before any step.
 setup() {

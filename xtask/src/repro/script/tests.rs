@@ -14,6 +14,10 @@ fn spec(steps: Vec<(Op, Expect)>) -> CaseSpec {
         mount_point: "/mnt/test".into(),
         seed: 7,
         fsck: false,
+        cut_at_end: false,
+        after_cut: false,
+        records: None,
+        saved: Default::default(),
         steps: steps
             .into_iter()
             .enumerate()
@@ -316,4 +320,44 @@ fn kernel_log_rules_and_xfail_reach_the_script() {
     assert!(t.contains("XFS \\(pmem0\\): Mounting\nPATTERNS"));
     assert!(t.contains("known WARN"));
     assert_parses(t);
+}
+
+/// A power cut splits the script into parts run in two boots: the first ends where the user
+/// cuts the power, the second (PART=2) recovers and goes on; a map saved before the cut was in
+/// the killed VM's /tmp, so comparing with it is said loudly.
+#[test]
+fn a_power_cut_splits_the_script_into_parts() {
+    let ok = || Expect::outcome(Outcome::Ok);
+    let out = script(&spec(vec![
+        (Op::Write { file: f("f"), offset: 0, len: 4096, pattern: 'a' }, ok()),
+        (Op::Fiemap { file: f("f"), offset: 0, len: 0, save: Some(f("before")) }, ok()),
+        (
+            Op::Mmap {
+                file: f("f"),
+                map: f("m"),
+                offset: 0,
+                len: 4096,
+                kind: MapKind::Sync,
+                prot: Prot::ReadWrite,
+            },
+            ok(),
+        ),
+        (Op::Store { map: f("m"), offset: 0, len: 4096, pattern: 'b' }, ok()),
+        (Op::PowerCut, ok()),
+        (
+            Op::Fiemap { file: f("f"), offset: 0, len: 0, save: None },
+            Expect::outcome(Outcome::Extents { same: true, since: f("before") }),
+        ),
+        (Op::Read { file: f("f"), offset: 0, len: 4096 }, Expect::outcome(Outcome::Content('b'))),
+    ]));
+    let text = &out.text;
+    let at = |s: &str| text.find(s).unwrap_or_else(|| panic!("no {s:?} in\n{text}"));
+    assert!(at("if [ \"$PART\" = 1 ]; then\nsetup") < at("step 4 "));
+    assert!(at("step 4 ") < at("power_cut 4 2\nfi\nif [ \"$PART\" = 2 ]; then"));
+    assert!(at("if [ \"$PART\" = 2 ]; then") < at("step 5 "));
+    assert!(at("step 5 ") < at("\nrecover\n"));
+    assert!(at("\nrecover\n") < at("step 7 "));
+    assert_eq!(out.unsupported.len(), 1, "{:?}", out.unsupported);
+    assert!(out.unsupported[0].contains("saved before the power cut"), "{:?}", out.unsupported);
+    assert_parses(text);
 }

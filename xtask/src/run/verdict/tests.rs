@@ -58,6 +58,7 @@ fn report(read: Observed) -> CaseReport {
         tainted_before: 0,
         tainted_after: 0,
         millis: 5,
+        awaiting_power_cut: false,
     }
 }
 
@@ -79,6 +80,7 @@ fn base() -> CaseResult {
         kernel_log: vec![],
         phases: vec![],
         seed: 1,
+        measurements: vec![],
     }
 }
 
