@@ -93,16 +93,8 @@ pub fn run(spec: &CaseSpec) -> CaseReport {
         // case stay as they are (forgotten, not dropped: dropping would end them) until QEMU dies.
         progress("awaiting the power cut");
         std::mem::forget(ex);
-        let lines = window.close();
-        clock.lap("window");
-        report.kernel_log_before = lines.before;
-        report.kernel_log = lines.window;
-        report.kernel_log_gap = lines.gap;
-        report.tainted_after = tainted();
-        report.millis = start.elapsed().as_millis() as u64;
-        report.phases = clock.phases;
         report.awaiting_power_cut = true;
-        return report;
+        return close(report, window, clock, start);
     }
     progress("teardown");
     let mut teardown = ex.release();
@@ -128,6 +120,16 @@ pub fn run(spec: &CaseSpec) -> CaseReport {
     // kernel's deferred work.
     rustix::fs::sync();
     std::thread::sleep(std::time::Duration::from_millis(5));
+    close(report, window, clock, start)
+}
+
+/// The case's kernel-log window closed into its report, with its taint, time and phases.
+fn close(
+    mut report: CaseReport,
+    window: crate::kmsg::Window,
+    mut clock: Clock,
+    start: Instant,
+) -> CaseReport {
     let lines = window.close();
     clock.lap("window");
     report.kernel_log_before = lines.before;

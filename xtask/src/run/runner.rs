@@ -270,14 +270,8 @@ impl Runner<'_> {
         number: usize,
         failures: &mut Vec<PathBuf>,
     ) -> anyhow::Result<Guest> {
-        let mut failed = |e: &anyhow::Error, retrying: bool| {
-            let log = self.run_dir.join(format!("boot-failure-{}.log", failures.len() + 1));
-            if let Err(w) = std::fs::write(&log, format!("{e:#}\n")) {
-                eprintln!("daxtest: writing {}: {w}", log.display());
-            }
-            failures.push(log.clone());
-            emit(&Event::BootFailed { message: format!("{e:#}"), log, retrying });
-        };
+        let mut failed =
+            |e: &anyhow::Error, retrying: bool| self.boot_failed(failures, emit, e, retrying);
         let (vm, ready) = Vm::start_or_retry(self.image, self.root, self.vm_options, &mut failed)?;
         emit(&Event::VmBooted {
             boot_time: ready.boot_time,
@@ -487,14 +481,8 @@ impl Runner<'_> {
         drop(g.agent.take());
         guests.serial_logs.push(dest.clone());
         let failures = &mut guests.boot_failures;
-        let mut failed = |e: &anyhow::Error, retrying: bool| {
-            let log = self.run_dir.join(format!("boot-failure-{}.log", failures.len() + 1));
-            if let Err(w) = std::fs::write(&log, format!("{e:#}\n")) {
-                eprintln!("daxtest: writing {}: {w}", log.display());
-            }
-            failures.push(log.clone());
-            emit(&Event::BootFailed { message: format!("{e:#}"), log, retrying });
-        };
+        let mut failed =
+            |e: &anyhow::Error, retrying: bool| self.boot_failed(failures, emit, e, retrying);
         let vm = &mut g.vm;
         let ready = crate::machine::vm::once_more(|| vm.boot_after_cut(self.image), &mut failed)?;
         emit(&Event::VmBooted {
@@ -614,6 +602,22 @@ impl Runner<'_> {
                 )
             }
         }
+    }
+
+    /// A boot that failed: its log kept as `boot-failure-N.log` in the run directory, and said.
+    fn boot_failed(
+        &self,
+        failures: &mut Vec<PathBuf>,
+        emit: &mut dyn FnMut(&Event),
+        e: &anyhow::Error,
+        retrying: bool,
+    ) {
+        let log = self.run_dir.join(format!("boot-failure-{}.log", failures.len() + 1));
+        if let Err(w) = std::fs::write(&log, format!("{e:#}\n")) {
+            eprintln!("daxtest: writing {}: {w}", log.display());
+        }
+        failures.push(log.clone());
+        emit(&Event::BootFailed { message: format!("{e:#}"), log, retrying });
     }
 
     fn result(

@@ -48,6 +48,11 @@ fn f(s: &str) -> String {
     s.to_string()
 }
 
+/// A read-write mapping of the whole of `f` from offset 0.
+fn mmap(map: &str, len: u64, kind: MapKind) -> Op {
+    Op::Mmap { file: f("f"), map: f(map), offset: 0, len, kind, prot: Prot::ReadWrite }
+}
+
 /// One step of every op, each with a translation and nothing unsupported.
 fn every_op() -> Vec<(Op, Expect)> {
     use Op::*;
@@ -201,17 +206,7 @@ fn what_cannot_be_expressed_is_said_loudly() {
             Op::Write { file: f("we ird"), offset: 0, len: 1, pattern: 'a' },
             Expect::outcome(Outcome::Ok),
         ),
-        (
-            Op::Mmap {
-                file: f("f"),
-                map: f("p"),
-                offset: 0,
-                len: 4096,
-                kind: MapKind::Private,
-                prot: Prot::ReadWrite,
-            },
-            Expect::outcome(Outcome::Ok),
-        ),
+        (mmap("p", 4096, MapKind::Private), Expect::outcome(Outcome::Ok)),
     ]));
     assert_eq!(out.unsupported.len(), 2, "{:?}", out.unsupported);
     assert!(out.unsupported[1].contains("MAP_PRIVATE"));
@@ -227,17 +222,7 @@ fn an_expected_sigbus_maps_the_files_again_for_later_steps() {
             Op::Write { file: f("f"), offset: 0, len: 65536, pattern: 'a' },
             Expect::outcome(Outcome::Ok),
         ),
-        (
-            Op::Mmap {
-                file: f("f"),
-                map: f("m"),
-                offset: 0,
-                len: 65536,
-                kind: MapKind::Shared,
-                prot: Prot::ReadWrite,
-            },
-            Expect::outcome(Outcome::Ok),
-        ),
+        (mmap("m", 65536, MapKind::Shared), Expect::outcome(Outcome::Ok)),
         (Op::Truncate { file: f("f"), size: 8192 }, Expect::outcome(Outcome::Ok)),
         (
             Op::Load { map: f("m"), offset: 16384, len: 4096 },
@@ -259,28 +244,8 @@ fn an_expected_sigbus_maps_the_files_again_for_later_steps() {
 #[test]
 fn an_mmap_expected_to_fail_does_not_enter_the_tables() {
     let out = script(&spec(vec![
-        (
-            Op::Mmap {
-                file: f("f"),
-                map: f("m"),
-                offset: 0,
-                len: 4096,
-                kind: MapKind::Sync,
-                prot: Prot::ReadWrite,
-            },
-            Expect::outcome(Outcome::Errno(f("EOPNOTSUPP"))),
-        ),
-        (
-            Op::Mmap {
-                file: f("f"),
-                map: f("p"),
-                offset: 0,
-                len: 4096,
-                kind: MapKind::Shared,
-                prot: Prot::ReadWrite,
-            },
-            Expect::outcome(Outcome::Ok),
-        ),
+        (mmap("m", 4096, MapKind::Sync), Expect::outcome(Outcome::Errno(f("EOPNOTSUPP")))),
+        (mmap("p", 4096, MapKind::Shared), Expect::outcome(Outcome::Ok)),
         (Op::Load { map: f("p"), offset: 0, len: 4096 }, Expect::outcome(Outcome::Content('a'))),
     ]));
     let t = &out.text;
@@ -331,17 +296,7 @@ fn a_power_cut_splits_the_script_into_parts() {
     let out = script(&spec(vec![
         (Op::Write { file: f("f"), offset: 0, len: 4096, pattern: 'a' }, ok()),
         (Op::Fiemap { file: f("f"), offset: 0, len: 0, save: Some(f("before")) }, ok()),
-        (
-            Op::Mmap {
-                file: f("f"),
-                map: f("m"),
-                offset: 0,
-                len: 4096,
-                kind: MapKind::Sync,
-                prot: Prot::ReadWrite,
-            },
-            ok(),
-        ),
+        (mmap("m", 4096, MapKind::Sync), ok()),
         (Op::Store { map: f("m"), offset: 0, len: 4096, pattern: 'b' }, ok()),
         (Op::PowerCut, ok()),
         (
