@@ -18,6 +18,12 @@ use daxtest::version::KernelVersion;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// What `test` selected: the cases, and the durations `--durations` names.
+struct Selected {
+    cases: Vec<Case>,
+    durations: Option<Durations>,
+}
+
 /// `git bisect run`: 0 good, 1 bad, 125 this revision cannot be tested, > 127 stop bisecting.
 pub mod bisect {
     pub const GOOD: i32 = 0;
@@ -50,8 +56,8 @@ fn unresolved_is_input(e: anyhow::Error) -> anyhow::Error {
 
 impl flags::Test {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<i32> {
-        let cases = match self.select_cases(ctx) {
-            Ok(cases) => cases,
+        let selected = match self.select_cases(ctx) {
+            Ok(selected) => selected,
             // Bad input is the same at every revision: bisecting on would be meaningless.
             Err(e) if self.bisect => {
                 eprintln!("error: {e:#}");
@@ -59,7 +65,7 @@ impl flags::Test {
             }
             Err(e) => return Err(e),
         };
-        let result = self.run_cases(ctx, cases).map(|(status, _)| status);
+        let result = self.run_cases(ctx, selected).map(|(status, _)| status);
         if !self.bisect {
             return result.map_err(unresolved_is_input);
         }
@@ -81,11 +87,13 @@ impl flags::Test {
 
     /// A run without `--bisect`: its exit status and its run directory.
     pub(super) fn run_in_dir(self, ctx: &Ctx) -> anyhow::Result<(i32, PathBuf)> {
-        let cases = self.select_cases(ctx)?;
-        self.run_cases(ctx, cases).map_err(unresolved_is_input)
+        let selected = self.select_cases(ctx)?;
+        self.run_cases(ctx, selected).map_err(unresolved_is_input)
     }
 
-    fn select_cases(&self, ctx: &Ctx) -> anyhow::Result<Vec<Case>> {
+    /// The selected cases, and `--durations` read (so that a bad file stops the run before an
+    /// image is built).
+    fn select_cases(&self, ctx: &Ctx) -> anyhow::Result<Selected> {
         let cases = super::select_cases(&ctx.root, &self.select, self.fs)?;
         for (flag, value) in
             [("--step-timeout", self.step_timeout), ("--case-timeout", self.case_timeout)]
@@ -94,8 +102,7 @@ impl flags::Test {
                 return Err(exit::input(format!("{flag} 0: give a number of seconds above 0")));
             }
         }
-        // Read now, so that a bad file stops the run before an image is built.
-        self.durations()?;
+        let durations = self.durations()?;
         if self.repeat == Some(0) {
             return Err(exit::input("--repeat 0: give how many times to run, 1 or more"));
         }
@@ -108,7 +115,7 @@ impl flags::Test {
         {
             return Err(exit::input(format!("--kernel {k} given twice")));
         }
-        Ok(cases)
+        Ok(Selected { cases, durations })
     }
 
     /// How many times each case runs.
@@ -120,7 +127,8 @@ impl flags::Test {
         }
     }
 
-    fn run_cases(&self, ctx: &Ctx, cases: Vec<Case>) -> anyhow::Result<(i32, PathBuf)> {
+    fn run_cases(&self, ctx: &Ctx, selected: Selected) -> anyhow::Result<(i32, PathBuf)> {
+        let Selected { cases, durations } = selected;
         let specs: Vec<Option<&str>> = match self.vm.kernel.as_slice() {
             [] => vec![None],
             ks => ks.iter().map(|k| Some(k.as_str())).collect(),
@@ -144,7 +152,7 @@ impl flags::Test {
         for (image, opts) in images {
             prepared.push(ctx.choose_accel(&self.vm, image, opts)?);
         }
-        let mine = self.shard_of(&cases, &prepared)?;
+        let mine = self.shard_of(&cases, &prepared, durations.as_ref());
         let kernels = specs
             .iter()
             .zip(&prepared)
@@ -184,18 +192,18 @@ impl flags::Test {
         &self,
         cases: &[Case],
         kernels: &[(Image, VmOptions)],
-    ) -> anyhow::Result<Vec<Vec<Case>>> {
+        durations: Option<&Durations>,
+    ) -> Vec<Vec<Case>> {
         let Some(shard) = self.shard else {
-            return Ok(kernels.iter().map(|_| cases.to_vec()).collect());
+            return kernels.iter().map(|_| cases.to_vec()).collect();
         };
-        let durations = self.durations()?;
         let pairs: Vec<_> = kernels
             .iter()
             .flat_map(|(image, _)| {
                 cases.iter().map(|c| (image.kernel.release.clone(), c.id.clone()))
             })
             .collect();
-        let shard_of = shard::assign(&pairs, shard.total, durations.as_ref());
+        let shard_of = shard::assign(&pairs, shard.total, durations);
         let mut mine: Vec<Vec<Case>> = kernels.iter().map(|_| Vec::new()).collect();
         for (n, s) in shard_of.iter().enumerate() {
             if *s == shard.index {
@@ -213,7 +221,7 @@ impl flags::Test {
                 None => "balanced by count".to_string(),
             }
         );
-        Ok(mine)
+        mine
     }
 
     /// The planned runs of every case on one kernel: `--repeat` copies, seeds, resolution.

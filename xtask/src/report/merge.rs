@@ -7,9 +7,9 @@
 
 use super::results::{self, Results};
 use super::Reporters;
-use crate::run::events::{CaseResult, Event, KernelInfo, OutsideCases, RunInfo, Status};
+use crate::run::events::{CaseResult, Event, KernelInfo, OutsideCases, RunInfo};
 use anyhow::{bail, Context};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -159,17 +159,17 @@ fn replay(
         dirs.push(dir.clone());
         let own = results::under(out, Path::new(&dir));
         std::fs::create_dir_all(&own)?;
-        let cases: Vec<&results::CaseEntry> = parts
+        let cases = parts
             .iter()
-            .flat_map(|(i, k)| i.results.cases.iter().filter(|c| c.kernel == k.kernel_release))
-            .collect();
+            .map(|(i, k)| i.results.cases.iter().filter(|c| c.kernel == k.kernel_release).count())
+            .sum();
         emit(&Event::KernelStarted(KernelInfo {
             dir: dir.into(),
             kernel_id: first.kernel_id.clone(),
             kernel_release: first.kernel_release.clone(),
             accel: first.accel.clone(),
             qemu_version: first.qemu_version.clone(),
-            cases: cases.len(),
+            cases,
             rerun: first.rerun.clone(),
         }))?;
         let mut serial_logs = Vec::new();
@@ -240,9 +240,4 @@ fn emit_case(
         seed: c.seed,
         measurements: c.measurements.clone(),
     }))
-}
-
-/// Cases per status, for comparing a merged run with an unsharded one.
-pub fn statuses(r: &Results) -> BTreeMap<(String, String), Status> {
-    r.cases.iter().map(|c| ((c.kernel.clone(), c.id.clone()), c.status)).collect()
 }

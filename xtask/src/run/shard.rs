@@ -34,29 +34,39 @@ impl FromStr for Shard {
 /// A kernel × case pair: the kernel's release (`uname -r`, as results.json names it) and the id.
 pub type Pair = (String, String);
 
-/// Recorded case durations, by kernel release and id, from an earlier run's results.json.
+/// Recorded case durations, by kernel release and id, from an earlier run's results.json; and
+/// each id's mean over the kernels it ran on, for a pair whose kernel has no record of it.
 #[derive(Debug, Default)]
-pub struct Durations(HashMap<Pair, f64>);
+pub struct Durations {
+    exact: HashMap<Pair, f64>,
+    by_id: HashMap<String, f64>,
+}
 
 impl Durations {
     /// Each case's duration; a repeated case (`ID#k`) counts as the sum of its runs.
     pub fn from_results(r: &Results) -> Durations {
-        let mut map: HashMap<Pair, f64> = HashMap::new();
+        let mut exact: HashMap<Pair, f64> = HashMap::new();
         for c in &r.cases {
             let id = c.id.split_once('#').map_or(c.id.as_str(), |(id, _)| id);
-            *map.entry((c.kernel.clone(), id.to_string())).or_default() += c.duration_s;
+            *exact.entry((c.kernel.clone(), id.to_string())).or_default() += c.duration_s;
         }
-        Durations(map)
+        Durations::new(exact)
+    }
+
+    fn new(exact: HashMap<Pair, f64>) -> Durations {
+        let mut sums: HashMap<String, (f64, usize)> = HashMap::new();
+        for ((_, id), d) in &exact {
+            let e = sums.entry(id.clone()).or_default();
+            e.0 += d;
+            e.1 += 1;
+        }
+        let by_id = sums.into_iter().map(|(id, (sum, n))| (id, sum / n as f64)).collect();
+        Durations { exact, by_id }
     }
 
     /// The pair's recorded time; else the case's on another kernel (their mean); else `None`.
-    fn of(&self, (kernel, id): &Pair) -> Option<f64> {
-        if let Some(d) = self.0.get(&(kernel.clone(), id.clone())) {
-            return Some(*d);
-        }
-        let other: Vec<f64> =
-            self.0.iter().filter(|((_, i), _)| i == id).map(|(_, d)| *d).collect();
-        (!other.is_empty()).then(|| other.iter().sum::<f64>() / other.len() as f64)
+    fn of(&self, pair: &Pair) -> Option<f64> {
+        self.exact.get(pair).or_else(|| self.by_id.get(&pair.1)).copied()
     }
 }
 
@@ -74,12 +84,13 @@ pub fn assign(pairs: &[Pair], total: usize, durations: Option<&Durations>) -> Ve
             }
         }
         Some(d) => {
-            let known: Vec<f64> = pairs.iter().filter_map(|p| d.of(p)).collect();
+            let recorded: Vec<Option<f64>> = pairs.iter().map(|p| d.of(p)).collect();
+            let known: Vec<f64> = recorded.iter().flatten().copied().collect();
             let mean = match known.len() {
                 0 => 1.0,
                 n => known.iter().sum::<f64>() / n as f64,
             };
-            let weight: Vec<f64> = pairs.iter().map(|p| d.of(p).unwrap_or(mean)).collect();
+            let weight: Vec<f64> = recorded.iter().map(|r| r.unwrap_or(mean)).collect();
             // Stable: equal weights keep the kernel and id order.
             order.sort_by(|&a, &b| weight[b].total_cmp(&weight[a]));
             let mut load = vec![0.0f64; total];
@@ -142,7 +153,7 @@ mod tests {
     #[test]
     fn recorded_durations_balance_the_time() {
         let p = pairs(&["6.12"], &["long", "a", "b", "c", "d", "new"]);
-        let d = Durations(
+        let d = Durations::new(
             [("long", 8.0), ("a", 2.0), ("b", 2.0), ("c", 2.0), ("d", 2.0)]
                 .iter()
                 .map(|(id, t)| (("6.12".to_string(), id.to_string()), *t))
@@ -163,8 +174,16 @@ mod tests {
 
     #[test]
     fn a_case_recorded_on_another_kernel_weighs_that() {
-        let d = Durations([(("6.1".to_string(), "x".to_string()), 5.0)].into_iter().collect());
-        assert_eq!(d.of(&("7.2".to_string(), "x".to_string())), Some(5.0));
+        let d = Durations::new(
+            [
+                (("6.1".to_string(), "x".to_string()), 5.0),
+                (("6.12".to_string(), "x".to_string()), 3.0),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        assert_eq!(d.of(&("6.1".to_string(), "x".to_string())), Some(5.0));
+        assert_eq!(d.of(&("7.2".to_string(), "x".to_string())), Some(4.0));
         assert_eq!(d.of(&("7.2".to_string(), "y".to_string())), None);
     }
 }
