@@ -1,6 +1,6 @@
 //! End to end: a selection run in two shards and merged has the cases and statuses of the same
 //! selection run whole, with its kernel logs and junit; merging runs that do not belong together
-//! is refused.
+//! (a case twice, another selection, one kernel from two images) is refused.
 
 mod common;
 
@@ -71,4 +71,21 @@ fn two_shards_merged_are_the_whole_run() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(text(&refused.stderr).contains("ran another scenario set than"));
     assert!(!dir.path().join("mixed").exists(), "nothing written when refused");
+    // The same kernel from another image (here: its key changed, as a rebuilt image's would).
+    let rebuilt = dir.path().join("rebuilt");
+    std::fs::create_dir(&rebuilt).unwrap();
+    let mut r = shards[1].0.clone();
+    r["kernels"][0]["rerun"]["image_key"] = "0000000000000000".into();
+    std::fs::write(rebuilt.join("results.json"), serde_json::to_vec(&r).unwrap()).unwrap();
+    let refused = run(&[
+        "report",
+        "merge",
+        d1,
+        rebuilt.to_str().unwrap(),
+        "-o",
+        dir.path().join("two-images").to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(text(&refused.stderr).contains("merge only runs of one image per kernel"));
+    assert!(!dir.path().join("two-images").exists(), "nothing written when refused");
 }
