@@ -132,6 +132,10 @@ pub struct Test {
     /// results.json or run directory) instead of by count.
     #[arg(long, value_name = "RESULTS", requires = "shard")]
     pub durations: Option<std::path::PathBuf>,
+    /// Run cases on N VMs at once, each taking the next case when free (default 1). Under TCG
+    /// a VM keeps about one core busy: more than the host's cores only slows every case.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: u16,
 }
 
 #[derive(Debug, Args)]
@@ -279,6 +283,9 @@ pub enum BenchWhat {
     Suite {
         #[command(flatten)]
         vm: Vm,
+        /// As for `test --jobs`.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: u16,
     },
     /// Scenario validation time: generated files of each size, loaded and validated as `check`
     /// does; cases per CPU second at each size and the per-case cost against the smallest (a

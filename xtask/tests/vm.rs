@@ -275,6 +275,57 @@ fn a_chosen_ssh_port_serves_every_vm_of_a_run() {
     }
 }
 
+/// `--jobs 2`: two VMs take cases as they come free. Every case is reported once, with the
+/// status it has alone; a crash ends only its lane's VM; the VMs' serial logs are numbered
+/// once for the run; `--until-fail` stops both lanes.
+#[test]
+fn two_lanes_report_every_case_once_and_survive_a_crash() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let faults = "xtask/tests/fixtures/faults.toml";
+    let picked = ["healthy-1", "panic", "healthy-2", "warning", "healthy-3"];
+    let mut args = vec!["test", "--jobs", "2", faults];
+    args.extend(picked);
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(1), "a crash and a failure: exit 1");
+    let results = common::results(&out);
+    let mut statuses: Vec<(String, String)> = results["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().into(), c["status"].as_str().unwrap().into()))
+        .collect();
+    statuses.sort();
+    let expected = [
+        ("healthy-1", "pass"),
+        ("healthy-2", "pass"),
+        ("healthy-3", "pass"),
+        ("panic", "crash"),
+        ("warning", "fail"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(n, s)| (format!("faults/{n}/xfs/dax=always"), s.to_string()))
+        .collect();
+    assert_eq!(statuses, expected);
+    let vms = results["kernels"][0]["qemu_command_lines"].as_array().unwrap().len();
+    assert!(vms >= 3, "two lanes, and a VM after the crash: {vms}");
+    let dir = run_dir(&out);
+    for i in 1..=vms {
+        assert!(dir.join(format!("serial-{i}.log")).exists(), "serial-{i}.log of {vms}");
+    }
+    assert!(!dir.join(format!("serial-{}.log", vms + 1)).exists());
+
+    // The panic stops the run: each lane finishes what it started, and takes nothing more.
+    let mut args = vec!["test", "--jobs", "2", "--until-fail", faults, "panic"];
+    args.extend(["healthy-1", "healthy-2", "healthy-3", "warning"]);
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let results = common::results(&out);
+    let cases = results["cases"].as_array().unwrap();
+    assert!(cases.iter().any(|c| c["status"] == "crash" || c["status"] == "fail"), "{cases:?}");
+    assert!(cases.len() < 5, "the lanes stopped taking cases: {} ran", cases.len());
+}
+
 /// VM directories of running QEMU processes started from this checkout.
 fn qemu_vm_dirs() -> Vec<PathBuf> {
     let tmp = root().join("target/daxtest/tmp");

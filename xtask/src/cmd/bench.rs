@@ -18,7 +18,7 @@ impl flags::Bench {
             BenchWhat::Boot { vm, reps } => boot(ctx, &vm, reps.max(1)),
             BenchWhat::Run { vm, reps } => run(ctx, &vm, reps.max(1)),
             BenchWhat::Image { kernel, reps } => image(ctx, kernel.as_deref(), reps.max(1)),
-            BenchWhat::Suite { vm } => suite(ctx, vm),
+            BenchWhat::Suite { vm, jobs } => suite(ctx, vm, jobs),
             BenchWhat::Check { sizes, reps } => check(&sizes, reps.max(1)),
         }
     }
@@ -281,7 +281,7 @@ fn image(ctx: &Ctx, kernel: Option<&str>, reps: usize) -> anyhow::Result<i32> {
 }
 
 /// The catalogue as `cargo xtask test` runs it; the split comes from the run's results.
-fn suite(ctx: &Ctx, vm: flags::Vm) -> anyhow::Result<i32> {
+fn suite(ctx: &Ctx, vm: flags::Vm, jobs: u16) -> anyhow::Result<i32> {
     let test = flags::Test {
         vm,
         select: Vec::new(),
@@ -294,6 +294,7 @@ fn suite(ctx: &Ctx, vm: flags::Vm) -> anyhow::Result<i32> {
         bisect: false,
         shard: None,
         durations: None,
+        jobs,
     };
     let t = Instant::now();
     // This run's own directory: runs/latest may already be another run's.
@@ -305,8 +306,12 @@ fn suite(ctx: &Ctx, vm: flags::Vm) -> anyhow::Result<i32> {
     let run = results.elapsed_s;
     println!();
     println!(
-        "whole suite:          {:.1} s  `cargo xtask test`, {cases} cases, exit {status}",
+        "whole suite:          {:.1} s  `cargo xtask test --jobs {jobs}`, {cases} cases, exit {status}",
         secs(total)
+    );
+    println!(
+        "  run per case:       {:.3} s  the run's wall time over its cases, {jobs} VM(s) at once",
+        run / cases.max(1) as f64
     );
     println!(
         "  before the run:     {:.1} s  image check, accelerator, scenario files",

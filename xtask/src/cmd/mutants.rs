@@ -215,6 +215,7 @@ impl flags::Mutants {
             stop_at_failure: false,
             runs_per_case: 1,
             selection: None,
+            jobs: 1,
         };
         let mut outcomes = Vec::new();
         let (_, run_dir) = execute(ctx, &setup, &kernels, &mut |r| {

@@ -86,6 +86,7 @@ impl flags::Repro {
             stop_at_failure: false,
             runs_per_case: 1,
             selection: None,
+            jobs: 1,
         };
         let mut result: Option<CaseResult> = None;
         let (_, run_dir) =

@@ -171,6 +171,7 @@ impl flags::Test {
             stop_at_failure: self.until_fail,
             runs_per_case: self.runs(),
             selection: Some(selection(&cases, self.shard)?),
+            jobs: self.jobs.into(),
         };
         execute(ctx, &setup, &kernels, &mut |_| {})
     }
@@ -248,6 +249,8 @@ pub(super) struct RunSetup {
     /// How many times each case runs (`--repeat`).
     pub runs_per_case: u32,
     pub selection: Option<Selection>,
+    /// VMs running cases at once (`--jobs`).
+    pub jobs: usize,
 }
 
 /// A kernel's share of a run: its image and VM options, the spec it was asked as, the cases
@@ -340,6 +343,7 @@ pub(super) fn execute(
             timeouts: ctx.recipe.timeouts,
             overrides: setup.overrides,
             stop_at_failure: setup.stop_at_failure,
+            jobs: setup.jobs,
         };
         let outcome = runner.run(info, &k.planned, &mut emit);
         status = status.max(exit_status(&outcome));

@@ -22,6 +22,7 @@ use daxtest_proto::case::{
 use daxtest_proto::AGENT_PATH;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct Runner<'a> {
@@ -36,6 +37,8 @@ pub struct Runner<'a> {
     pub overrides: CaseTimeouts,
     /// Stop at the first case that fails, crashes, hangs or errs (`--until-fail`).
     pub stop_at_failure: bool,
+    /// VMs that run cases at the same time (`--jobs`), each taking the next case when free.
+    pub jobs: usize,
 }
 
 /// How the run went for the exit status.
@@ -85,18 +88,59 @@ impl Guest {
     }
 }
 
-/// The run's VMs: the one cases run on now, if any, and what every VM of the run left.
-#[derive(Default)]
-struct Guests {
+/// What the VMs running at the same time share: the cases not yet taken, and one numbering of
+/// the kernel's VMs and boot failures (their files in the run directory).
+struct Lanes<'p> {
+    planned: &'p [PlannedCase],
+    next_case: AtomicUsize,
+    vms: AtomicUsize,
+    boot_failures: AtomicUsize,
+    /// A case failed under `--until-fail`: no lane takes another.
+    stopped: AtomicBool,
+}
+
+impl Lanes<'_> {
+    fn take(&self) -> Option<&PlannedCase> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.planned.get(self.next_case.fetch_add(1, Ordering::SeqCst))
+    }
+
+    fn next_vm(&self) -> usize {
+        self.vms.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+/// One lane's VMs: the one cases run on now, if any, and what every VM of the lane left, by
+/// number.
+struct Guests<'l> {
+    lanes: &'l Lanes<'l>,
     up: Option<Guest>,
-    serial_logs: Vec<PathBuf>,
-    boot_failures: Vec<PathBuf>,
+    serial_logs: Vec<(usize, PathBuf)>,
+    boot_failures: Vec<(usize, PathBuf)>,
     /// Why the next boot happens, when the last VM was ended on purpose.
     next_reason: Option<String>,
     /// Two boots in a row failed: no more are tried.
     unbootable: bool,
     /// Kernel lines outside every case window failed the run.
     outside_failed: bool,
+    any_failure: bool,
+}
+
+impl<'l> Guests<'l> {
+    fn new(lanes: &'l Lanes<'l>) -> Self {
+        Guests {
+            lanes,
+            up: None,
+            serial_logs: vec![],
+            boot_failures: vec![],
+            next_reason: None,
+            unbootable: false,
+            outside_failed: false,
+            any_failure: false,
+        }
+    }
 }
 
 /// What a case run leaves of its VM.
@@ -129,9 +173,63 @@ impl Runner<'_> {
     ) -> Outcome {
         let started = Instant::now();
         emit(&Event::KernelStarted(kernel));
-        let mut guests = Guests::default();
-        let mut any_failure = false;
-        for p in planned {
+        let lanes = Lanes {
+            planned,
+            next_case: AtomicUsize::new(0),
+            vms: AtomicUsize::new(0),
+            boot_failures: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
+        };
+        let jobs = self.jobs.clamp(1, planned.len().max(1));
+        let ends: Vec<Guests> = if jobs == 1 {
+            vec![self.lane(&lanes, emit)]
+        } else {
+            // The lanes' events reach the reporters from this thread, one at a time.
+            let (tx, rx) = std::sync::mpsc::channel::<Event>();
+            std::thread::scope(|s| {
+                let lanes = &lanes;
+                let handles: Vec<_> = (0..jobs)
+                    .map(|_| {
+                        let tx = tx.clone();
+                        s.spawn(move || {
+                            self.lane(lanes, &mut |e: &Event| {
+                                let _ = tx.send(e.clone());
+                            })
+                        })
+                    })
+                    .collect();
+                drop(tx);
+                for e in rx {
+                    emit(&e);
+                }
+                handles.into_iter().map(|h| h.join().expect("a lane panicked")).collect()
+            })
+        };
+        let mut serial_logs = Vec::new();
+        let mut boot_failures = Vec::new();
+        let (mut any_failure, mut outside_failed, mut unbootable) = (false, false, false);
+        for g in ends {
+            serial_logs.extend(g.serial_logs);
+            boot_failures.extend(g.boot_failures);
+            any_failure |= g.any_failure;
+            outside_failed |= g.outside_failed;
+            unbootable |= g.unbootable;
+        }
+        serial_logs.sort();
+        boot_failures.sort();
+        emit(&Event::KernelFinished {
+            elapsed: started.elapsed(),
+            serial_logs: serial_logs.into_iter().map(|(_, p)| p).collect(),
+            boot_failures: boot_failures.into_iter().map(|(_, p)| p).collect(),
+        });
+        Outcome { any_failure: any_failure || outside_failed, infrastructure_failed: unbootable }
+    }
+
+    /// Runs cases on one VM at a time, taking the next case of the run when free, until none is
+    /// left (or a case failed under `--until-fail`).
+    fn lane<'l>(&self, lanes: &'l Lanes<'l>, emit: &mut dyn FnMut(&Event)) -> Guests<'l> {
+        let mut guests = Guests::new(lanes);
+        while let Some(p) = lanes.take() {
             emit(&Event::CaseStarted { id: p.case.id.clone() });
             let t = Instant::now();
             let result = match &p.resolution {
@@ -155,18 +253,17 @@ impl Runner<'_> {
                 }
             };
             let failed = result.status.is_failure();
-            any_failure |= failed;
+            guests.any_failure |= failed;
             emit(&Event::CaseFinished(result));
             if failed && self.stop_at_failure {
+                lanes.stopped.store(true, Ordering::SeqCst);
                 break;
             }
         }
         if guests.up.is_some() {
             self.retire(&mut guests, true, None, emit);
         }
-        let Guests { serial_logs, boot_failures, unbootable, outside_failed, .. } = guests;
-        emit(&Event::KernelFinished { elapsed: started.elapsed(), serial_logs, boot_failures });
-        Outcome { any_failure: any_failure || outside_failed, infrastructure_failed: unbootable }
+        guests
     }
 
     /// Runs a case on the guest that is up (booting one if none is). A case whose kernel logged
@@ -184,8 +281,10 @@ impl Runner<'_> {
         let mut first_attempt = true;
         loop {
             let Some(guest) = self.guest(guests, emit) else {
-                let log =
-                    guests.boot_failures.last().map_or(String::new(), |p| p.display().to_string());
+                let log = guests
+                    .boot_failures
+                    .last()
+                    .map_or(String::new(), |(_, p)| p.display().to_string());
                 let why = format!(
                     "no VM: it did not boot, twice (see {log}); not booted again for the \
                      remaining cases"
@@ -235,8 +334,9 @@ impl Runner<'_> {
                 (false, Some(why)) => why,
                 (false, None) => "the previous VM crashed, hung or was lost".to_string(),
             };
-            let number = guests.serial_logs.len() + 1;
-            match self.boot(emit, &reason, number, &mut guests.boot_failures) {
+            let number = guests.lanes.next_vm();
+            let failures = (guests.lanes, &mut guests.boot_failures);
+            match self.boot(emit, &reason, number, failures) {
                 Ok(g) => guests.up = Some(g),
                 Err(_) => guests.unbootable = true,
             }
@@ -254,9 +354,9 @@ impl Runner<'_> {
         emit: &mut dyn FnMut(&Event),
     ) {
         if let Some(g) = guests.up.take() {
-            let index = guests.serial_logs.len();
-            let log = self.end_vm(g, index, clean, emit, &mut guests.outside_failed);
-            guests.serial_logs.push(log);
+            let number = g.number;
+            let log = self.end_vm(g, clean, emit, &mut guests.outside_failed);
+            guests.serial_logs.push((number, log));
         }
         guests.next_reason = why;
     }
@@ -268,10 +368,12 @@ impl Runner<'_> {
         emit: &mut dyn FnMut(&Event),
         reason: &str,
         number: usize,
-        failures: &mut Vec<PathBuf>,
+        failures: (&Lanes, &mut Vec<(usize, PathBuf)>),
     ) -> anyhow::Result<Guest> {
-        let mut failed =
-            |e: &anyhow::Error, retrying: bool| self.boot_failed(failures, emit, e, retrying);
+        let (lanes, failures) = failures;
+        let mut failed = |e: &anyhow::Error, retrying: bool| {
+            self.boot_failed(lanes, failures, emit, e, retrying)
+        };
         let (vm, ready) = Vm::start_or_retry(self.image, self.root, self.vm_options, &mut failed)?;
         emit(&Event::VmBooted {
             boot_time: ready.boot_time,
@@ -287,12 +389,11 @@ impl Runner<'_> {
     fn end_vm(
         &self,
         mut m: Guest,
-        index: usize,
         clean: bool,
         emit: &mut dyn FnMut(&Event),
         outside_failed: &mut bool,
     ) -> PathBuf {
-        let dest = self.run_dir.join(format!("serial-{}.log", index + 1));
+        let dest = self.run_dir.join(format!("serial-{}.log", m.number));
         if clean {
             if let Some(agent) = m.agent.take() {
                 if let Err(e) = m.ready.connection.hang_up(agent) {
@@ -351,6 +452,8 @@ impl Runner<'_> {
             }
             part.records = records.take();
             let m = guests.up.as_mut().expect("run_case runs on a guest that is up");
+            // The VM may have run other cases: records count from where this part began.
+            let console_from = std::fs::metadata(&m.vm.serial_log).map_or(0, |f| f.len() as usize);
             let report = match self.run_part(m, p, spec, part, offset, t) {
                 Ok(report) => report,
                 Err(mut run) => {
@@ -392,7 +495,8 @@ impl Runner<'_> {
                 if let Some(map) = store_loop {
                     let text = std::fs::read(&serial)
                         .with_context(|| format!("reading {}", serial.display()))?;
-                    let done = completed_records(&String::from_utf8_lossy(&text));
+                    let part = text.get(console_from..).unwrap_or_default();
+                    let done = completed_records(&String::from_utf8_lossy(part));
                     records = Some(record_check(spec, offset, &map, done)?);
                 }
                 Ok(())
@@ -466,7 +570,8 @@ impl Runner<'_> {
     }
 
     /// Cuts the power of the guest that is up (its serial log kept like any VM's) and boots the
-    /// next one on the same backing files: a VM of the run of its own, which the case goes on in.
+    /// next one on the same backing files: a VM of the run of its own, which the case goes on in
+    /// and the cases after it run on.
     fn cut_and_boot(
         &self,
         guests: &mut Guests,
@@ -475,14 +580,15 @@ impl Runner<'_> {
         emit: &mut dyn FnMut(&Event),
     ) -> anyhow::Result<PathBuf> {
         let mut g = guests.up.take().expect("a guest is up at the cut");
-        let dest = self.run_dir.join(format!("serial-{}.log", guests.serial_logs.len() + 1));
+        let dest = self.run_dir.join(format!("serial-{}.log", g.number));
         // QEMU first: closing the agent's session could make the guest do something.
         g.vm.cut_power(&dest);
         drop(g.agent.take());
-        guests.serial_logs.push(dest.clone());
-        let failures = &mut guests.boot_failures;
-        let mut failed =
-            |e: &anyhow::Error, retrying: bool| self.boot_failed(failures, emit, e, retrying);
+        guests.serial_logs.push((g.number, dest.clone()));
+        let (lanes, failures) = (guests.lanes, &mut guests.boot_failures);
+        let mut failed = |e: &anyhow::Error, retrying: bool| {
+            self.boot_failed(lanes, failures, emit, e, retrying)
+        };
         let vm = &mut g.vm;
         let ready = crate::machine::vm::once_more(|| vm.boot_after_cut(self.image), &mut failed)?;
         emit(&Event::VmBooted {
@@ -493,7 +599,7 @@ impl Runner<'_> {
             ),
             command_line: g.vm.command_line.clone(),
         });
-        let number = guests.serial_logs.len() + 1;
+        let number = guests.lanes.next_vm();
         guests.up = Some(Guest { vm: g.vm, ready, agent: None, number, last_case: None });
         Ok(dest)
     }
@@ -607,16 +713,18 @@ impl Runner<'_> {
     /// A boot that failed: its log kept as `boot-failure-N.log` in the run directory, and said.
     fn boot_failed(
         &self,
-        failures: &mut Vec<PathBuf>,
+        lanes: &Lanes,
+        failures: &mut Vec<(usize, PathBuf)>,
         emit: &mut dyn FnMut(&Event),
         e: &anyhow::Error,
         retrying: bool,
     ) {
-        let log = self.run_dir.join(format!("boot-failure-{}.log", failures.len() + 1));
+        let number = lanes.boot_failures.fetch_add(1, Ordering::SeqCst) + 1;
+        let log = self.run_dir.join(format!("boot-failure-{number}.log"));
         if let Err(w) = std::fs::write(&log, format!("{e:#}\n")) {
             eprintln!("daxtest: writing {}: {w}", log.display());
         }
-        failures.push(log.clone());
+        failures.push((number, log.clone()));
         emit(&Event::BootFailed { message: format!("{e:#}"), log, retrying });
     }
 

@@ -262,9 +262,9 @@ fn expand_case(
                 requires: requires.clone(),
                 xfail,
                 kernel_log: log.clone(),
-                // A power cut kills the VM: nothing of an earlier case may be in it then (its
-                // kernel log's tail is judged when that VM is ended cleanly).
-                fresh_vm: c.fresh_vm || steps.iter().any(|s| s.op == Op::PowerCut),
+                // A power cut needs no VM of its own: the earlier cases' kernel log is judged
+                // when the case's window opens, and the VM booted after the cut goes on.
+                fresh_vm: c.fresh_vm,
                 fsck: c.fsck.unwrap_or(def.fsck),
                 timeout: CaseTimeouts {
                     step_s: own_timeout.step_s.or(file_timeout.step_s),

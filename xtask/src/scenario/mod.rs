@@ -111,7 +111,7 @@ pub struct Case {
     pub xfail: Vec<Xfail>,
     pub kernel_log: KernelLogRules,
     pub seed: u64,
-    /// Runs on a VM of its own, booted for it (always, for a case that cuts the power).
+    /// Runs on a VM of its own, booted for it and ended after it.
     pub fresh_vm: bool,
     /// The filesystem is checked after the unmount (xfs_repair -n, e2fsck -fn).
     pub fsck: bool,
