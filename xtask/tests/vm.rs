@@ -314,6 +314,15 @@ fn two_lanes_report_every_case_once_and_survive_a_crash() {
         assert!(dir.join(format!("serial-{i}.log")).exists(), "serial-{i}.log of {vms}");
     }
     assert!(!dir.join(format!("serial-{}.log", vms + 1)).exists());
+    // Each case names the VM that ran it, one of the run's; both lanes ran cases.
+    let ran_on: std::collections::BTreeSet<u64> = results["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["vm"].as_u64().expect("every case ran on a VM"))
+        .collect();
+    assert!(ran_on.iter().all(|v| (1..=vms as u64).contains(v)), "{ran_on:?} of {vms}");
+    assert!(ran_on.len() >= 2, "{ran_on:?}");
 
     // The panic stops the run: each lane finishes what it started, and takes nothing more.
     let mut args = vec!["test", "--jobs", "2", "--until-fail", faults, "panic"];

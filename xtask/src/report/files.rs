@@ -6,7 +6,7 @@
 use super::results::{under, CaseEntry, KernelEntry, OutsideEntry, Results, SCHEMA_VERSION};
 use super::stats::{Counts, RunStats};
 use super::Reporter;
-use crate::run::events::{Event, KernelInfo, RunInfo, Status};
+use crate::run::events::{Event, KernelInfo, RunInfo};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,10 +29,8 @@ struct KernelFiles {
     info: KernelInfo,
     cases: Vec<CaseEntry>,
     outside: Vec<OutsideEntry>,
-    /// QEMU command lines of the VMs booted so far.
+    /// QEMU command lines of the VMs booted so far, by number.
     vms: Vec<String>,
-    /// The VM that is up (1-based), if one is: a failed boot leaves none.
-    current_vm: Option<usize>,
     /// Set when the kernel finishes.
     elapsed: Duration,
     counts: Counts,
@@ -115,23 +113,25 @@ impl Reporter for Files {
                 cases: Vec::new(),
                 outside: Vec::new(),
                 vms: Vec::new(),
-                current_vm: None,
                 elapsed: Duration::ZERO,
                 counts: Counts::default(),
                 boot_failures: Vec::new(),
             }),
             // Nothing to write until a case has a result.
             Event::CaseStarted { .. } => {}
-            Event::BootFailed { .. } => self.kernel("BootFailed")?.current_vm = None,
+            Event::BootFailed { .. } => {}
             Event::KernelLogOutsideCases(o) => {
                 let k = self.kernel("KernelLogOutsideCases")?;
                 let kernel = k.info.kernel_release.clone();
                 k.outside.push(OutsideEntry { kernel, outside: o.clone() });
             }
-            Event::VmBooted { command_line, .. } => {
+            Event::VmBooted { vm, command_line, .. } => {
                 let k = self.kernel("VmBooted")?;
-                k.vms.push(command_line.clone());
-                k.current_vm = Some(k.vms.len());
+                // VMs booting at once may be announced out of their order.
+                if k.vms.len() < *vm {
+                    k.vms.resize(*vm, String::new());
+                }
+                k.vms[vm - 1] = command_line.clone();
             }
             Event::CaseFinished(r) => {
                 let run_dir = self.dir.clone();
@@ -156,8 +156,7 @@ impl Reporter for Files {
                     phases: r.phases.clone(),
                     seed: r.seed,
                     kernel_log_path: log,
-                    // Cases run one after another, each in the VM booted last, if it booted.
-                    vm: k.current_vm.filter(|_| r.status != Status::Skip),
+                    vm: r.vm,
                     measurements: r.measurements.clone(),
                 });
             }

@@ -174,24 +174,22 @@ fn replay(
         }))?;
         let mut serial_logs = Vec::new();
         let mut boot_failures = Vec::new();
+        // Each part's VMs numbered on after the parts before it.
+        let mut vms_before = 0;
         for (n, (input, k)) in parts.iter().enumerate() {
             let src = results::under(&input.dir, &k.dir);
-            let mine: Vec<&results::CaseEntry> =
-                input.results.cases.iter().filter(|c| c.kernel == k.kernel_release).collect();
-            // Skips first (no VM), then each VM and the cases it ran.
-            for c in mine.iter().filter(|c| c.vm.is_none()) {
-                emit_case(&input.dir, c, emit)?;
-            }
             for (v, command_line) in k.qemu_command_lines.iter().enumerate() {
                 emit(&Event::VmBooted {
+                    vm: vms_before + v + 1,
                     boot_time: Duration::ZERO,
                     reason: format!("as in {}", input.dir.display()),
                     command_line: command_line.clone(),
                 })?;
-                for c in mine.iter().filter(|c| c.vm == Some(v + 1)) {
-                    emit_case(&input.dir, c, emit)?;
-                }
             }
+            for c in input.results.cases.iter().filter(|c| c.kernel == k.kernel_release) {
+                emit_case(&input.dir, c, c.vm.map(|v| vms_before + v), emit)?;
+            }
+            vms_before += k.qemu_command_lines.len();
             for o in input.results.kernel_log_outside_cases.iter() {
                 if o.kernel == k.kernel_release {
                     emit(&Event::KernelLogOutsideCases(OutsideCases::clone(&o.outside)))?;
@@ -218,6 +216,7 @@ fn replay(
 fn emit_case(
     dir: &Path,
     c: &results::CaseEntry,
+    vm: Option<usize>,
     emit: &mut dyn FnMut(&Event) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let log = dir.join(&c.kernel_log_path);
@@ -239,5 +238,6 @@ fn emit_case(
         phases: c.phases.clone(),
         seed: c.seed,
         measurements: c.measurements.clone(),
+        vm,
     }))
 }

@@ -30,6 +30,7 @@ fn case(id: &str, status: Status, message: &str) -> CaseResult {
         phases: vec![],
         seed: 42,
         measurements: vec![],
+        vm: Some(1),
     }
 }
 
@@ -78,6 +79,7 @@ fn kernel_started(
 
 fn vm_booted(reason: &str) -> Event {
     Event::VmBooted {
+        vm: 1,
         boot_time: Duration::from_millis(2840),
         reason: reason.into(),
         command_line: "qemu-system-x86_64 -nodefaults -machine pc,nvdimm=on,accel=tcg".into(),
@@ -120,6 +122,7 @@ fn one_kernel(run_dir: &Path, serial: &Path) -> Vec<Event> {
         case("demo/new/xfs/dax=always", Status::Skip, "needs kernel >=6.2, this is 6.1.192");
     skip.duration = Duration::ZERO;
     skip.kernel_log.clear();
+    skip.vm = None;
     vec![
         run_started(run_dir, 1),
         kernel_started(".", "6.12", RELEASE_6_12, PACKAGE_6_12, "0123456789abcdef", 7),

@@ -188,6 +188,9 @@ pub struct CaseResult {
     /// What the case measured without judging it (the records a power cut lost where losses are
     /// allowed), one line each; judged counts are listed too.
     pub measurements: Vec<String>,
+    /// The VM that ran it (after a power cut, the one booted after the last cut), as numbered
+    /// by [`Event::VmBooted`]; none for a case that no VM ran.
+    pub vm: Option<usize>,
 }
 
 impl CaseResult {
@@ -298,7 +301,8 @@ pub struct RerunInfo {
 ///   KernelStarted                        once per kernel, one kernel after another
 ///     ( BootFailed | VmBooted
 ///     | CaseStarted | CaseFinished
-///     | KernelLogOutsideCases )*         each CaseStarted followed by its CaseFinished
+///     | KernelLogOutsideCases )*         each CaseStarted followed by its CaseFinished (with
+///                                        --jobs, other cases' events may come in between)
 ///   KernelFinished
 /// RunFinished
 /// ```
@@ -318,6 +322,9 @@ pub enum Event {
     CaseFinished(CaseResult),
     /// A fresh VM was booted (after a crash or hang, or for a case that asks for one).
     VmBooted {
+        /// Its number among the kernel's VMs, from 1 (its `serial-N.log`); with several VMs at
+        /// once, numbers may arrive out of order.
+        vm: usize,
         boot_time: Duration,
         reason: String,
         /// QEMU's command line, shell-quoted.

@@ -291,8 +291,10 @@ impl Runner<'_> {
                 );
                 return self.result(p, Status::Error, why, t.elapsed());
             };
-            let _ = guest;
-            let run = self.run_case(guests, p, spec, xfail, emit);
+            let started_on = guest.number;
+            let mut run = self.run_case(guests, p, spec, xfail, emit);
+            // The VM that is up now, unless the case ended it (or no VM came after a cut).
+            run.result.vm = Some(guests.up.as_ref().map_or(started_on, |g| g.number));
             if let Some(guest) = guests.up.as_mut() {
                 guest.last_case = Some(p.case.id.clone());
             }
@@ -334,9 +336,7 @@ impl Runner<'_> {
                 (false, Some(why)) => why,
                 (false, None) => "the previous VM crashed, hung or was lost".to_string(),
             };
-            let number = guests.lanes.next_vm();
-            let failures = (guests.lanes, &mut guests.boot_failures);
-            match self.boot(emit, &reason, number, failures) {
+            match self.boot(emit, &reason, guests.lanes, &mut guests.boot_failures) {
                 Ok(g) => guests.up = Some(g),
                 Err(_) => guests.unbootable = true,
             }
@@ -367,15 +367,17 @@ impl Runner<'_> {
         &self,
         emit: &mut dyn FnMut(&Event),
         reason: &str,
-        number: usize,
-        failures: (&Lanes, &mut Vec<(usize, PathBuf)>),
+        lanes: &Lanes,
+        failures: &mut Vec<(usize, PathBuf)>,
     ) -> anyhow::Result<Guest> {
-        let (lanes, failures) = failures;
         let mut failed = |e: &anyhow::Error, retrying: bool| {
             self.boot_failed(lanes, failures, emit, e, retrying)
         };
         let (vm, ready) = Vm::start_or_retry(self.image, self.root, self.vm_options, &mut failed)?;
+        // Numbered once it runs: a boot that failed has no serial log or command line to match.
+        let number = lanes.next_vm();
         emit(&Event::VmBooted {
+            vm: number,
             boot_time: ready.boot_time,
             reason: reason.into(),
             command_line: vm.command_line.clone(),
@@ -591,7 +593,9 @@ impl Runner<'_> {
         };
         let vm = &mut g.vm;
         let ready = crate::machine::vm::once_more(|| vm.boot_after_cut(self.image), &mut failed)?;
+        let number = guests.lanes.next_vm();
         emit(&Event::VmBooted {
+            vm: number,
             boot_time: ready.boot_time,
             reason: format!(
                 "power cut in {case} after step {steps_done}: booted on the same NVDIMM backing \
@@ -599,7 +603,6 @@ impl Runner<'_> {
             ),
             command_line: g.vm.command_line.clone(),
         });
-        let number = guests.lanes.next_vm();
         guests.up = Some(Guest { vm: g.vm, ready, agent: None, number, last_case: None });
         Ok(dest)
     }
@@ -753,6 +756,7 @@ impl Runner<'_> {
                 _ => p.case.seed,
             },
             measurements: vec![],
+            vm: None,
         }
     }
 }
