@@ -38,7 +38,8 @@ pub enum Command {
     /// Build kernels with deliberate DAX bugs (mutants/*.patch) and run the cases each names:
     /// which the catalogue catches (killed) and which it misses (survived), and the kill rate.
     Mutants(Mutants),
-    /// Work with finished runs: `report merge` makes shards' run directories one.
+    /// Work with finished runs: `report merge` makes shards' run directories one, `report kcidb`
+    /// writes a run as KCIDB JSON.
     Report(Report),
 }
 
@@ -61,6 +62,24 @@ pub enum ReportCommand {
         /// The merged run directory: new, or empty.
         #[arg(short = 'o', long = "out", value_name = "DIR")]
         out: std::path::PathBuf,
+    },
+    /// Write a run as KCIDB v5.3 JSON (KernelCI's common database): a checkout and a build per
+    /// kernel, a test per case per kernel (path daxtest.CASE.PARTS), xfails as known issues.
+    Kcidb {
+        /// The run directory (with its results.json).
+        #[arg(value_name = "RUN_DIR")]
+        run: std::path::PathBuf,
+        /// The file to write; stdout without it.
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+        /// The CI system's name in KCIDB (lower-case letters, digits, _): the origin of every
+        /// object and the prefix of its id.
+        #[arg(long, value_name = "NAME", default_value = daxtest::report::kcidb::DEFAULT_ORIGIN)]
+        origin: String,
+        /// Where the run directory is published (e.g. a CI artifact URL): log URLs are this plus
+        /// the log's path in the run directory. Default: file:// URLs on this machine.
+        #[arg(long, value_name = "URL")]
+        log_url_base: Option<String>,
     },
 }
 

@@ -1,5 +1,6 @@
 //! `cargo xtask report merge RUN_DIR... -o DIR`: finished runs made into one (see
-//! [`daxtest::report::merge`]).
+//! [`daxtest::report::merge`]); `report kcidb RUN_DIR [-o FILE]`: a run as KCIDB JSON (see
+//! [`daxtest::report::kcidb`]).
 
 use super::Ctx;
 use crate::flags;
@@ -16,6 +17,15 @@ impl flags::Report {
                 // As `test` would have exited on these cases.
                 let failed = merged.cases.iter().any(|c| c.status.is_failure());
                 Ok(if failed { exit::CASES_FAILED } else { exit::SUCCESS })
+            }
+            flags::ReportCommand::Kcidb { run, out, origin, log_url_base } => {
+                let opts = daxtest::report::kcidb::Options { origin, log_url_base };
+                daxtest::report::kcidb::write(&run, out.as_ref(), &opts)
+                    .map_err(|e| exit::input(format!("{e:#}")))?;
+                if let Some(out) = out {
+                    eprintln!("daxtest: KCIDB JSON of {} in {}", run.display(), out.display());
+                }
+                Ok(exit::SUCCESS)
             }
         }
     }

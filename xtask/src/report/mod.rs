@@ -7,6 +7,7 @@ mod console;
 mod files;
 pub use files::kernel_log_path;
 mod junit;
+pub mod kcidb;
 pub mod merge;
 pub mod results;
 pub mod stats;
