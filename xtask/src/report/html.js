@@ -31,6 +31,13 @@
     };
     q.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(apply, 150); });
     status.addEventListener("change", apply);
+    // report.html?q=WORDS&status=STATUS opens filtered: a link can point at a selection.
+    var given = new URLSearchParams(location.search);
+    if (given.has("q") || given.has("status")) {
+      q.value = given.get("q") || "";
+      status.value = given.get("status") || "";
+      apply();
+    }
   }
   var only = document.getElementById("only-differing");
   if (only) {

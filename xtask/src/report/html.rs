@@ -198,11 +198,14 @@ fn matrix(r: &Results) -> Markup {
         r.differing.iter().map(String::as_str).collect();
     html! {
         h2 id="kernel-matrix" { "Kernel matrix" }
+        @let only = !r.differing.is_empty();
         p {
             (r.differing.len()) " of " (rows.len()) " cases differ between kernels (marked). "
-            label { input #only-differing type="checkbox"; " only the rows that differ" }
+            label { input #only-differing type="checkbox" checked[only]; " only the rows that differ" }
         }
-        table #matrix {
+        // Opens on the rows that differ, when some do: with thousands of cases, those are the
+        // rows to read.
+        table #matrix class=[only.then_some("only-differing")] {
             thead { tr {
                 th { "case" }
                 @for k in &r.kernels { th { code { (k.kernel_release) } } }
@@ -254,7 +257,7 @@ fn case_table(r: &Results) -> Markup {
                             @if c.status.is_failure() { a href={ "#f-" (i) } { (c.id) } }
                             @else { (c.id) }
                         }
-                        td { (c.kernel) }
+                        td.k { (c.kernel) }
                         td.n { (format!("{:.2}", c.duration_s)) }
                         td { (c.message) }
                     }

@@ -178,7 +178,7 @@ fn the_matrix_marks_the_rows_that_differ() {
     let kernels = vec![kernel(old, old), kernel(RELEASE, RELEASE)];
     let r = results(kernels, cases, vec!["demo/differs/xfs".into(), "demo/new/xfs".into()]);
     let page = render(dir.path(), &r).into_string();
-    let matrix = &page[page.find("<table id=\"matrix\"").unwrap()..];
+    let matrix = &page[page.find("<table id=\"matrix\" class=\"only-differing\">").unwrap()..];
     let matrix = &matrix[..matrix.find("</table>").unwrap()];
     assert!(matrix.contains("<tr data-id=\"demo/same/xfs\">"), "{matrix}");
     assert!(matrix.contains("<tr class=\"differs\" data-id=\"demo/differs/xfs\">"), "{matrix}");
