@@ -81,6 +81,14 @@ pub enum ReportCommand {
         #[arg(long, value_name = "URL")]
         log_url_base: Option<String>,
     },
+    /// Write RUN_DIR/report.html (every run writes one): one self-contained page with the
+    /// summary, a filterable case table, the case x kernel matrix, each failure with its problems
+    /// and kernel log, and timing plots.
+    Html {
+        /// The run directory (with its results.json).
+        #[arg(value_name = "RUN_DIR")]
+        run: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

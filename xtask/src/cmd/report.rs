@@ -1,6 +1,7 @@
 //! `cargo xtask report merge RUN_DIR... -o DIR`: finished runs made into one (see
 //! [`daxtest::report::merge`]); `report kcidb RUN_DIR [-o FILE]`: a run as KCIDB JSON (see
-//! [`daxtest::report::kcidb`]).
+//! [`daxtest::report::kcidb`]); `report html RUN_DIR`: a run's report.html (see
+//! [`daxtest::report::html`]).
 
 use super::Ctx;
 use crate::flags;
@@ -25,6 +26,12 @@ impl flags::Report {
                 if let Some(out) = out {
                     eprintln!("daxtest: KCIDB JSON of {} in {}", run.display(), out.display());
                 }
+                Ok(exit::SUCCESS)
+            }
+            flags::ReportCommand::Html { run } => {
+                let path = daxtest::report::html::write_dir(&run)
+                    .map_err(|e| exit::input(format!("{e:#}")))?;
+                eprintln!("daxtest: wrote {}", path.display());
                 Ok(exit::SUCCESS)
             }
         }

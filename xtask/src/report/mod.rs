@@ -1,11 +1,12 @@
 //! Reporters: consumers of runner events. The console shows progress and a summary; the files
-//! of the run directory (results.json, junit.xml, kernel-logs/, serial.log) are written by their
-//! own reporters. None of them decides anything about a case, and what they count is counted
+//! of the run directory (results.json, junit.xml, kernel-logs/, serial.log, report.html) are
+//! written by their own reporters. None of them decides anything about a case, and what they count is counted
 //! once, in [`stats`]. Uses the run's events only.
 
 mod console;
 mod files;
 pub use files::kernel_log_path;
+pub mod html;
 mod junit;
 pub mod kcidb;
 pub mod merge;
@@ -35,12 +36,13 @@ impl Reporters {
         Reporters { reporters, stats: RunStats::default() }
     }
 
-    /// Console on `out`, and the files of `run_dir`.
+    /// Console on `out`, and the files of `run_dir` (report.html after the files it is made of).
     pub fn standard(run_dir: &Path, out: Box<dyn Write>) -> Reporters {
         Reporters::new(vec![
             Box::new(console::Console::new(out)),
             Box::new(files::Files::new(run_dir)),
             Box::new(junit::Junit::new(run_dir)),
+            Box::new(html::Html::new(run_dir)),
         ])
     }
 

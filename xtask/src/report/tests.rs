@@ -249,6 +249,7 @@ fn report(dir: &Path, events: Vec<Event>) -> String {
         Box::new(console::Console::new(Box::new(console_out.clone()))),
         Box::new(files::Files::new(dir)),
         Box::new(junit::Junit::new(dir)),
+        Box::new(html::Html::new(dir)),
     ]);
     for e in events {
         reporters.event(&e).unwrap();
@@ -285,6 +286,10 @@ fn every_reporter_matches_its_golden_file() {
     assert_eq!(read(&dir.path().join("serial.log")), "daxtest-agent: ready at 2.23s\n");
     let results = reads_back(dir.path());
     assert_eq!(results.kernels[0].dir, Path::new("."));
+    // report.html is made of the files beside it: a row per case, the failures' details.
+    let page = read(&dir.path().join("report.html"));
+    assert_eq!(page.matches("<tr data-status=").count(), results.cases.len());
+    assert_eq!(page.matches("<section class=\"failure failure-").count(), 4, "{page}");
 }
 
 #[test]
@@ -316,6 +321,9 @@ fn a_run_on_two_kernels_matches_its_golden_files() {
     let junit = read(&own.join("junit.xml"));
     assert_eq!(junit.matches("<testsuite ").count(), 1, "{junit}");
     assert!(!dir.path().join("serial.log").exists() && !dir.path().join("kernel-logs").exists());
+    // report.html for the run, with the matrix, and for each kernel's directory.
+    assert!(read(&dir.path().join("report.html")).contains("<table id=\"matrix\""));
+    assert!(read(&own.join("report.html")).contains("<tr data-status=\"pass\""));
 }
 
 #[test]
