@@ -10,7 +10,7 @@ use daxtest::machine::image::Image;
 use daxtest::machine::vm::VmOptions;
 use daxtest::report;
 use daxtest::run::events::{CaseResult, Event, KernelInfo, RerunInfo, RunInfo, Selection};
-use daxtest::run::plan::{self, PlannedCase};
+use daxtest::run::plan::{self, PlannedCase, Resolution};
 use daxtest::run::runner::{Outcome, Runner};
 use daxtest::run::shard::{self, Durations, Shard};
 use daxtest::scenario::{Case, CaseTimeouts};
@@ -284,8 +284,10 @@ pub(super) fn execute(
     on_result: &mut dyn FnMut(&CaseResult),
 ) -> anyhow::Result<(i32, PathBuf)> {
     let qemu_version = daxtest::machine::qemu::version(&ctx.sh)?;
+    // Before this run becomes the latest: the progress line's durations are the latest run's.
+    let console = report::Console::stderr(&ctx.root, progress_plan(kernels));
     let (run_id, run_dir) = report::prepare_run_dir(&ctx.root)?;
-    let mut reporters = report::Reporters::standard(&run_dir, Box::new(std::io::stderr()));
+    let mut reporters = report::Reporters::standard(&run_dir, console);
     let mut emit = |e: &Event| {
         if let Event::CaseFinished(r) = e {
             on_result(r);
@@ -350,6 +352,19 @@ pub(super) fn execute(
     }
     emit(&Event::RunFinished { elapsed: started.elapsed() });
     Ok((status, run_dir))
+}
+
+/// Each kernel's planned case ids for the progress line, and whether each runs in a VM.
+fn progress_plan(kernels: &[KernelPlan]) -> Vec<report::progress::PlannedKernel> {
+    kernels
+        .iter()
+        .map(|k| report::progress::PlannedKernel {
+            release: k.image.kernel.release.clone(),
+            cases: (k.planned.iter())
+                .map(|p| (p.case.id.clone(), matches!(p.resolution, Ok(Resolution::Run { .. }))))
+                .collect(),
+        })
+        .collect()
 }
 
 /// The digest of the selected cases: each id with the bytes of its scenario file.

@@ -1,5 +1,8 @@
 //! Host packages: finds which of the recipe's host and guest files are missing and installs their
 //! Debian packages when running as root on Debian/Ubuntu, or says the exact command to run.
+//! Installing never removes a package: on a fresh machine, installing qemu-system-x86 once removed
+//! an installed newer qemu-utils. apt's plan is simulated first, and a plan that removes anything
+//! is left to the user, with the command that would carry it out.
 
 use crate::recipe::{HostFile, Recipe};
 use anyhow::bail;
@@ -18,9 +21,36 @@ pub fn missing_packages<'a>(files: impl IntoIterator<Item = &'a HostFile>) -> Ve
         .collect()
 }
 
+/// The command for a user to install `packages`; `--no-remove` makes apt fail rather than remove
+/// a package to make room for them.
 pub fn install_command(packages: &[String]) -> String {
     format!(
-        "sudo apt-get update && sudo apt-get install -y --no-install-recommends {}",
+        "sudo apt-get update && sudo apt-get install -y --no-install-recommends --no-remove {}",
+        packages.join(" ")
+    )
+}
+
+/// The packages a simulated `apt-get -s install` (in the C locale) would remove: its `Remv NAME
+/// [VERSION]` lines.
+pub fn removals(simulation: &str) -> Vec<String> {
+    simulation
+        .lines()
+        .filter_map(|l| l.strip_prefix("Remv "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Why daxtest stops instead of installing `packages`: apt would remove `removed` for them. The
+/// command given has no `-y`: apt lists what it removes and asks.
+fn removal_refused(packages: &[String], removed: &[String]) -> String {
+    format!(
+        "installing the missing host packages {} would remove {} (apt-get -s install says so); \
+         daxtest never removes a package. Decide yourself, e.g. with:\n  \
+         sudo apt-get install --no-install-recommends {}\n\
+         (apt lists what it removes and asks), or install the packages another way",
+        packages.join(" "),
+        removed.join(" "),
         packages.join(" ")
     )
 }
@@ -41,7 +71,7 @@ pub fn ensure(sh: &Shell, recipe: &Recipe) -> anyhow::Result<()> {
 /// on Debian/Ubuntu, or fails with the command that does.
 pub fn ensure_files(sh: &Shell, files: &[HostFile]) -> anyhow::Result<()> {
     let missing = missing_packages(files);
-    let packages = missing.clone();
+    let packages = &missing;
     if missing.is_empty() {
         return Ok(());
     }
@@ -55,9 +85,27 @@ pub fn ensure_files(sh: &Shell, files: &[HostFile]) -> anyhow::Result<()> {
     }
     eprintln!("daxtest: installing missing host packages: {}", missing.join(" "));
     cmd!(sh, "apt-get update -q").env("DEBIAN_FRONTEND", "noninteractive").run()?;
-    cmd!(sh, "apt-get install -y -q --no-install-recommends {packages...}")
+    // The plan first, in the C locale so that its lines can be read.
+    let plan = cmd!(sh, "apt-get -s install --no-install-recommends {packages...}")
+        .env("LC_ALL", "C")
+        .read()?;
+    let removed = removals(&plan);
+    if !removed.is_empty() {
+        bail!("{}", removal_refused(&missing, &removed));
+    }
+    // --no-remove as well: the plan may change between the simulation and the install.
+    cmd!(sh, "apt-get install -y -q --no-install-recommends --no-remove {packages...}")
         .env("DEBIAN_FRONTEND", "noninteractive")
-        .run()?;
+        .run()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\napt-get did not install {} (with --no-remove it fails rather than remove a \
+                 package); see its messages above, then install them yourself, e.g. with:\n  \
+                 sudo apt-get install --no-install-recommends {}",
+                missing.join(" "),
+                missing.join(" ")
+            )
+        })?;
     let still = missing_packages(files);
     if !still.is_empty() {
         bail!("installed {} but files of {} are still missing", missing.join(" "), still.join(" "));
@@ -85,7 +133,40 @@ mod tests {
         assert_eq!(missing_packages(&files), vec!["apkg", "zpkg"]);
         assert_eq!(
             install_command(&missing_packages(&files)),
-            "sudo apt-get update && sudo apt-get install -y --no-install-recommends apkg zpkg"
+            "sudo apt-get update && sudo apt-get install -y --no-install-recommends --no-remove \
+             apkg zpkg"
         );
+    }
+
+    /// `LC_ALL=C apt-get -s install --no-install-recommends chrony` on Debian 12 with
+    /// systemd-timesyncd installed (chrony conflicts with it).
+    const REMOVING: &str = "\
+Reading package lists...
+Building dependency tree...
+Reading state information...
+Suggested packages:
+  dnsutils networkd-dispatcher
+The following packages will be REMOVED:
+  systemd-timesyncd
+The following NEW packages will be installed:
+  chrony
+0 upgraded, 1 newly installed, 1 to remove and 124 not upgraded.
+Remv systemd-timesyncd [252.39-1~deb12u2]
+Inst chrony (4.3-2+deb12u3 Debian:12.15/oldstable [amd64])
+Conf chrony (4.3-2+deb12u3 Debian:12.15/oldstable [amd64])
+";
+
+    #[test]
+    fn a_simulated_removal_is_found_and_refused_with_the_command() {
+        assert_eq!(removals(REMOVING), vec!["systemd-timesyncd"]);
+        let msg = removal_refused(&["chrony".into()], &removals(REMOVING));
+        assert!(msg.contains("would remove systemd-timesyncd"), "{msg}");
+        assert!(msg.contains("\n  sudo apt-get install --no-install-recommends chrony\n"), "{msg}");
+        // The same plan without the conflict removes nothing.
+        let plain: String = REMOVING.lines().filter(|l| !l.starts_with("Remv")).collect();
+        assert!(removals(&plain).is_empty());
+        // Several removals, each named once by its package (not its version).
+        let two = "Remv qemu-utils [1:9.2+ds-1]\nRemv qemu-block-extra [1:9.2+ds-1]\nInst x (1)\n";
+        assert_eq!(removals(two), vec!["qemu-utils", "qemu-block-extra"]);
     }
 }

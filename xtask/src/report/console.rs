@@ -1,14 +1,22 @@
 //! The console: a line per case as it finishes, then for each kernel a summary table and the
-//! totals; after a run on several kernels, the case x kernel table and its differences.
+//! totals; after a run on several kernels, the case x kernel table and its differences. On a
+//! terminal, a progress line (see [`super::progress`]) stays below those lines, redrawn each
+//! second; elsewhere (CI logs, pipes, the tests) the lines are all there is.
 
+use super::progress::{fit, Earlier, PlannedKernel, Progress};
 use super::stats::{Counts, RunStats};
 use super::Reporter;
 use crate::run::events::{CaseResult, Event, KernelInfo, OutsideCases, RunInfo, Status};
 use anyhow::Context;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 pub struct Console {
     out: Box<dyn Write>,
+    /// On a terminal: the progress line, drawn below what `out` prints.
+    live: Option<Live>,
     run: Option<RunInfo>,
     kernel: Option<KernelInfo>,
     /// The kernel's results, for its summary table.
@@ -18,8 +26,140 @@ pub struct Console {
 }
 
 impl Console {
+    /// Plain lines on `out`.
     pub fn new(out: Box<dyn Write>) -> Console {
-        Console { out, run: None, kernel: None, results: Vec::new(), outside: Vec::new() }
+        Console {
+            out,
+            live: None,
+            run: None,
+            kernel: None,
+            results: Vec::new(),
+            outside: Vec::new(),
+        }
+    }
+
+    /// The console on stderr: with the progress line of the `plan`ned cases when stderr is a
+    /// terminal (and `TERM` is not `dumb`), plain lines otherwise. The earlier durations are the
+    /// latest run's under `root`: make this console before the run's directory becomes the
+    /// latest.
+    pub fn stderr(root: &Path, plan: Vec<PlannedKernel>) -> Console {
+        let terminal =
+            std::io::stderr().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
+        if !terminal {
+            return Console::new(Box::new(std::io::stderr()));
+        }
+        let live = Live::start(Progress::new(plan, Earlier::latest(root)));
+        let out = LiveOut { screen: live.screen.clone(), buf: Vec::new() };
+        Console { live: Some(live), ..Console::new(Box::new(out)) }
+    }
+}
+
+/// Erases the terminal's current line and returns to its start.
+const CLEAR_LINE: &[u8] = b"\r\x1b[2K";
+
+/// The progress line and what it shows, shared with the thread that redraws it.
+struct Screen {
+    progress: Progress,
+    /// Over the whole run, from [`RunStats`].
+    counts: Counts,
+    /// Whether the line is on the terminal, the cursor at its end.
+    drawn: bool,
+    stop: bool,
+}
+
+impl Screen {
+    /// `bytes` (whole lines) above the progress line, and the line redrawn below them: one
+    /// write, so that the terminal never shows the line half drawn.
+    fn print(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut text = Vec::with_capacity(bytes.len() + 200);
+        if self.drawn {
+            text.extend_from_slice(CLEAR_LINE);
+        }
+        text.extend_from_slice(bytes);
+        self.drawn = self.progress.shown();
+        if self.drawn {
+            let line = self.progress.line(&self.counts, Instant::now());
+            text.extend_from_slice(fit(&line, columns()).as_bytes());
+        }
+        let mut err = std::io::stderr().lock();
+        err.write_all(&text)?;
+        err.flush()
+    }
+}
+
+/// The terminal's width on stderr; 80 when it does not say.
+fn columns() -> usize {
+    match rustix::termios::tcgetwinsize(std::io::stderr()) {
+        Ok(w) if w.ws_col > 0 => w.ws_col.into(),
+        _ => 80,
+    }
+}
+
+/// The progress line's screen, and the thread that redraws it each second (the running cases'
+/// times and the estimate move between events).
+struct Live {
+    screen: Arc<(Mutex<Screen>, Condvar)>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+fn lock(screen: &(Mutex<Screen>, Condvar)) -> MutexGuard<'_, Screen> {
+    screen.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Live {
+    fn start(progress: Progress) -> Live {
+        let screen = Arc::new((
+            Mutex::new(Screen { progress, counts: Counts::default(), drawn: false, stop: false }),
+            Condvar::new(),
+        ));
+        let shared = screen.clone();
+        let ticker = std::thread::spawn(move || {
+            let mut s = lock(&shared);
+            while !s.stop {
+                s = (shared.1.wait_timeout(s, Duration::from_secs(1)))
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .0;
+                if !s.stop && s.drawn {
+                    let _ = s.print(&[]);
+                }
+            }
+        });
+        Live { screen, ticker: Some(ticker) }
+    }
+}
+
+impl Drop for Live {
+    /// The ticker stops; a line still drawn (a run cut short) is kept, and what follows starts
+    /// on a line of its own.
+    fn drop(&mut self) {
+        lock(&self.screen).stop = true;
+        self.screen.1.notify_all();
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+        if lock(&self.screen).drawn {
+            let _ = std::io::stderr().write_all(b"\n");
+        }
+    }
+}
+
+/// The console's output on a terminal: what an event prints is held until the event's flush,
+/// then printed above the progress line.
+struct LiveOut {
+    screen: Arc<(Mutex<Screen>, Condvar)>,
+    buf: Vec<u8>,
+}
+
+impl Write for LiveOut {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let printed = lock(&self.screen).print(&self.buf);
+        self.buf.clear();
+        printed
     }
 }
 
@@ -172,6 +312,11 @@ impl Console {
 impl Reporter for Console {
     fn event(&mut self, e: &Event, stats: &RunStats) -> anyhow::Result<()> {
         let counts = stats.current().map(|k| k.counts).unwrap_or_default();
+        if let Some(live) = &self.live {
+            let mut s = lock(&live.screen);
+            s.progress.update(e, Instant::now());
+            s.counts = stats.counts;
+        }
         match e {
             // The kernels say what runs.
             Event::RunStarted(info) => self.run = Some(info.clone()),

@@ -35,7 +35,7 @@ pub fn merge(runs: &[PathBuf], out: &Path, console: Box<dyn Write>) -> anyhow::R
         bail!("{} exists and is not empty: give a new directory to -o", out.display());
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut reporters = Reporters::standard(out, console);
+    let mut reporters = Reporters::standard(out, super::Console::new(console));
     let mut emit = |e: &Event| reporters.event(e);
     replay(&inputs, out, &mut emit)?;
     results::read(out)

@@ -4,19 +4,20 @@
 //! once, in [`stats`]. Uses the run's events only.
 
 mod console;
+pub use console::Console;
 mod files;
 pub use files::kernel_log_path;
 pub mod html;
 mod junit;
 pub mod kcidb;
 pub mod merge;
+pub mod progress;
 pub mod results;
 pub mod stats;
 
 use crate::run::events::Event;
 use anyhow::Context;
 use stats::RunStats;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub trait Reporter {
@@ -36,10 +37,10 @@ impl Reporters {
         Reporters { reporters, stats: RunStats::default() }
     }
 
-    /// Console on `out`, and the files of `run_dir` (report.html after the files it is made of).
-    pub fn standard(run_dir: &Path, out: Box<dyn Write>) -> Reporters {
+    /// The console, and the files of `run_dir` (report.html after the files it is made of).
+    pub fn standard(run_dir: &Path, console: Console) -> Reporters {
         Reporters::new(vec![
-            Box::new(console::Console::new(out)),
+            Box::new(console),
             Box::new(files::Files::new(run_dir)),
             Box::new(junit::Junit::new(run_dir)),
             Box::new(html::Html::new(run_dir)),

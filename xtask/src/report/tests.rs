@@ -7,6 +7,7 @@ use crate::run::events::{
     CaseResult, Event, FailedStep, KernelInfo, OutsideCases, Problem, RerunInfo, RunInfo, Status,
 };
 use daxtest_proto::case::{Expect, Observed, Outcome, Run};
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
