@@ -240,8 +240,8 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
     (
         "si-code-without-sigbus.toml",
         "12:3",
-        "expect: si_code and si_addr_lsb describe the siginfo of a SIGBUS, not every byte 'a': \
-         add signal = \"SIGBUS\" or drop them",
+        "expect: si_code describes the siginfo of a signal, not every byte 'a': add signal = \
+         \"SIGBUS\" or \"SIGSEGV\", or drop it",
     ),
     (
         "pmd-faults-on-a-read.toml",

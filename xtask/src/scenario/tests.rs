@@ -289,8 +289,18 @@ fn poison_and_siginfo_expectations() {
     );
     refused(
         &poison(0, "{ signal = \"SIGSEGV\", si_code = \"BUS_ADRERR\" }"),
-        "describe the siginfo of a SIGBUS, not killed by SIGSEGV",
+        "si_code = \"BUS_ADRERR\": a SIGSEGV carries one of SEGV_MAPERR, SEGV_ACCERR",
     );
+    refused(
+        &poison(0, "{ signal = \"SIGSEGV\", si_addr_lsb = 12 }"),
+        "si_addr_lsb describes the siginfo of a SIGBUS, not killed by SIGSEGV",
+    );
+    let store = "{ op = \"store\", map = \"m\", offset = 0, len = 1, pattern = \"b\", \
+                 expect = { signal = \"SIGSEGV\", si_code = \"SEGV_ACCERR\" } },";
+    let s = parse_ok(&case(store));
+    let want =
+        Expect { si_code: Some("SEGV_ACCERR".into()), ..o(Outcome::Signal("SIGSEGV".into())) };
+    assert_eq!(expectations(&s.cases[0], KernelVersion(6, 12, 117))[1], want);
     refused(
         &format!(
             "{}\n{{ op = \"load\", map = \"m\", offset = 0, len = 1 }},",
