@@ -200,8 +200,30 @@ pub const BUS_CODES: &[(&str, i32)] = &[
     ("BUS_MCEERR_AO", 5),
 ];
 
-pub fn bus_code_name(number: i32) -> Option<&'static str> {
-    BUS_CODES.iter().find(|(_, n)| *n == number).map(|(name, _)| *name)
+/// si_code values of SIGSEGV that x86_64 raises (include/uapi/asm-generic/siginfo.h): no entry
+/// for the address (MAPERR), an entry without the access right (ACCERR, e.g. a store after
+/// mprotect(PROT_READ)), MPX bounds, protection keys, shadow stacks.
+pub const SEGV_CODES: &[(&str, i32)] = &[
+    ("SEGV_MAPERR", 1),
+    ("SEGV_ACCERR", 2),
+    ("SEGV_BNDERR", 3),
+    ("SEGV_PKUERR", 4),
+    ("SEGV_CPERR", 10),
+];
+
+/// The si_code names of an access signal (SIGBUS or SIGSEGV); empty for any other signal.
+pub fn codes_of(signal: &str) -> &'static [(&'static str, i32)] {
+    match signal {
+        "SIGBUS" => BUS_CODES,
+        "SIGSEGV" => SEGV_CODES,
+        _ => &[],
+    }
+}
+
+/// The name of si_code `number` of signal `signal` (by number: 7 SIGBUS, 11 SIGSEGV).
+pub fn code_name(signal: i32, number: i32) -> Option<&'static str> {
+    let table = signal_name(signal).map(codes_of).unwrap_or_default();
+    table.iter().find(|(_, n)| *n == number).map(|(name, _)| *name)
 }
 
 /// The name the agent reports for errno `number`.
@@ -236,7 +258,7 @@ mod tests {
     /// from the kernel has exactly one name to compare with a scenario's.
     #[test]
     fn names_and_numbers_are_one_to_one() {
-        for table in [ERRNOS, SIGNALS, BUS_CODES] {
+        for table in [ERRNOS, SIGNALS, BUS_CODES, SEGV_CODES] {
             let names: HashSet<&str> = table.iter().map(|(name, _)| *name).collect();
             let numbers: HashSet<i32> = table.iter().map(|(_, n)| *n).collect();
             assert_eq!(names.len(), table.len());
@@ -263,6 +285,11 @@ mod tests {
         assert_eq!(alias_of("EINVAL"), None);
         for s in ACCESS_SIGNALS {
             assert!(signal_number(s).is_some(), "{s}");
+            assert!(!codes_of(s).is_empty(), "{s} has si_code names");
         }
+        assert_eq!(code_name(11, 2), Some("SEGV_ACCERR"));
+        assert_eq!(code_name(7, 2), Some("BUS_ADRERR"));
+        assert_eq!(code_name(7, 4), Some("BUS_MCEERR_AR"));
+        assert_eq!(code_name(9, 1), None);
     }
 }

@@ -197,6 +197,33 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
         "store through mapping \"m\", mmapped read-only at line 11: the store can only be \
          refused (SIGSEGV); mmap it with prot = \"read_write\", or write the file with a write step",
     ),
+    // mprotect and mremap (issue 13): a mapping that exists, a length, what mprotect allows.
+    (
+        "mremap-unknown-map.toml",
+        "11:3",
+        "mremap uses mapping \"m\", which no earlier step opened: mmap it first ({ op = \
+         \"mmap\", ..., map = \"m\" }; mappings here: none)",
+    ),
+    (
+        "mremap-len-zero.toml",
+        "12:3",
+        "mremap len = 0: the kernel refuses a mapping of no bytes (EINVAL); give the new length \
+         in bytes, or leave len out to keep the mapping's",
+    ),
+    (
+        "store-after-mprotect-read.toml",
+        "13:3",
+        "store through mapping \"m\", made read-only by the mprotect at line 12: the store can \
+         only be refused; expect { signal = \"SIGSEGV\" }, or mprotect it prot = \"read_write\" \
+         before this step",
+    ),
+    (
+        "mprotect-write-of-read-only-mapping.toml",
+        "12:3",
+        "mprotect prot = \"read_write\" of mapping \"m\", mmapped read-only at line 11 (its file \
+         opened O_RDONLY), cannot succeed: the kernel refuses PROT_WRITE there with EACCES; \
+         expect { errno = \"EACCES\" }, or mmap it with prot = \"read_write\"",
+    ),
     (
         "race-direct-io-remove-private.toml",
         "12:3",
@@ -240,8 +267,8 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
     (
         "si-code-without-sigbus.toml",
         "12:3",
-        "expect: si_code and si_addr_lsb describe the siginfo of a SIGBUS, not every byte 'a': \
-         add signal = \"SIGBUS\" or drop them",
+        "expect: si_code describes the siginfo of a signal, not every byte 'a': add signal = \
+         \"SIGBUS\" or \"SIGSEGV\", or drop it",
     ),
     (
         "pmd-faults-on-a-read.toml",

@@ -4,16 +4,19 @@
 //! `remount` or the end of the case. A `clone`, `fallocate` or `truncate` in between therefore
 //! meets entries the kernel must write-protect or unmap.
 //!
-//! An access that raises SIGBUS kills its holder: the step observes the signal, and the mapping
-//! is gone (a later access is a daxtest error, not a kernel failure). The holder catches SIGBUS
-//! only to write its siginfo (si_code, si_addr_lsb, si_addr) as its answer before it dies of
-//! the signal; one that came while the holder waited between requests (a memory-failure kill of
-//! another process's making) is the answer to the next request. Each access reports the
-//! page faults the holder took around it (getrusage of its thread), so a scenario can tell an access that
-//! found its page-table entry (0 faults) from one that had to fault.
+//! An access that raises SIGBUS or SIGSEGV kills its holder: the step observes the signal, and
+//! the mapping is gone (a later access is a daxtest error, not a kernel failure). The holder
+//! catches both only to write its siginfo (si_code, si_addr_lsb, si_addr) as its answer before
+//! it dies of the signal; one that came while the holder waited between requests (a
+//! memory-failure kill of another process's making) is the answer to the next request. Each
+//! access reports the page faults the holder took around it (getrusage of its thread), so a
+//! scenario can tell an access that found its page-table entry (0 faults) from one that had to
+//! fault. A `fork` access is made by a child of the holder instead, which inherits the mapping
+//! (and whatever entries fork copies), reports as the holder would and exits; a signal kills
+//! that child alone.
 
 use super::sys;
-use daxtest_proto::case::{runs_into, MapKind, Observed, Prot, Removal, SigInfo, MAX_RUNS};
+use daxtest_proto::case::{runs_into, MapKind, Observed, Prot, Removal, Run, SigInfo, MAX_RUNS};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
@@ -28,12 +31,22 @@ enum Request {
         offset: usize,
         len: usize,
         byte: u8,
+        fork: bool,
     },
     Load {
         offset: usize,
         len: usize,
+        fork: bool,
     },
     Msync,
+    /// mprotect of the whole mapping: PROT_READ, with PROT_WRITE when `write`.
+    Mprotect {
+        write: bool,
+    },
+    /// mremap to a new PMD-aligned address, `len` bytes long (the same when `None`).
+    Mremap {
+        len: Option<usize>,
+    },
     /// madvise(MADV_HWPOISON) on the page at `offset`.
     Poison {
         offset: usize,
@@ -72,6 +85,13 @@ enum Request {
     },
     /// munmap and exit.
     Unmap,
+}
+
+/// The holder's answer to a `fork` access: what its child observed (a signal there killed the
+/// child, not the holder).
+#[derive(Debug, Serialize, Deserialize)]
+struct ChildAnswer {
+    child: Observed,
 }
 
 /// The agent's side of a holder.
@@ -123,12 +143,20 @@ impl Holder {
         }
     }
 
-    pub fn store(&mut self, offset: u64, len: u64, byte: u8) -> Observed {
-        self.ask(&Request::Store { offset: offset as usize, len: len as usize, byte })
+    pub fn store(&mut self, offset: u64, len: u64, byte: u8, fork: bool) -> Observed {
+        self.ask(&Request::Store { offset: offset as usize, len: len as usize, byte, fork })
     }
 
-    pub fn load(&mut self, offset: u64, len: u64) -> Observed {
-        self.ask(&Request::Load { offset: offset as usize, len: len as usize })
+    pub fn load(&mut self, offset: u64, len: u64, fork: bool) -> Observed {
+        self.ask(&Request::Load { offset: offset as usize, len: len as usize, fork })
+    }
+
+    pub fn mprotect(&mut self, write: bool) -> Observed {
+        self.ask(&Request::Mprotect { write })
+    }
+
+    pub fn mremap(&mut self, len: Option<u64>) -> Observed {
+        self.ask(&Request::Mremap { len: len.map(|l| l as usize) })
     }
 
     pub fn msync(&mut self) -> Observed {
@@ -184,6 +212,11 @@ impl Holder {
         self.ask(&Request::StoreLoop { msync })
     }
 
+    /// Whether the holder is gone (it died of a signal, or exited): its mapping with it.
+    pub fn ended(&self) -> bool {
+        self.reaped
+    }
+
     /// munmap, then the holder exits.
     pub fn unmap(mut self) -> Observed {
         let o = self.ask(&Request::Unmap);
@@ -201,10 +234,14 @@ impl Holder {
     fn answer(&mut self) -> Observed {
         let mut line = String::new();
         match self.from.read_line(&mut line) {
-            Ok(n) if n > 0 => match serde_json::from_str(&line) {
-                Ok(Observed::Signal { name, info }) => self.caught(name, info),
-                Ok(o) => o,
-                Err(e) => Observed::Error(format!("mapping holder answered {line:?}: {e}")),
+            // A child's observation, relayed: its signal is not the holder's death.
+            Ok(n) if n > 0 => match serde_json::from_str::<ChildAnswer>(&line) {
+                Ok(ChildAnswer { child }) => child,
+                Err(_) => match serde_json::from_str(&line) {
+                    Ok(Observed::Signal { name, info }) => self.caught(name, info),
+                    Ok(o) => o,
+                    Err(e) => Observed::Error(format!("mapping holder answered {line:?}: {e}")),
+                },
             },
             _ => self.died(),
         }
@@ -269,8 +306,12 @@ fn serve(
     use anyhow::Context;
     let out = output.try_clone()?;
     // One write per answer: a SIGBUS line the handler writes meanwhile stays a line of its own.
-    let mut reply = |o: &Observed| -> anyhow::Result<()> {
-        let mut line = serde_json::to_string(o)?;
+    // A forked child's observation goes as a ChildAnswer.
+    let mut answer = |o: &Observed, child: bool| -> anyhow::Result<()> {
+        let mut line = match child {
+            true => serde_json::to_string(&ChildAnswer { child: o.clone() })?,
+            false => serde_json::to_string(o)?,
+        };
         line.push('\n');
         output.write_all(line.as_bytes())?;
         Ok(())
@@ -286,42 +327,74 @@ fn serve(
     };
     let map = match file.and_then(|f| sys::mmap(f.as_fd(), offset, len, prot, flags)) {
         Ok(m) => m,
-        Err(e) => return reply(&super::errno(&e)),
+        Err(e) => return answer(&super::errno(&e), false),
     };
-    sys::report_sigbus(out.as_fd(), &map)?;
+    let mut map = map;
+    sys::report_signals(out.as_fd(), &map)?;
     warm_up();
-    reply(&Observed::Ok)?;
+    answer(&Observed::Ok, false)?;
     let mut runs = Vec::with_capacity(MAX_RUNS);
     for line in BufReader::new(input).lines() {
         let line = line?;
         sys::set_idle(false);
         let request: Request = serde_json::from_str(&line).context("mapping holder: request")?;
+        let child =
+            matches!(request, Request::Store { fork: true, .. } | Request::Load { fork: true, .. });
         let observed = match request {
-            Request::Store { offset, len, byte } => {
-                let before = sys::faults();
-                match sys::store(&map, offset, len, byte) {
-                    Ok(()) => Observed::Stored { faults: sys::faults() - before, pmd_faults: None },
-                    Err(e) => Observed::Error(format!("store: {e}")),
-                }
-            }
-            Request::Load { offset, len } => {
-                runs.clear();
-                let before = sys::faults();
-                match sys::load_runs(&map, offset, len, &mut runs) {
-                    Ok(truncated) => {
-                        let faults = sys::faults() - before;
-                        Observed::Bytes {
-                            asked: len as u64,
-                            got: len as u64,
-                            runs: runs.clone(),
-                            truncated,
-                            faults: Some(faults),
-                            pmd_faults: None,
+            Request::Store { offset, len, byte, fork } => {
+                let store = |_: &mut Vec<Run>| {
+                    let before = sys::faults();
+                    match sys::store(&map, offset, len, byte) {
+                        Ok(()) => {
+                            Observed::Stored { faults: sys::faults() - before, pmd_faults: None }
                         }
+                        Err(e) => Observed::Error(format!("store: {e}")),
                     }
-                    Err(e) => Observed::Error(format!("load: {e}")),
+                };
+                match fork {
+                    true => forked(&mut runs, store),
+                    false => store(&mut runs),
                 }
             }
+            Request::Load { offset, len, fork } => {
+                let load = |runs: &mut Vec<Run>| {
+                    runs.clear();
+                    let before = sys::faults();
+                    match sys::load_runs(&map, offset, len, runs) {
+                        Ok(truncated) => {
+                            let faults = sys::faults() - before;
+                            Observed::Bytes {
+                                asked: len as u64,
+                                got: len as u64,
+                                runs: runs.clone(),
+                                truncated,
+                                faults: Some(faults),
+                                pmd_faults: None,
+                            }
+                        }
+                        Err(e) => Observed::Error(format!("load: {e}")),
+                    }
+                };
+                match fork {
+                    true => forked(&mut runs, load),
+                    false => load(&mut runs),
+                }
+            }
+            Request::Mprotect { write } => {
+                let prot = match write {
+                    true => libc::PROT_READ | libc::PROT_WRITE,
+                    false => libc::PROT_READ,
+                };
+                super::done(sys::mprotect(&map, prot))
+            }
+            Request::Mremap { len } => match sys::mremap_aligned(&map, len.unwrap_or(map.len)) {
+                Ok(moved) => {
+                    map = moved;
+                    sys::report_mapping(&map);
+                    Observed::Ok
+                }
+                Err(e) => super::errno(&e),
+            },
             Request::Msync => super::done(sys::msync(&map)),
             Request::Poison { offset } => super::done(sys::hwpoison(&map, offset)),
             Request::DirectIo { offset, len, path, file_offset, write } => {
@@ -341,26 +414,83 @@ fn serve(
                 super::race::direct_io_remove(&map, (path, offset), &file, remove, rounds, seed)
             }
             Request::RacePrivateCow { rounds, seed } => {
-                super::race::private_cow((path, offset, len), rounds, seed)
+                super::race::private_cow((path, offset, map.len as u64), rounds, seed)
             }
             Request::StoreLoop { msync } => {
                 let console = match std::fs::OpenOptions::new().write(true).open(CONSOLE) {
                     Ok(c) => c,
                     Err(e) => {
-                        return reply(&Observed::Error(format!(
-                            "store_loop: opening {CONSOLE}: {e}"
-                        )))
+                        return answer(
+                            &Observed::Error(format!("store_loop: opening {CONSOLE}: {e}")),
+                            false,
+                        )
                     }
                 };
-                reply(&Observed::Ok)?;
+                answer(&Observed::Ok, false)?;
                 store_loop(&map, msync, console);
             }
-            Request::Unmap => return reply(&super::done(sys::munmap(&map))),
+            Request::Unmap => return answer(&super::done(sys::munmap(&map)), false),
         };
-        reply(&observed)?;
+        answer(&observed, child)?;
         sys::set_idle(true);
     }
     Ok(())
+}
+
+/// Runs `access` in a child forked for it: the child inherits the mapping (fork copies page-table
+/// entries only where the kernel must: mm/memory.c vma_needs_copy), so what it counts are its
+/// own faults. Its observation comes back as the holder's [`ChildAnswer`]; a signal kills the
+/// child, whose handler reports the siginfo on the child's pipe first.
+fn forked(runs: &mut Vec<Run>, access: impl FnOnce(&mut Vec<Run>) -> Observed) -> Observed {
+    // Fork leaves the holder's own memory copy-on-write in both processes: the first store of
+    // each into its stack or into `runs` faults, which must not be counted as the mapping's.
+    let rewarm = |runs: &mut Vec<Run>| {
+        warm_up();
+        runs.clear();
+        let _ = runs_into(0, b"w", runs);
+        runs.clear();
+    };
+    let child = |mut out: std::fs::File| -> i32 {
+        sys::report_to(out.as_fd());
+        rewarm(runs);
+        let observed = access(runs);
+        let line = serde_json::to_string(&observed).unwrap_or_default() + "\n";
+        match out.write_all(line.as_bytes()) {
+            Ok(()) => 0,
+            Err(_) => 2,
+        }
+    };
+    let relayed = match sys::fork_reporting(child) {
+        Ok((pid, from)) => {
+            let mut line = String::new();
+            let read = BufReader::new(from).read_line(&mut line);
+            let parsed = match read {
+                Ok(n) if n > 0 => serde_json::from_str::<Observed>(&line)
+                    .map_err(|e| format!("the forked child answered {line:?}: {e}")),
+                Ok(_) => Err("the forked child ended without an answer".to_string()),
+                Err(e) => Err(format!("reading the forked child's answer: {e}")),
+            };
+            match (parsed, sys::wait(pid)) {
+                (_, Err(e)) => Observed::Error(format!("waiting for the forked child: {e}")),
+                (Ok(o @ Observed::Signal { .. }), Ok(sys::Ended::Signalled(sig))) if matches!(&o, Observed::Signal { name, .. } if *name == sys::signal_name(sig)) => {
+                    o
+                }
+                (Ok(Observed::Signal { name, .. }), Ok(_)) => Observed::Error(format!(
+                    "the forked child reported {name} but did not die of it"
+                )),
+                (Ok(o), Ok(sys::Ended::Exited(0))) => o,
+                // Killed by a signal its handler does not catch: the signal is the observation.
+                (_, Ok(sys::Ended::Signalled(sig))) => Observed::signal(&sys::signal_name(sig)),
+                (Err(e), Ok(_)) => Observed::Error(e),
+                (Ok(_), Ok(sys::Ended::Exited(code))) => {
+                    Observed::Error(format!("the forked child exited with status {code}"))
+                }
+            }
+        }
+        Err(e) => Observed::Error(format!("fork for the access: {e}")),
+    };
+    rewarm(runs);
+    relayed
 }
 
 /// The serial console, which QEMU writes to a file of the host as the guest transmits.

@@ -328,10 +328,17 @@ impl<'a> Executor<'a> {
                 let write = *direction == daxtest_proto::case::IoDirection::Write;
                 self.with_map(map, |h| h.direct_io(*map_offset, *len, &path, *offset, write))
             }
-            Op::Store { map, offset, len, pattern } => {
-                self.with_map(map, |h| h.store(*offset, *len, *pattern as u8))
+            Op::Store { map, offset, len, pattern, fork } => {
+                self.with_map(map, |h| h.store(*offset, *len, *pattern as u8, *fork))
             }
-            Op::Load { map, offset, len } => self.with_map(map, |h| h.load(*offset, *len)),
+            Op::Load { map, offset, len, fork } => {
+                self.with_map(map, |h| h.load(*offset, *len, *fork))
+            }
+            Op::Mprotect { map, prot } => {
+                let write = *prot == daxtest_proto::case::Prot::ReadWrite;
+                self.with_map(map, |h| h.mprotect(write))
+            }
+            Op::Mremap { map, len } => self.with_map(map, |h| h.mremap(*len)),
             Op::Poison { map, offset } => self.with_map(map, |h| h.poison(*offset)),
             Op::RaceStoreClone { map, file, rounds } => {
                 let (mnt, seed) = (self.mnt.clone(), self.spec.seed);
@@ -401,18 +408,26 @@ impl<'a> Executor<'a> {
         }
     }
 
-    /// An access through a live mapping. A signal kills its holder: the mapping is gone from
-    /// then on, and saying so is all a later step can get.
+    /// An access through a live mapping. A signal that kills its holder ends the mapping: it is
+    /// gone from then on, and saying so is all a later step can get (a `fork` access's signal
+    /// kills the child the holder forked, and the mapping stays).
     fn with_map(&mut self, name: &str, access: impl FnOnce(&mut Holder) -> Observed) -> Observed {
-        let observed = match self.maps.get_mut(name) {
-            Some(Map::Live(h)) => access(h),
+        let (observed, ended) = match self.maps.get_mut(name) {
+            Some(Map::Live(h)) => {
+                let o = access(h);
+                let ended = h.ended();
+                (o, ended)
+            }
             Some(Map::Gone(why)) => return Observed::Error(format!("mapping {name:?} {why}")),
             None => return Observed::Error(format!("no mapping {name:?}")),
         };
-        if let Observed::Signal { name: sig, .. } = &observed {
+        if ended {
+            let how = match &observed {
+                Observed::Signal { name: sig, .. } => format!("was killed by {sig}"),
+                _ => "ended".to_string(),
+            };
             let why = format!(
-                "is gone: its process was killed by {sig} at step {}; mmap the file again for \
-                 another access",
+                "is gone: its process {how} at step {}; mmap the file again for another access",
                 self.step
             );
             self.maps.insert(name.to_string(), Map::Gone(why));

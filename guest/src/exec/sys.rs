@@ -241,6 +241,90 @@ pub fn msync(m: &Mapping) -> io::Result<()> {
     result(unsafe { libc::msync(m.addr as *mut libc::c_void, m.len, libc::MS_SYNC) })
 }
 
+pub fn mprotect(m: &Mapping, prot: libc::c_int) -> io::Result<()> {
+    // SAFETY: the range is a live mapping; changing its protection touches no memory of ours.
+    result(unsafe { libc::mprotect(m.addr as *mut libc::c_void, m.len, prot) })
+}
+
+/// The size of a PMD entry: where a mapping must start to take PMD faults.
+pub const PMD_SIZE: usize = 2 << 20;
+
+/// Moves the mapping to a new PMD-aligned address (MREMAP_MAYMOVE|MREMAP_FIXED), `len` bytes
+/// long from then on. The address is found by reserving `len` + 2 MiB of inaccessible anonymous
+/// memory and taking its first aligned address: the kernel puts nothing else there, and mremap
+/// replaces the part it moves onto; the rest of the reservation is unmapped. On failure the
+/// mapping stays where it was (mremap moves nothing when it fails).
+pub fn mremap_aligned(m: &Mapping, len: usize) -> io::Result<Mapping> {
+    let reserved = len.checked_add(PMD_SIZE).ok_or(io::ErrorKind::InvalidInput)?;
+    // SAFETY: a fresh anonymous PROT_NONE mapping chosen by the kernel; nothing aliases it.
+    let r = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            reserved,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if r == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let start = r as usize;
+    let to = (start + PMD_SIZE - 1) & !(PMD_SIZE - 1);
+    // SAFETY: moves the live mapping onto `to`..`to + len`, inside the reservation made above
+    // (which MREMAP_FIXED replaces); the old range is not touched again.
+    let p = unsafe {
+        libc::mremap(
+            m.addr as *mut libc::c_void,
+            m.len,
+            len,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            to as *mut libc::c_void,
+        )
+    };
+    let moved = if p == libc::MAP_FAILED { Err(io::Error::last_os_error()) } else { Ok(()) };
+    // What is left of the reservation before and after the moved mapping (all of it when the
+    // move failed).
+    let keep = if moved.is_ok() { to..to + len } else { to..to };
+    for (a, b) in [(start, keep.start), (keep.end, start + reserved)] {
+        if b > a {
+            // SAFETY: part of the reservation above, which nothing else uses.
+            unsafe { libc::munmap(a as *mut libc::c_void, b - a) };
+        }
+    }
+    moved.map(|()| Mapping { addr: to, len })
+}
+
+/// Forks a child that runs `child` with the write end of a pipe to this process and exits with
+/// what it returns; returns its pid and the read end. Only for a single-threaded caller (a
+/// mapping holder between requests): the child inherits this process's mappings.
+pub fn fork_reporting(
+    child: impl FnOnce(std::fs::File) -> i32,
+) -> io::Result<(libc::pid_t, std::fs::File)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds, owned from here on.
+    result(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both are fresh descriptors nobody else owns.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the caller is single-threaded, so the child may run ordinary code until it exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(r);
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            child(std::fs::File::from(w))
+        }))
+        .unwrap_or(101);
+        // SAFETY: ends the child without running the holder's exit handlers or destructors.
+        unsafe { libc::_exit(code) };
+    }
+    Ok((pid, std::fs::File::from(r)))
+}
+
 /// Ok when `len` bytes at `offset` lie inside the mapping: what makes a raw access to it sound.
 fn within(m: &Mapping, offset: usize, len: usize) -> io::Result<()> {
     if offset.checked_add(len).is_none_or(|end| end > m.len) {
@@ -273,29 +357,44 @@ pub fn hwpoison(m: &Mapping, offset: usize) -> io::Result<()> {
 
 const PAGE: usize = 4096;
 
-/// Where a caught SIGBUS is reported: the holder's output, and its mapping (for si_addr as an
-/// offset). Statics, because a signal handler has nothing else to reach.
-static SIGBUS_OUT: AtomicI32 = AtomicI32::new(-1);
-static SIGBUS_MAP_START: AtomicUsize = AtomicUsize::new(0);
-static SIGBUS_MAP_LEN: AtomicUsize = AtomicUsize::new(0);
+/// Where a caught SIGBUS or SIGSEGV is reported: the holder's output (or a forked child's
+/// pipe), and its mapping (for si_addr as an offset). Statics, because a signal handler has
+/// nothing else to reach.
+static SIGNAL_OUT: AtomicI32 = AtomicI32::new(-1);
+static SIGNAL_MAP_START: AtomicUsize = AtomicUsize::new(0);
+static SIGNAL_MAP_LEN: AtomicUsize = AtomicUsize::new(0);
 /// True while the holder waits for its next request.
 static IDLE: AtomicBool = AtomicBool::new(true);
 
-/// Catches SIGBUS in this process (a mapping holder): the handler writes the siginfo, as one
-/// JSON line of [`daxtest_proto::case::Observed`], to `out`, and the process then dies of the
-/// signal as it would have without the handler (so its waiter still sees SIGBUS).
-pub fn report_sigbus(out: BorrowedFd, m: &Mapping) -> io::Result<()> {
-    SIGBUS_OUT.store(out.as_raw_fd(), Ordering::SeqCst);
-    SIGBUS_MAP_START.store(m.addr, Ordering::SeqCst);
-    SIGBUS_MAP_LEN.store(m.len, Ordering::SeqCst);
-    // SAFETY: an all-zero sigaction is valid to fill in.
-    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-    sa.sa_sigaction = on_sigbus as *const () as usize;
-    // SA_RESETHAND: the handler runs once, and the raise in it meets the default action;
-    // SA_NODEFER: that raise is not blocked while the handler runs.
-    sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_NODEFER;
-    // SAFETY: installs a handler that only does async-signal-safe things (atomics, write, raise).
-    result(unsafe { libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut()) })
+/// Catches SIGBUS and SIGSEGV in this process (a mapping holder): the handler writes the
+/// siginfo, as one JSON line of [`daxtest_proto::case::Observed`], to `out`, and the process
+/// then dies of the signal as it would have without the handler (so its waiter still sees it).
+pub fn report_signals(out: BorrowedFd, m: &Mapping) -> io::Result<()> {
+    report_to(out);
+    report_mapping(m);
+    for sig in [libc::SIGBUS, libc::SIGSEGV] {
+        // SAFETY: an all-zero sigaction is valid to fill in.
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction = on_signal as *const () as usize;
+        // SA_RESETHAND: the handler runs once, and the raise in it meets the default action;
+        // SA_NODEFER: that raise is not blocked while the handler runs.
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_NODEFER;
+        // SAFETY: installs a handler that only does async-signal-safe things (atomics, write,
+        // raise).
+        result(unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) })?;
+    }
+    Ok(())
+}
+
+/// Where the handler writes from now on (a forked child's own pipe to the holder).
+pub fn report_to(out: BorrowedFd) {
+    SIGNAL_OUT.store(out.as_raw_fd(), Ordering::SeqCst);
+}
+
+/// The mapping si_addr is reported against (again after mremap moved it).
+pub fn report_mapping(m: &Mapping) {
+    SIGNAL_MAP_START.store(m.addr, Ordering::SeqCst);
+    SIGNAL_MAP_LEN.store(m.len, Ordering::SeqCst);
 }
 
 /// Whether the holder is waiting between requests (a SIGBUS then is not from its own access).
@@ -331,21 +430,27 @@ impl LineBuf {
     }
 }
 
-/// The SIGBUS line: `{"signal":{"name":"SIGBUS","info":{...}}}` as serde writes
-/// `Observed::Signal` (the tests below parse it back).
-fn sigbus_line(code: i32, addr: usize, addr_lsb: i16, idle: bool) -> LineBuf {
+/// The signal's line: `{"signal":{"name":"SIGBUS","info":{...}}}` as serde writes
+/// `Observed::Signal` (the tests below parse it back). SIGSEGV carries no si_addr_lsb: 0.
+fn signal_line(sig: i32, code: i32, addr: usize, addr_lsb: i16, idle: bool) -> LineBuf {
     let mut b = LineBuf { bytes: [0; 256], len: 0 };
-    b.push(br#"{"signal":{"name":"SIGBUS","info":{"code":""#);
-    match daxtest_proto::errno::bus_code_name(code) {
+    let (name, addr_lsb) = match sig {
+        libc::SIGSEGV => ("SIGSEGV", 0),
+        _ => ("SIGBUS", addr_lsb.max(0)),
+    };
+    b.push(br#"{"signal":{"name":""#);
+    b.push(name.as_bytes());
+    b.push(br#"","info":{"code":""#);
+    match daxtest_proto::errno::code_name(sig, code) {
         Some(name) => b.push(name.as_bytes()),
         None => b.number(code as u64),
     }
     b.push(br#"","addr_lsb":"#);
-    b.number(addr_lsb.max(0) as u64);
+    b.number(addr_lsb as u64);
     b.push(br#","offset":"#);
-    let start = SIGBUS_MAP_START.load(Ordering::SeqCst);
+    let start = SIGNAL_MAP_START.load(Ordering::SeqCst);
     match addr.checked_sub(start) {
-        Some(o) if o < SIGBUS_MAP_LEN.load(Ordering::SeqCst) => b.number(o as u64),
+        Some(o) if o < SIGNAL_MAP_LEN.load(Ordering::SeqCst) => b.number(o as u64),
         _ => b.push(b"null"),
     }
     b.push(br#","idle":"#);
@@ -354,7 +459,7 @@ fn sigbus_line(code: i32, addr: usize, addr_lsb: i16, idle: bool) -> LineBuf {
     b
 }
 
-extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler. si_addr_lsb is the
     // short after si_addr in the SIGBUS fields (include/uapi/asm-generic/siginfo.h: the union
     // at offset 16 on 64-bit, _addr then _addr_lsb), which libc does not name.
@@ -362,8 +467,8 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut li
         let i = &*info;
         (i.si_code, i.si_addr() as usize, *((info as *const u8).add(24) as *const i16))
     };
-    let line = sigbus_line(code, addr, lsb, IDLE.load(Ordering::SeqCst));
-    let fd = SIGBUS_OUT.load(Ordering::SeqCst);
+    let line = signal_line(sig, code, addr, lsb, IDLE.load(Ordering::SeqCst));
+    let fd = SIGNAL_OUT.load(Ordering::SeqCst);
     // SAFETY: write and raise are async-signal-safe; the buffer lives on this stack. The
     // handler was reset to the default action (SA_RESETHAND), so the raise ends the process.
     unsafe {
@@ -598,28 +703,36 @@ mod tests {
 
     /// The handler's line is what serde makes of `Observed::Signal`, whatever the fields.
     #[test]
-    fn sigbus_lines_parse_as_observations() {
+    fn signal_lines_parse_as_observations() {
         use daxtest_proto::case::{Observed, SigInfo};
-        SIGBUS_MAP_START.store(0x10000, Ordering::SeqCst);
-        SIGBUS_MAP_LEN.store(0x4000, Ordering::SeqCst);
+        SIGNAL_MAP_START.store(0x10000, Ordering::SeqCst);
+        SIGNAL_MAP_LEN.store(0x4000, Ordering::SeqCst);
         let parse = |b: LineBuf| -> Observed {
             let text = std::str::from_utf8(&b.bytes[..b.len]).unwrap();
             assert!(text.ends_with('\n'));
             serde_json::from_str(text).unwrap()
         };
-        let info = |code: &str, addr_lsb, offset, idle| Observed::Signal {
-            name: "SIGBUS".into(),
+        let named = |name: &str, code: &str, addr_lsb, offset, idle| Observed::Signal {
+            name: name.into(),
             info: Some(SigInfo { code: code.into(), addr_lsb, offset, idle }),
         };
+        let info =
+            |code: &str, addr_lsb, offset, idle| named("SIGBUS", code, addr_lsb, offset, idle);
+        let bus = libc::SIGBUS;
         assert_eq!(
-            parse(sigbus_line(libc::BUS_MCEERR_AR, 0x11000, 12, false)),
+            parse(signal_line(bus, libc::BUS_MCEERR_AR, 0x11000, 12, false)),
             info("BUS_MCEERR_AR", 12, Some(0x1000), false)
         );
         assert_eq!(
-            parse(sigbus_line(libc::BUS_MCEERR_AO, 0x14000, 21, true)),
+            parse(signal_line(bus, libc::BUS_MCEERR_AO, 0x14000, 21, true)),
             info("BUS_MCEERR_AO", 21, None, true)
         );
-        assert_eq!(parse(sigbus_line(77, 0, -1, false)), info("77", 0, None, false));
+        assert_eq!(parse(signal_line(bus, 77, 0, -1, false)), info("77", 0, None, false));
+        // SEGV_ACCERR (2) with whatever lies where a SIGBUS has si_addr_lsb: reported as 0.
+        assert_eq!(
+            parse(signal_line(libc::SIGSEGV, 2, 0x12000, 5, false)),
+            named("SIGSEGV", "SEGV_ACCERR", 0, Some(0x2000), false)
+        );
         for (name, n) in daxtest_proto::errno::BUS_CODES {
             let libc_value = match *name {
                 "BUS_ADRALN" => libc::BUS_ADRALN,

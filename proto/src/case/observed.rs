@@ -23,12 +23,12 @@ pub struct Extent {
 /// FIEMAP_EXTENT_SHARED
 pub const FIEMAP_EXTENT_SHARED: u32 = 0x2000;
 
-/// What the siginfo of a signal said, as the mapping's holder caught it (SIGBUS only: its
+/// What the siginfo of a signal said, as the mapping's holder caught it (SIGBUS and SIGSEGV: its
 /// handler reports the fields below before the process dies of the signal).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SigInfo {
-    /// si_code by name (`BUS_ADRERR`, `BUS_MCEERR_AR`, `BUS_MCEERR_AO`, ...; the number when
-    /// it has none).
+    /// si_code by name (`BUS_ADRERR`, `BUS_MCEERR_AR`, `BUS_MCEERR_AO`, `SEGV_ACCERR`, ...; the
+    /// number when it has none).
     pub code: String,
     /// si_addr_lsb: log2 of the size of what the kernel reports lost around si_addr (12 for a
     /// page, 21 for a PMD); 0 for codes that carry none.
@@ -42,7 +42,11 @@ pub struct SigInfo {
 
 impl fmt::Display for SigInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}, si_addr_lsb {}", self.code, self.addr_lsb)?;
+        f.write_str(&self.code)?;
+        // SIGSEGV carries no si_addr_lsb (the handler reports 0).
+        if !self.code.starts_with("SEGV_") {
+            write!(f, ", si_addr_lsb {}", self.addr_lsb)?;
+        }
         if let Some(o) = self.offset {
             write!(f, ", at offset {o}")?;
         }
@@ -60,7 +64,7 @@ pub enum Observed {
     Ok,
     Errno(String),
     /// The mapping's holder died of this signal; `info` is its siginfo when the holder caught
-    /// it (SIGBUS).
+    /// it (SIGBUS, SIGSEGV).
     Signal {
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -176,21 +176,42 @@ pub enum Op {
     Munmap {
         map: String,
     },
-    /// Store `len` bytes of `pattern` through a mapping, at `offset` into it.
+    /// Store `len` bytes of `pattern` through a mapping, at `offset` into it. `fork`: by a child
+    /// the mapping's process forks for this access (it inherits the mapping, not necessarily its
+    /// page-table entries), which reports and exits.
     Store {
         map: String,
         offset: u64,
         len: u64,
         pattern: char,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fork: bool,
     },
-    /// Load through a mapping; observed as byte runs.
+    /// Load through a mapping; observed as byte runs. `fork` as for `Store`.
     Load {
         map: String,
         offset: u64,
         len: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fork: bool,
     },
     Msync {
         map: String,
+    },
+    /// mprotect(2) of the whole mapping, by its process: `read` makes it PROT_READ, `read_write`
+    /// PROT_READ|PROT_WRITE (refused with EACCES for a shared mapping of a file opened
+    /// read-only, as mmap's `prot = "read"` opens it).
+    Mprotect {
+        map: String,
+        prot: Prot,
+    },
+    /// mremap(2) of the whole mapping, by its process, to a new 2 MiB-aligned address it
+    /// reserves first (MREMAP_MAYMOVE|MREMAP_FIXED), with a new length when `len` says; later
+    /// steps reach the mapping there, at the same offsets.
+    Mremap {
+        map: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        len: Option<u64>,
     },
     /// O_DIRECT I/O between `file` and mapping `map`, done by the process that holds the
     /// mapping: `read` preads `len` bytes of the file at `offset` into the mapping at
@@ -356,6 +377,12 @@ mod tests {
             Op::SetFlag { file: "f".into(), on: true, flag: InodeFlag::Dax }
         );
         let mmap = r#"{"op":"mmap","file":"f","map":"m","offset":0,"len":1,"kind":"shared"}"#;
+        let load = r#"{"op":"load","map":"m","offset":0,"len":1}"#;
+        assert!(matches!(op(load), Op::Load { fork: false, .. }));
+        assert_eq!(serde_json::to_string(&op(load)).unwrap(), load);
+        let mremap = r#"{"op":"mremap","map":"m"}"#;
+        assert_eq!(op(mremap), Op::Mremap { map: "m".into(), len: None });
+        assert_eq!(serde_json::to_string(&op(mremap)).unwrap(), mremap);
         assert!(matches!(op(mmap), Op::Mmap { prot: Prot::ReadWrite, .. }));
         // Defaults are left out when written: every existing case's JSON stays as it was.
         assert_eq!(

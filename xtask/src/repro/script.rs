@@ -334,20 +334,48 @@ impl Gen {
                 }
                 None => self.no_map(map),
             },
-            Op::Store { map, offset, len, pattern } => match self.map_slot(map).cloned() {
-                Some(m) => {
-                    let sel = self.select_map(map).expect("mapped");
-                    self.line(&format!(
-                        "s_do {} \"mwrite -S 0x{} {} {len}\"",
-                        quote(&sel),
-                        hex(*pattern),
-                        m.offset + offset
-                    ));
-                    self.respawn_after_signal(&step.expect);
+            // xfs_io has no fork: its accesses are its own.
+            Op::Store { fork: true, .. } | Op::Load { fork: true, .. } => {
+                self.unsupported(
+                    n,
+                    step,
+                    "an access by a child the mapping's process forks (fork = true): xfs_io has \
+                     no fork, and its mread and mwrite run in xfs_io itself",
+                );
+                return;
+            }
+            Op::Mprotect { .. } => {
+                self.unsupported(n, step, "mprotect of a mapping: xfs_io has no mprotect command");
+                return;
+            }
+            // xfs_io's `mremap -f ADDR -m LEN` moves to a fixed address, which the script would
+            // have to find free and 2 MiB-aligned in the xfs_io process it cannot look into.
+            Op::Mremap { .. } => {
+                self.unsupported(
+                    n,
+                    step,
+                    "mremap to a new 2 MiB-aligned address: the agent reserves a free aligned \
+                     area first; xfs_io's mremap -f takes an address the script cannot pick free \
+                     in the session's xfs_io",
+                );
+                return;
+            }
+            Op::Store { map, offset, len, pattern, fork: false } => {
+                match self.map_slot(map).cloned() {
+                    Some(m) => {
+                        let sel = self.select_map(map).expect("mapped");
+                        self.line(&format!(
+                            "s_do {} \"mwrite -S 0x{} {} {len}\"",
+                            quote(&sel),
+                            hex(*pattern),
+                            m.offset + offset
+                        ));
+                        self.respawn_after_signal(&step.expect);
+                    }
+                    None => self.no_map(map),
                 }
-                None => self.no_map(map),
-            },
-            Op::Load { map, offset, len } => match self.map_slot(map).cloned() {
+            }
+            Op::Load { map, offset, len, fork: false } => match self.map_slot(map).cloned() {
                 Some(m) => {
                     let sel = self.select_map(map).expect("mapped");
                     self.line(&format!("s_do {} >/dev/null", quote(&sel)));

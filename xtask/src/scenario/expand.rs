@@ -562,17 +562,27 @@ fn expectation(d: &ExpectDef, vars: &BTreeMap<String, String>) -> Result<Expect,
         _ => Outcome::Exit(d.exit.unwrap_or_default()),
     };
     let si_code = sub(&d.si_code)?;
-    if (si_code.is_some() || d.si_addr_lsb.is_some()) && outcome != Outcome::Signal("SIGBUS".into())
-    {
+    let signal = match &outcome {
+        Outcome::Signal(s) => s.as_str(),
+        _ => "",
+    };
+    if d.si_addr_lsb.is_some() && signal != "SIGBUS" {
         return Err(format!(
-            "si_code and si_addr_lsb describe the siginfo of a SIGBUS, not {outcome}: add \
-             signal = \"SIGBUS\" or drop them"
+            "si_addr_lsb describes the siginfo of a SIGBUS, not {outcome}: add signal = \
+             \"SIGBUS\" or drop it"
+        ));
+    }
+    if si_code.is_some() && signal.is_empty() {
+        return Err(format!(
+            "si_code describes the siginfo of a signal, not {outcome}: add signal = \"SIGBUS\" \
+             or \"SIGSEGV\", or drop it"
         ));
     }
     if let Some(c) = &si_code {
-        if !errno::BUS_CODES.iter().any(|(n, _)| n == c) {
-            let names: Vec<&str> = errno::BUS_CODES.iter().map(|(n, _)| *n).collect();
-            return Err(format!("si_code = {c:?}: a SIGBUS carries one of {}", names.join(", ")));
+        let codes = errno::codes_of(signal);
+        if !codes.iter().any(|(n, _)| n == c) {
+            let names: Vec<&str> = codes.iter().map(|(n, _)| *n).collect();
+            return Err(format!("si_code = {c:?}: a {signal} carries one of {}", names.join(", ")));
         }
     }
     if let Some(l) = d.si_addr_lsb {

@@ -67,6 +67,13 @@ pub fn problems(op: &Op) -> Vec<String> {
             ));
         }
     }
+    if let Op::Mremap { len: Some(0), .. } = op {
+        out.push(
+            "mremap len = 0: the kernel refuses a mapping of no bytes (EINVAL); give the new \
+             length in bytes, or leave len out to keep the mapping's"
+                .into(),
+        );
+    }
     if let Op::Poison { offset, .. } = op {
         if offset % POISON_LEN != 0 {
             out.push(format!(
@@ -122,6 +129,8 @@ pub fn op_paths(op: &Op) -> Vec<(&'static str, &str)> {
         Op::Close { .. }
         | Op::Munmap { .. }
         | Op::Msync { .. }
+        | Op::Mprotect { .. }
+        | Op::Mremap { .. }
         | Op::Store { .. }
         | Op::Load { .. }
         | Op::RacePrivateCow { .. }
@@ -260,7 +269,7 @@ mod tests {
         assert!(problems(&write(0, MAX_IO)).is_empty());
         assert!(problems(&write(0, MAX_IO + 1))[0].contains("at most 67108864 bytes (64 MiB)"));
         assert!(problems(&write(0, 0))[0].contains("len = 0 moves no byte"));
-        let load = Op::Load { map: "m".into(), offset: 0, len: 0 };
+        let load = Op::Load { map: "m".into(), offset: 0, len: 0, fork: false };
         assert!(problems(&load)[0].starts_with(
             "load len = 0 moves no byte, so the step checks \
              nothing (it passes any content check)"
@@ -278,6 +287,14 @@ mod tests {
         // len 0 clones to the end of the source (FICLONERANGE): not a zero-length step.
         assert_eq!(problems(&clone).len(), 1);
         assert!(problems(&clone)[0].starts_with("clone_range dst_offset 18446744073709551615"));
+    }
+
+    #[test]
+    fn mremap_needs_bytes() {
+        let mremap = |len| Op::Mremap { map: "m".into(), len };
+        assert!(problems(&mremap(None)).is_empty());
+        assert!(problems(&mremap(Some(4096))).is_empty());
+        assert!(problems(&mremap(Some(0)))[0].starts_with("mremap len = 0: the kernel refuses"));
     }
 
     #[test]

@@ -120,6 +120,8 @@ struct LiveMap {
     prot: Prot,
     /// The line of its mmap step.
     line: usize,
+    /// The line of the mprotect that made it read-only, while it is.
+    read_only_since: Option<usize>,
 }
 
 impl Usage {
@@ -204,7 +206,8 @@ impl Usage {
                 ));
             }
             Op::Mmap { map, len, kind, prot, .. } => {
-                let m = LiveMap { len: *len, kind: *kind, prot: *prot, line };
+                let m =
+                    LiveMap { len: *len, kind: *kind, prot: *prot, line, read_only_since: None };
                 self.maps.insert(map.clone(), m);
             }
             Op::Munmap { map } => {
@@ -230,11 +233,25 @@ impl Usage {
                              write the file with a write step",
                             m.line
                         ));
+                    } else if let Some(at) = m.read_only_since {
+                        let refused =
+                            |e: &Expect| matches!(&e.outcome, Outcome::Signal(s) if s == "SIGSEGV");
+                        if !expect.iter().all(|(_, e)| refused(e)) {
+                            errors.push(format!(
+                                "store through mapping {map:?}, made read-only by the mprotect at \
+                                 line {at}: the store can only be refused; expect {{ signal = \
+                                 \"SIGSEGV\" }}, or mprotect it prot = \"read_write\" before \
+                                 this step"
+                            ));
+                        }
                     }
                 }
-                // A signal kills the process that holds the mapping: the mapping goes with it.
+                // A signal kills the process that makes the access: the holder, and the mapping
+                // with it (a `fork` access's child dies alone).
+                let forked =
+                    matches!(op, Op::Store { fork: true, .. } | Op::Load { fork: true, .. });
                 if let Some(sig) = expect.iter().find_map(|(_, e)| match &e.outcome {
-                    Outcome::Signal(s) => Some(s),
+                    Outcome::Signal(s) if !forked => Some(s),
                     _ => None,
                 }) {
                     self.maps.remove(map);
@@ -244,6 +261,39 @@ impl Usage {
                             "the {sig} expected at line {line} (it kills the mapping's process)"
                         ),
                     );
+                }
+            }
+            Op::Mprotect { map, prot } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
+                let succeeds = expect.iter().any(|(_, e)| matches!(e.outcome, Outcome::Ok));
+                match self.maps.get_mut(map) {
+                    // mm/mprotect.c do_mprotect_pkey: a shared mapping of a file opened
+                    // read-only has no VM_MAYWRITE, and PROT_WRITE is refused with EACCES.
+                    Some(m)
+                        if succeeds
+                            && *prot == Prot::ReadWrite
+                            && m.prot == Prot::Read
+                            && m.kind != MapKind::Private =>
+                    {
+                        errors.push(format!(
+                            "mprotect prot = \"read_write\" of mapping {map:?}, mmapped read-only \
+                             at line {} (its file opened O_RDONLY), cannot succeed: the kernel \
+                             refuses PROT_WRITE there with EACCES; expect {{ errno = \"EACCES\" \
+                             }}, or mmap it with prot = \"read_write\"",
+                            m.line
+                        ))
+                    }
+                    Some(m) if succeeds => {
+                        m.read_only_since = (*prot == Prot::Read).then_some(line);
+                    }
+                    _ => {}
+                }
+            }
+            Op::Mremap { map, len } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
+                let succeeds = expect.iter().any(|(_, e)| matches!(e.outcome, Outcome::Ok));
+                if let (Some(m), Some(len), true) = (self.maps.get_mut(map), len, succeeds) {
+                    m.len = *len;
                 }
             }
             Op::Msync { map } => {

@@ -289,8 +289,18 @@ fn poison_and_siginfo_expectations() {
     );
     refused(
         &poison(0, "{ signal = \"SIGSEGV\", si_code = \"BUS_ADRERR\" }"),
-        "describe the siginfo of a SIGBUS, not killed by SIGSEGV",
+        "si_code = \"BUS_ADRERR\": a SIGSEGV carries one of SEGV_MAPERR, SEGV_ACCERR",
     );
+    refused(
+        &poison(0, "{ signal = \"SIGSEGV\", si_addr_lsb = 12 }"),
+        "si_addr_lsb describes the siginfo of a SIGBUS, not killed by SIGSEGV",
+    );
+    let store = "{ op = \"store\", map = \"m\", offset = 0, len = 1, pattern = \"b\", \
+                 expect = { signal = \"SIGSEGV\", si_code = \"SEGV_ACCERR\" } },";
+    let s = parse_ok(&case(store));
+    let want =
+        Expect { si_code: Some("SEGV_ACCERR".into()), ..o(Outcome::Signal("SIGSEGV".into())) };
+    assert_eq!(expectations(&s.cases[0], KernelVersion(6, 12, 117))[1], want);
     refused(
         &format!(
             "{}\n{{ op = \"load\", map = \"m\", offset = 0, len = 1 }},",
@@ -529,4 +539,41 @@ fn a_store_loop_ends_in_a_power_cut_that_counts_its_records() {
         "{looped}\n{{ op = \"power_cut\", expect = {{ lost = \"some\" }} }},"
     )));
     assert!(e[0].contains("write a number of records"), "{e:?}");
+}
+
+/// A forked child's signal kills the child alone: the mapping stays for later steps. mprotect
+/// read-only allows a store only where it expects SIGSEGV; mremap's len bounds later accesses.
+#[test]
+fn fork_mprotect_and_mremap_keep_track_of_the_mapping() {
+    let case = |steps: &str| {
+        format!(
+            "format = 1\nname = \"u\"\nsummary = \"s\"\n[[case]]\nid = \"c\"\nsummary = \"s\"\n\
+             steps = [\n\
+             {{ op = \"mmap\", file = \"f\", map = \"m\", offset = 0, len = 8192, \
+             kind = \"shared\" }},\n{steps}\n]\n"
+        )
+    };
+    parse_ok(&case(
+        "{ op = \"mprotect\", map = \"m\", prot = \"read\" },\n\
+         { op = \"store\", map = \"m\", offset = 0, len = 1, pattern = \"b\", fork = true, \
+           expect = { signal = \"SIGSEGV\" } },\n\
+         { op = \"mprotect\", map = \"m\", prot = \"read_write\" },\n\
+         { op = \"store\", map = \"m\", offset = 0, len = 1, pattern = \"b\" },\n\
+         { op = \"mremap\", map = \"m\", len = 16384 },\n\
+         { op = \"load\", map = \"m\", offset = 12288, len = 4096 },",
+    ));
+    let e = errors(&case(
+        "{ op = \"store\", map = \"m\", offset = 0, len = 1, pattern = \"b\", \
+           expect = { signal = \"SIGSEGV\" } },\n\
+         { op = \"load\", map = \"m\", offset = 0, len = 1 },",
+    ));
+    assert!(e.iter().any(|e| e.contains("since the SIGSEGV expected")), "{e:#?}");
+    let e = errors(&case(
+        "{ op = \"mremap\", map = \"m\", len = 4096 },\n\
+         { op = \"load\", map = \"m\", offset = 4096, len = 1 },",
+    ));
+    assert!(
+        e.iter().any(|e| e.contains("runs past the end of mapping \"m\" (4096 bytes")),
+        "{e:#?}"
+    );
 }

@@ -98,8 +98,11 @@ fn every_op() -> Vec<(Op, Expect)> {
             },
             ok(),
         ),
-        (Store { map: f("m"), offset: 4096, len: 4096, pattern: 'b' }, ok()),
-        (Load { map: f("m"), offset: 4096, len: 4096 }, Expect::outcome(Outcome::Content('b'))),
+        (Store { map: f("m"), offset: 4096, len: 4096, pattern: 'b', fork: false }, ok()),
+        (
+            Load { map: f("m"), offset: 4096, len: 4096, fork: false },
+            Expect::outcome(Outcome::Content('b')),
+        ),
         (Msync { map: f("m") }, ok()),
         (Fiemap { file: f("f"), offset: 0, len: 0, save: Some(f("before")) }, ok()),
         (
@@ -213,6 +216,20 @@ fn what_cannot_be_expressed_is_said_loudly() {
     assert_eq!(out.text.matches("# !!! NOT REPRODUCED").count(), 2);
     assert!(out.text.contains("INCOMPLETE"));
     assert_parses(&out.text);
+    // mprotect, mremap and an access by a forked child: xfs_io has none of them.
+    let ok = || Expect::outcome(Outcome::Ok);
+    let out = script(&spec(vec![
+        (mmap("m", 4096, MapKind::Shared), ok()),
+        (Op::Mprotect { map: f("m"), prot: daxtest_proto::case::Prot::Read }, ok()),
+        (Op::Mremap { map: f("m"), len: None }, ok()),
+        (Op::Load { map: f("m"), offset: 0, len: 4096, fork: true }, ok()),
+    ]));
+    let why: Vec<&str> = out.unsupported.iter().map(String::as_str).collect();
+    assert_eq!(why.len(), 3, "{why:?}");
+    assert!(why[0].contains("xfs_io has no mprotect"), "{why:?}");
+    assert!(why[1].contains("mremap -f takes an address"), "{why:?}");
+    assert!(why[2].contains("xfs_io has no fork"), "{why:?}");
+    assert_parses(&out.text);
 }
 
 #[test]
@@ -225,10 +242,13 @@ fn an_expected_sigbus_maps_the_files_again_for_later_steps() {
         (mmap("m", 65536, MapKind::Shared), Expect::outcome(Outcome::Ok)),
         (Op::Truncate { file: f("f"), size: 8192 }, Expect::outcome(Outcome::Ok)),
         (
-            Op::Load { map: f("m"), offset: 16384, len: 4096 },
+            Op::Load { map: f("m"), offset: 16384, len: 4096, fork: false },
             Expect::outcome(Outcome::Signal(f("SIGBUS"))),
         ),
-        (Op::Load { map: f("m"), offset: 0, len: 8192 }, Expect::outcome(Outcome::Content('a'))),
+        (
+            Op::Load { map: f("m"), offset: 0, len: 8192, fork: false },
+            Expect::outcome(Outcome::Content('a')),
+        ),
     ]));
     // The steps, after the helpers.
     let t = &out.text[out.text.find("\nsetup\n").unwrap()..];
@@ -246,7 +266,10 @@ fn an_mmap_expected_to_fail_does_not_enter_the_tables() {
     let out = script(&spec(vec![
         (mmap("m", 4096, MapKind::Sync), Expect::outcome(Outcome::Errno(f("EOPNOTSUPP")))),
         (mmap("p", 4096, MapKind::Shared), Expect::outcome(Outcome::Ok)),
-        (Op::Load { map: f("p"), offset: 0, len: 4096 }, Expect::outcome(Outcome::Content('a'))),
+        (
+            Op::Load { map: f("p"), offset: 0, len: 4096, fork: false },
+            Expect::outcome(Outcome::Content('a')),
+        ),
     ]));
     let t = &out.text;
     assert!(t.contains("\"mmap -rw -S 0 4096\"\nexpect_errno EOPNOTSUPP\ns_do close >/dev/null"));
@@ -297,7 +320,7 @@ fn a_power_cut_splits_the_script_into_parts() {
         (Op::Write { file: f("f"), offset: 0, len: 4096, pattern: 'a' }, ok()),
         (Op::Fiemap { file: f("f"), offset: 0, len: 0, save: Some(f("before")) }, ok()),
         (mmap("m", 4096, MapKind::Sync), ok()),
-        (Op::Store { map: f("m"), offset: 0, len: 4096, pattern: 'b' }, ok()),
+        (Op::Store { map: f("m"), offset: 0, len: 4096, pattern: 'b', fork: false }, ok()),
         (Op::PowerCut, ok()),
         (
             Op::Fiemap { file: f("f"), offset: 0, len: 0, save: None },
