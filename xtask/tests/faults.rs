@@ -6,11 +6,10 @@
 mod common;
 
 use common::{results, root, run, run_dir};
-use std::process::Command;
 
+/// QEMUs of this checkout's runs: other checkouts on the machine may boot VMs meanwhile.
 fn qemu_count() -> usize {
-    let out = Command::new("pgrep").args(["-c", "-f", "qemu-system-x86_64"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    common::qemu_vm_dirs().len()
 }
 
 #[test]

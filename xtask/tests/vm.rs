@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{root, run, run_dir, text, xtask};
+use common::{qemu_vm_dirs, run, run_dir, text, xtask};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -333,26 +333,4 @@ fn two_lanes_report_every_case_once_and_survive_a_crash() {
     let cases = results["cases"].as_array().unwrap();
     assert!(cases.iter().any(|c| c["status"] == "crash" || c["status"] == "fail"), "{cases:?}");
     assert!(cases.len() < 5, "the lanes stopped taking cases: {} ran", cases.len());
-}
-
-/// VM directories of running QEMU processes started from this checkout.
-fn qemu_vm_dirs() -> Vec<PathBuf> {
-    let tmp = root().join("target/daxtest/tmp");
-    let mut dirs = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let args: Vec<String> = cmdline.split(|b| *b == 0).map(text).collect();
-        if !args.first().is_some_and(|a| a.ends_with("qemu-system-x86_64")) {
-            continue;
-        }
-        for a in &args {
-            if let Some(rest) = a.strip_prefix("file,id=serial0,path=") {
-                let dir = Path::new(rest).parent().unwrap().to_path_buf();
-                if dir.starts_with(&tmp) {
-                    dirs.push(dir);
-                }
-            }
-        }
-    }
-    dirs
 }

@@ -48,3 +48,25 @@ pub fn results(out: &Output) -> serde_json::Value {
     let path = run_dir(out).join("results.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
+
+/// VM directories of running QEMU processes started from this checkout.
+pub fn qemu_vm_dirs() -> Vec<PathBuf> {
+    let tmp = root().join("target/daxtest/tmp");
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(text).collect();
+        if !args.first().is_some_and(|a| a.ends_with("qemu-system-x86_64")) {
+            continue;
+        }
+        for a in &args {
+            if let Some(rest) = a.strip_prefix("file,id=serial0,path=") {
+                let dir = Path::new(rest).parent().unwrap().to_path_buf();
+                if dir.starts_with(&tmp) {
+                    dirs.push(dir);
+                }
+            }
+        }
+    }
+    dirs
+}
