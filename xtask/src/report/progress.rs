@@ -266,18 +266,9 @@ mod tests {
 
     fn finished(id: &str, status: Status, secs: u64) -> (Event, Status) {
         let r = CaseResult {
-            id: id.into(),
-            file: "scenarios/demo.toml".into(),
             kernel: "6.12".into(),
-            status,
             duration: Duration::from_secs(secs),
-            message: String::new(),
-            problems: vec![],
-            kernel_log: vec![],
-            phases: vec![],
-            seed: 1,
-            measurements: vec![],
-            vm: Some(1),
+            ..crate::run::events::fixtures::result(id, status)
         };
         (Event::CaseFinished(r), status)
     }

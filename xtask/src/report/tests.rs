@@ -4,9 +4,8 @@
 
 use super::*;
 use crate::run::events::{
-    CaseResult, Event, FailedStep, KernelInfo, OutsideCases, Problem, RerunInfo, RunInfo, Status,
+    fixtures, CaseResult, Event, KernelInfo, OutsideCases, Problem, RerunInfo, RunInfo, Status,
 };
-use daxtest_proto::case::{Expect, Observed, Outcome, Run};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,21 +16,14 @@ const PACKAGE_6_12: &str = "6.12.117-1~deb12u1";
 
 fn case(id: &str, status: Status, message: &str) -> CaseResult {
     CaseResult {
-        id: id.into(),
-        file: "scenarios/demo.toml".into(),
-        kernel: RELEASE_6_12.into(),
-        status,
-        duration: Duration::from_millis(1250),
         message: message.into(),
         problems: match status {
             Status::Pass | Status::Skip => vec![],
             _ => vec![Problem::Run { message: message.into() }],
         },
         kernel_log: vec!["[   3.100000] XFS (pmem0): Mounting V5 Filesystem".into()],
-        phases: vec![],
         seed: 42,
-        measurements: vec![],
-        vm: Some(1),
+        ..fixtures::result(id, status)
     }
 }
 
@@ -103,20 +95,7 @@ fn one_kernel(run_dir: &Path, serial: &Path) -> Vec<Event> {
         "step 3 (line 20, read): expected every byte 'b', got bytes ['c' x4096 at 0]; kernel log: [   3.2] WARNING: CPU: 0 PID: 1 at fs/dax.c:1 x",
     );
     fail.problems = vec![
-        Problem::Step(FailedStep {
-            number: 3,
-            line: 20,
-            op: "read".into(),
-            expected: Expect::outcome(Outcome::Content('b')),
-            observed: Observed::Bytes {
-                asked: 4096,
-                got: 4096,
-                runs: vec![Run { offset: 0, len: 4096, byte: b'c' }],
-                truncated: false,
-                faults: None,
-                pmd_faults: None,
-            },
-        }),
+        fixtures::read_failure(),
         Problem::KernelLine { line: "[   3.2] WARNING: CPU: 0 PID: 1 at fs/dax.c:1 x".into() },
     ];
     let mut skip =

@@ -214,6 +214,49 @@ impl CaseResult {
     }
 }
 
+/// What unit tests of the reporters and the verdict start from.
+#[cfg(test)]
+pub mod fixtures {
+    use super::*;
+    use daxtest_proto::case::{Outcome, Run};
+
+    /// A case's result on 6.12 that ran on VM 1, with nothing else to say.
+    pub fn result(id: &str, status: Status) -> CaseResult {
+        CaseResult {
+            id: id.into(),
+            file: "scenarios/demo.toml".into(),
+            kernel: "6.12.117+deb12-amd64".into(),
+            status,
+            duration: Duration::from_millis(1250),
+            message: String::new(),
+            problems: vec![],
+            kernel_log: vec![],
+            phases: vec![],
+            seed: 1,
+            measurements: vec![],
+            vm: Some(1),
+        }
+    }
+
+    /// Step 3 (line 20) read 4096 bytes of 'c' where every byte 'b' was expected.
+    pub fn read_failure() -> Problem {
+        Problem::Step(FailedStep {
+            number: 3,
+            line: 20,
+            op: "read".into(),
+            expected: Expect::outcome(Outcome::Content('b')),
+            observed: Observed::Bytes {
+                asked: 4096,
+                got: 4096,
+                runs: vec![Run { offset: 0, len: 4096, byte: b'c' }],
+                truncated: false,
+                faults: None,
+                pmd_faults: None,
+            },
+        })
+    }
+}
+
 /// Kernel messages that no case window holds (the boot, the time between two cases, the end of
 /// a VM) and that fail the run: a failure pattern, or records lost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

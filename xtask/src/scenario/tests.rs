@@ -249,18 +249,21 @@ fn mappings_serve_what_they_cover() {
     assert!(e[0].contains("race_store_clone needs a shared mapping: mapping \"m\""), "{e:?}");
 }
 
+/// A file with one case whose first step maps 8 KiB of `f` as `m` (shared), then `steps`.
+fn one_mapping_case(steps: &str) -> String {
+    format!(
+        "format = 1\nname = \"u\"\nsummary = \"s\"\n[[case]]\nid = \"c\"\nsummary = \"s\"\n\
+         steps = [\n\
+         {{ op = \"mmap\", file = \"f\", map = \"m\", offset = 0, len = 8192, \
+         kind = \"shared\" }},\n{steps}\n]\n"
+    )
+}
+
 /// A poison goes through a live mapping, one page inside it; its SIGBUS may name the siginfo,
 /// and a later use of the mapping it killed is refused.
 #[test]
 fn poison_and_siginfo_expectations() {
-    let case = |steps: &str| {
-        format!(
-            "format = 1\nname = \"u\"\nsummary = \"s\"\n[[case]]\nid = \"c\"\nsummary = \"s\"\n\
-             steps = [\n\
-             {{ op = \"mmap\", file = \"f\", map = \"m\", offset = 0, len = 8192, \
-             kind = \"shared\" }},\n{steps}\n]\n"
-        )
-    };
+    let case = one_mapping_case;
     let poison = |offset: u64, expect: &str| {
         format!("{{ op = \"poison\", map = \"m\", offset = {offset}, expect = {expect} }},")
     };
@@ -545,14 +548,7 @@ fn a_store_loop_ends_in_a_power_cut_that_counts_its_records() {
 /// read-only allows a store only where it expects SIGSEGV; mremap's len bounds later accesses.
 #[test]
 fn fork_mprotect_and_mremap_keep_track_of_the_mapping() {
-    let case = |steps: &str| {
-        format!(
-            "format = 1\nname = \"u\"\nsummary = \"s\"\n[[case]]\nid = \"c\"\nsummary = \"s\"\n\
-             steps = [\n\
-             {{ op = \"mmap\", file = \"f\", map = \"m\", offset = 0, len = 8192, \
-             kind = \"shared\" }},\n{steps}\n]\n"
-        )
-    };
+    let case = one_mapping_case;
     parse_ok(&case(
         "{ op = \"mprotect\", map = \"m\", prot = \"read\" },\n\
          { op = \"store\", map = \"m\", offset = 0, len = 1, pattern = \"b\", fork = true, \

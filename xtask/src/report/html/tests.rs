@@ -1,7 +1,7 @@
 use super::*;
 use crate::report::results::KernelEntry;
-use crate::run::events::{FailedStep, RerunInfo};
-use daxtest_proto::case::{CasePhase, Expect, Observed, Outcome, Run};
+use crate::run::events::{fixtures, RerunInfo};
+use daxtest_proto::case::CasePhase;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -113,20 +113,7 @@ fn every_case_has_a_row_and_every_failure_its_details() {
         .enumerate()
         .map(|(i, &s)| case(&format!("demo/c{i}/xfs/dax=always"), RELEASE, s, 1.0 + i as f64))
         .collect();
-    cases[1].problems = vec![Problem::Step(FailedStep {
-        number: 3,
-        line: 20,
-        op: "read".into(),
-        expected: Expect::outcome(Outcome::Content('b')),
-        observed: Observed::Bytes {
-            asked: 4096,
-            got: 4096,
-            runs: vec![Run { offset: 0, len: 4096, byte: b'c' }],
-            truncated: false,
-            faults: None,
-            pmd_faults: None,
-        },
-    })];
+    cases[1].problems = vec![fixtures::read_failure()];
     cases[1].measurements = vec!["records: 10 completed, 0 lost".into()];
     let (expected, observed) = match &cases[1].problems[0] {
         Problem::Step(s) => (s.expected.to_string(), s.observed.to_string()),

@@ -70,18 +70,9 @@ fn bytes(data: &[u8]) -> Observed {
 
 fn base() -> CaseResult {
     CaseResult {
-        id: "j/c".into(),
         file: "j.toml".into(),
-        kernel: "6.12.117+deb12-amd64".into(),
-        status: Status::Pass,
         duration: Duration::from_millis(5),
-        message: String::new(),
-        problems: vec![],
-        kernel_log: vec![],
-        phases: vec![],
-        seed: 1,
-        measurements: vec![],
-        vm: Some(1),
+        ..crate::run::events::fixtures::result("j/c", Status::Pass)
     }
 }
 
