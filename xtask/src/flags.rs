@@ -141,8 +141,8 @@ pub struct Test {
     #[arg(long, value_name = "SECS")]
     pub case_timeout: Option<u64>,
     /// Run the selected cases N times in one boot (one per --jobs lane; a fresh VM after a crash
-    /// or hang); run k > 1
-    /// of a case uses a seed derived from its own and k, unless --seed fixes it.
+    /// or hang); run k > 1 of a case uses a seed derived from its own and k, unless --seed fixes
+    /// it.
     #[arg(long, value_name = "N")]
     pub repeat: Option<u32>,
     /// Stop at the first failing run (with --repeat N: at most N runs, else 1000).
