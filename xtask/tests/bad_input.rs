@@ -251,11 +251,27 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
         "11:3",
         "op read cannot observe faults: only store and load count them",
     ),
-    // O_DIRECT wants aligned offsets and lengths.
+    // O_DIRECT wants offsets and lengths aligned to the logical block (buffered I/O does not);
+    // the op says which it is; a read cannot fill a read-only mapping.
     (
-        "direct-io-unaligned.toml",
-        "17:3",
-        "direct_io map_offset = 512: O_DIRECT wants every offset and length a multiple of 4096",
+        "mapped-buffer-io-unaligned.toml",
+        "19:3",
+        "mapped_buffer_io map_offset = 256, len = 1000 with direct = true: O_DIRECT wants every \
+         offset and length a multiple of the device's 512-byte logical block (the kernel refuses \
+         others with EINVAL): round them, or say direct = false",
+    ),
+    (
+        "mapped-buffer-io-without-direct.toml",
+        "14:3",
+        "step op = \"mapped_buffer_io\": missing field `direct`: say direct = true (O_DIRECT) or \
+         direct = false (buffered, through the page cache or DAX)",
+    ),
+    (
+        "mapped-buffer-io-read-into-read-only.toml",
+        "15:3",
+        "mapped_buffer_io direction = \"read\" fills mapping \"m\", made read-only by the \
+         mprotect at line 14: the kernel can only refuse it; expect { errno = \"EFAULT\" }, or \
+         make the mapping writable (mmap prot = \"read_write\")",
     ),
     // A poison is of whole pages; a siginfo goes with a SIGBUS.
     (

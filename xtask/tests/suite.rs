@@ -113,7 +113,7 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
         (
             "wrong/direct-io/xfs/dax=always",
             "fail",
-            "step 4 (line 177, direct_io): expected error EFAULT, got success",
+            "step 4 (line 177, mapped_buffer_io): expected error EFAULT, got success",
         ),
         // Issue 13: exec, a read-only remount, a read-only mapping, ext4's journal flag.
         (
@@ -129,7 +129,7 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
         (
             "wrong/o-direct-read-into-a-read-only-mapping/xfs/dax=always",
             "fail",
-            "step 5 (line 205, direct_io): expected success, got error EFAULT",
+            "step 5 (line 205, mapped_buffer_io): expected error EINVAL, got error EFAULT",
         ),
         (
             "wrong/journal-flag-on-a-dax-file/ext4/dax=always",
@@ -192,6 +192,13 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
             "fail",
             "step 4 (line 325, store): expected killed by SIGSEGV with si_code SEGV_MAPERR, got \
              killed by SIGSEGV (SEGV_ACCERR, at offset 4096)",
+        ),
+        // generic/413: a buffered read(2) into a DAX mapping changes the DAX file.
+        (
+            "wrong/buffered-read-into-a-dax-mapping/xfs/dax=inode",
+            "fail",
+            "step 8 (line 342, read): expected every byte 'a', got bytes ['a' x1000 at 0, 'p' \
+             x1000 at 1000, 'a' x2096 at 2000]",
         ),
         (
             "wrong/xfail-symptom/xfs/dax=always",

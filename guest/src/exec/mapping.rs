@@ -51,13 +51,15 @@ enum Request {
     Poison {
         offset: usize,
     },
-    /// O_DIRECT I/O between a file and the mapping, by the holder (whose pages are pinned).
-    DirectIo {
+    /// read(2)/write(2) of a file whose buffer is the mapping, by the holder (with O_DIRECT:
+    /// whose pages are pinned).
+    MappedBufferIo {
         offset: usize,
         len: usize,
         path: PathBuf,
         file_offset: u64,
         write: bool,
+        direct: bool,
     },
     /// race_store_clone, run where the mapping lives.
     RaceStoreClone {
@@ -167,20 +169,21 @@ impl Holder {
         self.ask(&Request::Poison { offset: offset as usize })
     }
 
-    pub fn direct_io(
+    pub fn mapped_buffer_io(
         &mut self,
-        offset: u64,
-        len: u64,
+        (offset, len): (u64, u64),
         path: &Path,
         file_offset: u64,
         write: bool,
+        direct: bool,
     ) -> Observed {
-        self.ask(&Request::DirectIo {
+        self.ask(&Request::MappedBufferIo {
             offset: offset as usize,
             len: len as usize,
             path: path.to_path_buf(),
             file_offset,
             write,
+            direct,
         })
     }
 
@@ -397,12 +400,12 @@ fn serve(
             },
             Request::Msync => super::done(sys::msync(&map)),
             Request::Poison { offset } => super::done(sys::hwpoison(&map, offset)),
-            Request::DirectIo { offset, len, path, file_offset, write } => {
-                match sys::direct_io(&map, offset, len, &path, file_offset, write) {
+            Request::MappedBufferIo { offset, len, path, file_offset, write, direct } => {
+                match sys::mapped_buffer_io(&map, offset, len, &path, file_offset, write, direct) {
                     Ok(()) => Observed::Ok,
                     // The scenario asked for bytes the file does not have: not the kernel's doing.
                     Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Observed::Error(
-                        format!("direct_io: {} ended before {len} bytes", path.display()),
+                        format!("mapped_buffer_io: {} ended before {len} bytes", path.display()),
                     ),
                     Err(e) => super::errno(&e),
                 }

@@ -323,10 +323,12 @@ impl<'a> Executor<'a> {
                 None => Observed::Error(format!("no mapping {map:?}")),
             },
             Op::Msync { map } => self.with_map(map, |h| h.msync()),
-            Op::DirectIo { map, map_offset, file, offset, len, direction } => {
+            Op::MappedBufferIo { map, map_offset, file, offset, len, direction, direct } => {
                 let path = self.path(file);
                 let write = *direction == daxtest_proto::case::IoDirection::Write;
-                self.with_map(map, |h| h.direct_io(*map_offset, *len, &path, *offset, write))
+                self.with_map(map, |h| {
+                    h.mapped_buffer_io((*map_offset, *len), &path, *offset, write, *direct)
+                })
             }
             Op::Store { map, offset, len, pattern, fork } => {
                 self.with_map(map, |h| h.store(*offset, *len, *pattern as u8, *fork))

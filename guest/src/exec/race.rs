@@ -376,7 +376,7 @@ pub fn direct_io_remove(
             if let Err(e) = removed {
                 problems.push(format!("thread {thread} round {r}: {remove:?}: {e}"));
             }
-            match sys::direct_io(map, 0, map.len, source, 0, false) {
+            match sys::mapped_buffer_io(map, 0, map.len, source, 0, false, true) {
                 Err(e) if remove.keeps_size() => {
                     problems.push(format!("thread {thread} round {r}: O_DIRECT read: {e}"))
                 }

@@ -477,24 +477,27 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut li
     }
 }
 
-/// O_DIRECT I/O between `path` and `len` bytes at `offset` of the mapping, in this process: the
-/// kernel pins the mapping's pages for the transfer (DAX pages, for a mapping of a DAX file).
-/// `write`: from the mapping into the file at `file_offset`; otherwise from the file into the
-/// mapping. Loops over short transfers; a file that ends first is an error of its own kind.
-pub fn direct_io(
+/// read(2) or write(2) of `path` whose buffer is `len` bytes at `offset` of the mapping, in this
+/// process. `direct`: the file is opened O_DIRECT, and for a page-cache file the kernel pins the
+/// mapping's pages for the bio (DAX pages, for a mapping of a DAX file); otherwise it copies
+/// through the mapping. `write`: from the mapping into the file at `file_offset`; otherwise from
+/// the file into the mapping. Loops over short transfers; a file that ends first is an error of
+/// its own kind.
+pub fn mapped_buffer_io(
     m: &Mapping,
     offset: usize,
     len: usize,
     path: &std::path::Path,
     file_offset: u64,
     write: bool,
+    direct: bool,
 ) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     within(m, offset, len)?;
     let file = std::fs::OpenOptions::new()
         .read(!write)
         .write(write)
-        .custom_flags(libc::O_DIRECT)
+        .custom_flags(if direct { libc::O_DIRECT } else { 0 })
         .open(path)?;
     let mut done = 0usize;
     while done < len {

@@ -37,7 +37,7 @@ pub enum InodeFlag {
     JournalData,
 }
 
-/// Which way a `direct_io` step moves the bytes.
+/// Which way a `mapped_buffer_io` step moves the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IoDirection {
@@ -213,18 +213,21 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         len: Option<u64>,
     },
-    /// O_DIRECT I/O between `file` and mapping `map`, done by the process that holds the
-    /// mapping: `read` preads `len` bytes of the file at `offset` into the mapping at
-    /// `map_offset`, `write` pwrites them from there. The kernel pins the mapping's pages
-    /// (get_user_pages): DAX pages, when the mapping is of a DAX file. Offsets and `len` are
-    /// multiples of 4096, as O_DIRECT wants.
-    DirectIo {
+    /// read(2) or write(2) of `file` whose buffer is mapping `map` (fstests generic/413), done
+    /// by the process that holds the mapping: `read` preads `len` bytes of the file at `offset`
+    /// into the mapping at `map_offset`, `write` pwrites them from there. With `direct` the file
+    /// is opened O_DIRECT and, for a page-cache file, the kernel pins the mapping's pages for
+    /// the bio (get_user_pages: DAX pages when the mapping is of a DAX file), so offsets and
+    /// `len` are multiples of the device's 512-byte logical block; without it the kernel copies
+    /// through the mapping (copy_from_user / copy_to_user), faulting it in as it goes.
+    MappedBufferIo {
         map: String,
         map_offset: u64,
         file: String,
         offset: u64,
         len: u64,
         direction: IoDirection,
+        direct: bool,
     },
     /// madvise(MADV_HWPOISON) on the page at `offset` of mapping `map`, by the process that holds
     /// it: the kernel handles a (simulated) memory failure of the DAX page behind it

@@ -402,12 +402,13 @@ impl Gen {
                 );
                 return;
             }
-            Op::DirectIo { .. } | Op::RaceDirectIoRemove { .. } => {
+            Op::MappedBufferIo { .. } | Op::RaceDirectIoRemove { .. } => {
                 self.unsupported(
                     n,
                     step,
-                    "O_DIRECT I/O whose buffer is another file's mapping: xfs_io's buffers are its \
-                     own memory",
+                    "read(2) or write(2), O_DIRECT or buffered, whose buffer is another file's \
+                     mapping: xfs_io's pread and pwrite use buffers of its own memory, never a \
+                     region its mmap command mapped",
                 );
                 return;
             }

@@ -346,8 +346,18 @@ type StepDef = (Op, Vec<ExpectDef>);
 fn parse_step(mut table: toml::Table) -> Result<StepDef, String> {
     let expect = table.remove("expect");
     let op_name = table.get("op").and_then(|v| v.as_str()).unwrap_or("?").to_string();
-    let op = Op::deserialize(toml::Value::Table(table))
-        .map_err(|e| format!("step op = {op_name:?}: {}", e.message().trim()))?;
+    let op = Op::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let message = e.message().trim();
+        // O_DIRECT or not is what a mapped_buffer_io step is about: never a silent default.
+        let fix = match message {
+            "missing field `direct`" => {
+                ": say direct = true (O_DIRECT) or direct = false (buffered, through the page \
+                 cache or DAX)"
+            }
+            _ => "",
+        };
+        format!("step op = {op_name:?}: {message}{fix}")
+    })?;
     let defs: Vec<ExpectDef> = match expect {
         None => vec![ExpectDef { ok: Some(true), ..empty_expect() }],
         Some(v @ toml::Value::Table(_)) => {

@@ -12,9 +12,12 @@ use daxtest_proto::case::Op;
 /// under 200 MiB; the catalogue's largest I/O is 16 MiB (a swap file).
 pub const MAX_IO: u64 = 64 << 20;
 
-/// What O_DIRECT wants offsets and lengths to be multiples of: the page and logical block size
-/// of the guest's pmem devices.
-const DIRECT_IO_ALIGN: u64 = 4096;
+/// What O_DIRECT wants file offsets, lengths and buffer addresses to be multiples of: the
+/// logical block size of the guest's pmem devices (512, /sys/block/pmem0/queue/logical_block_size;
+/// dma_alignment 511). fs/xfs/xfs_file.c xfs_file_dio_write (bt_logical_sectormask) and
+/// fs/iomap/direct-io.c iomap_dio_bio_iter (bdev_logical_block_size, bdev_iter_is_aligned)
+/// refuse others with EINVAL; a mapping starts page-aligned, so map_offset decides the address.
+const DIRECT_IO_ALIGN: u64 = 512;
 
 /// The largest file offset (off_t): the agent passes offsets to the kernel as i64, so a larger
 /// one would arrive negative and test something else than the step says.
@@ -53,7 +56,7 @@ pub fn problems(op: &Op) -> Vec<String> {
             ));
         }
     }
-    if let Op::DirectIo { map_offset, offset, len, .. } = op {
+    if let Op::MappedBufferIo { map_offset, offset, len, direct: true, .. } = op {
         let odd: Vec<String> = [("map_offset", map_offset), ("offset", offset), ("len", len)]
             .iter()
             .filter(|(_, v)| **v % DIRECT_IO_ALIGN != 0)
@@ -61,8 +64,9 @@ pub fn problems(op: &Op) -> Vec<String> {
             .collect();
         if !odd.is_empty() {
             out.push(format!(
-                "direct_io {}: O_DIRECT wants every offset and length a multiple of \
-                 {DIRECT_IO_ALIGN} (the kernel refuses others with EINVAL): round them",
+                "mapped_buffer_io {} with direct = true: O_DIRECT wants every offset and \
+                 length a multiple of the device's {DIRECT_IO_ALIGN}-byte logical block (the \
+                 kernel refuses others with EINVAL): round them, or say direct = false",
                 odd.join(", ")
             ));
         }
@@ -118,7 +122,7 @@ pub fn op_paths(op: &Op) -> Vec<(&'static str, &str)> {
         | Op::RaceToggleWrite { file, .. }
         | Op::RaceStoreClone { file, .. }
         | Op::RaceDirectIoRemove { file, .. }
-        | Op::DirectIo { file, .. } => vec![("file", file)],
+        | Op::MappedBufferIo { file, .. } => vec![("file", file)],
         Op::Mkdir { dir } => vec![("dir", dir)],
         Op::Clone { src, dst } | Op::CloneRange { src, dst, .. } => {
             vec![("src", src), ("dst", dst)]
@@ -177,7 +181,7 @@ fn io_len(op: &Op) -> Option<u64> {
         | Op::Read { len, .. }
         | Op::Store { len, .. }
         | Op::Load { len, .. }
-        | Op::DirectIo { len, .. } => Some(*len),
+        | Op::MappedBufferIo { len, .. } => Some(*len),
         _ => None,
     }
 }
@@ -192,7 +196,7 @@ fn file_ranges(op: &Op) -> Vec<(String, Option<u64>)> {
         | Op::Read { offset, len, .. }
         | Op::Fallocate { offset, len, .. }
         | Op::Mmap { offset, len, .. }
-        | Op::DirectIo { offset, len, .. } => vec![range("offset", *offset, *len)],
+        | Op::MappedBufferIo { offset, len, .. } => vec![range("offset", *offset, *len)],
         Op::CloneRange { src_offset, len, dst_offset, .. } => {
             vec![range("src_offset", *src_offset, *len), range("dst_offset", *dst_offset, *len)]
         }

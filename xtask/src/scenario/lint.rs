@@ -4,7 +4,7 @@
 
 use super::limits::POISON_LEN;
 use crate::version::Constraint;
-use daxtest_proto::case::{Expect, Fs, MapKind, Op, Outcome, Prot, RACE_SLOT, RECORD};
+use daxtest_proto::case::{Expect, Fs, IoDirection, MapKind, Op, Outcome, Prot, RACE_SLOT, RECORD};
 use daxtest_proto::errno;
 use std::collections::{HashMap, HashSet};
 
@@ -299,9 +299,26 @@ impl Usage {
             Op::Msync { map } => {
                 need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors)
             }
-            Op::DirectIo { map, map_offset, len, .. } => {
+            Op::MappedBufferIo { map, map_offset, len, direction, .. } => {
                 need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
                 errors.extend(self.past_the_end(op, map, "map_offset", *map_offset, *len));
+                // A read stores into the buffer: the kernel's copy or pin for writing needs a
+                // writable VMA (mm/gup.c check_vma_flags; copy_to_user faults), else EFAULT
+                // (fstests generic/462).
+                let succeeds = expect.iter().any(|(_, e)| matches!(e.outcome, Outcome::Ok));
+                let read_only = self.maps.get(map).and_then(|m| match m.prot {
+                    Prot::Read => Some(format!("mmapped read-only at line {}", m.line)),
+                    Prot::ReadWrite => m
+                        .read_only_since
+                        .map(|at| format!("made read-only by the mprotect at line {at}")),
+                });
+                if let (IoDirection::Read, true, Some(why)) = (direction, succeeds, read_only) {
+                    errors.push(format!(
+                        "mapped_buffer_io direction = \"read\" fills mapping {map:?}, {why}: \
+                         the kernel can only refuse it; expect {{ errno = \"EFAULT\" }}, or make \
+                         the mapping writable (mmap prot = \"read_write\")"
+                    ));
+                }
             }
             Op::RaceStoreClone { map, .. } => {
                 need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);

@@ -230,6 +230,26 @@ fn what_cannot_be_expressed_is_said_loudly() {
     assert!(why[1].contains("mremap -f takes an address"), "{why:?}");
     assert!(why[2].contains("xfs_io has no fork"), "{why:?}");
     assert_parses(&out.text);
+    // read(2) or write(2) whose buffer is a mapping, O_DIRECT or buffered: xfs_io's pread and
+    // pwrite use buffers of their own.
+    let io = |direct| Op::MappedBufferIo {
+        map: f("m"),
+        map_offset: 0,
+        file: f("g"),
+        offset: 0,
+        len: 1024,
+        direction: daxtest_proto::case::IoDirection::Write,
+        direct,
+    };
+    let out = script(&spec(vec![
+        (mmap("m", 4096, MapKind::Shared), ok()),
+        (io(true), ok()),
+        (io(false), ok()),
+    ]));
+    let why: Vec<&str> = out.unsupported.iter().map(String::as_str).collect();
+    assert_eq!(why.len(), 2, "{why:?}");
+    assert!(why.iter().all(|w| w.contains("O_DIRECT or buffered")), "{why:?}");
+    assert_parses(&out.text);
 }
 
 #[test]
