@@ -36,8 +36,17 @@ pub fn judge(
     let (status, problems) = verdict(problems, xfail);
     r.status = status;
     r.message = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
-    if let (Status::Xfail, Some(x)) = (status, xfail) {
-        r.message = format!("known bug: {} ({}): {}", x.reason, x.link, r.message);
+    match (status, xfail) {
+        (Status::Xfail, Some(x)) => {
+            r.message = format!("known bug: {} ({}): {}", x.reason, x.link, r.message)
+        }
+        (Status::Pass, Some(x)) => {
+            r.message = format!(
+                "the known bug did not show this time (it needs a lost race): {} ({})",
+                x.reason, x.link
+            )
+        }
+        _ => {}
     }
     r.problems = problems;
     r
@@ -114,6 +123,7 @@ fn verdict(mut problems: Vec<Problem>, xfail: Option<&Xfail>) -> (Status, Vec<Pr
         _ if problems.iter().any(Problem::is_error) => Status::Error,
         None if problems.is_empty() => Status::Pass,
         None => Status::Fail,
+        Some(x) if problems.is_empty() && x.intermittent => Status::Pass,
         Some(x) if problems.is_empty() => {
             problems
                 .push(Problem::UnexpectedPass { reason: x.reason.clone(), link: x.link.clone() });

@@ -176,6 +176,9 @@ pub(super) struct XfailDef {
     pub(super) signal: Option<String>,
     /// A regular expression: over the failing step's observation, or over the kernel-log line.
     pub(super) message: Option<String>,
+    /// The bug shows only when a race is lost: a pass is no sign of a fix.
+    #[serde(default)]
+    pub(super) intermittent: bool,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

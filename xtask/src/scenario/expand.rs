@@ -211,6 +211,7 @@ fn expand_case(
                         reason: x.reason.clone(),
                         link: x.link.clone(),
                         symptom,
+                        intermittent: x.intermittent,
                     });
                 }
             }

@@ -58,6 +58,9 @@ pub struct Xfail {
     pub reason: String,
     pub link: String,
     pub symptom: Symptom,
+    /// The bug shows only when a race is lost: the case may pass on an affected kernel, and a
+    /// pass is then a pass (saying the bug did not show), not an unexpected one.
+    pub intermittent: bool,
 }
 
 /// How a known bug shows: a step's errno or signal, or a message (a step's observation or a

@@ -314,6 +314,7 @@ fn kernel_log_rules_and_xfail_reach_the_script() {
             step: None,
             what: crate::scenario::SymptomKind::Message("WARNING".into()),
         },
+        intermittent: false,
     };
     let out = generate(&Input {
         spec: &s,

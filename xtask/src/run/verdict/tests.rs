@@ -186,6 +186,25 @@ fn a_known_bug_turns_its_symptom_into_xfail_and_a_pass_into_a_failure() {
     assert_eq!(judged(NEW, &report(bytes(&[b'b'; 4096]))).status, Status::Fail);
 }
 
+/// A bug that needs a lost race may not show: a pass is a pass that says so, and the symptom is
+/// still an xfail, anything else a failure.
+#[test]
+fn an_intermittent_known_bug_lets_a_pass_pass() {
+    let (case, spec, xfail) = setup(OLD);
+    let xfail = xfail.map(|x| Xfail { intermittent: true, ..x });
+    let judge_it = |r: &CaseReport| judge(&case, &spec, xfail.as_ref(), r, base());
+    let r = judge_it(&report(bytes(&[b'a'; 4096])));
+    assert_eq!(r.status, Status::Pass);
+    assert_eq!(
+        r.message,
+        "the known bug did not show this time (it needs a lost race): bug X \
+         (https://example.org/bug)"
+    );
+    assert!(r.problems.is_empty());
+    assert_eq!(judge_it(&report(bytes(&[b'b'; 4096]))).status, Status::Xfail);
+    assert_eq!(judge_it(&report(bytes(&[b'c'; 4096]))).status, Status::Fail);
+}
+
 /// An xfail covers its symptom and nothing else: another observation of the same step, another
 /// step, a kernel warning or a taint change in an xfail case is a failure.
 #[test]
