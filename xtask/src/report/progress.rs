@@ -277,6 +277,7 @@ mod tests {
             phases: vec![],
             seed: 1,
             measurements: vec![],
+            profiles: vec![],
             vm: Some(1),
         };
         (Event::CaseFinished(r), status)

@@ -31,6 +31,7 @@ fn case(id: &str, status: Status, message: &str) -> CaseResult {
         phases: vec![],
         seed: 42,
         measurements: vec![],
+        profiles: vec![],
         vm: Some(1),
     }
 }

@@ -81,6 +81,7 @@ fn base() -> CaseResult {
         phases: vec![],
         seed: 1,
         measurements: vec![],
+        profiles: vec![],
         vm: Some(1),
     }
 }
