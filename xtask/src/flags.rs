@@ -315,6 +315,17 @@ pub enum BenchWhat {
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         jobs: u16,
     },
+    /// What a page fault costs: the first store to every page (4 KiB) or PMD (2 MiB) of a
+    /// mapping, timed in the process that holds it, by file layout (written, unwritten, sparse,
+    /// reflinked), mapping (MAP_SHARED or MAP_SYNC with DAX, MAP_SHARED without) and filesystem,
+    /// as generated `store_profile` cases on one VM. Prints a table (p50, p99, max, total, ratios
+    /// against written + MAP_SHARED with DAX, faults by size, log forces or journal commits) and
+    /// writes RUN_DIR/faults/ (table, raw samples as JSON, latency CDFs as SVG, shown by
+    /// report.html). `--kernel` more than once: the grid on each.
+    Faults {
+        #[command(flatten)]
+        vm: Vm,
+    },
     /// Scenario validation time: generated files of each size, loaded and validated as `check`
     /// does; cases per CPU second at each size and the per-case cost against the smallest (a
     /// linear check keeps it near 1). Boots nothing.

@@ -197,6 +197,31 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
         "store through mapping \"m\", mmapped read-only at line 11: the store can only be \
          refused (SIGSEGV); mmap it with prot = \"read_write\", or write the file with a write step",
     ),
+    // store_profile (issue 16): whole strides of whole pages, inside the mapping, never judged.
+    (
+        "profile-stride-not-pages.toml",
+        "12:3",
+        "store_profile stride = 1000: one first store per stride, so a stride is whole pages: \
+         4096 (a sample per 4 KiB page) or 2097152",
+    ),
+    (
+        "profile-len-not-strides.toml",
+        "12:3",
+        "store_profile len = 10000: the range is a whole number of strides (4096 bytes each), one \
+         sample each: write 8192",
+    ),
+    (
+        "profile-past-mapping.toml",
+        "12:3",
+        "store_profile offset 0 + len 2097152 runs past the end of mapping \"m\" (1048576 bytes, \
+         mmapped at line 11)",
+    ),
+    (
+        "profile-judges-faults.toml",
+        "12:3",
+        "store_profile measures its faults and records them, never judges them: leave faults and \
+         pmd_faults out",
+    ),
     // mprotect and mremap (issue 13): a mapping that exists, a length, what mprotect allows.
     (
         "mremap-unknown-map.toml",

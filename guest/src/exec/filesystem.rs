@@ -212,6 +212,53 @@ pub fn fsck(spec: &daxtest_proto::case::CaseSpec) -> Option<String> {
     }
 }
 
+/// The filesystem's own counter of metadata made durable, as (what it counts, its value now):
+/// XFS's log forces (/sys/fs/xfs/DEV/stats/stats, the fourth number of its `log` line:
+/// xs_log_force, fs/xfs/xfs_stats.c, counted by xfs_log_force and xfs_log_force_seq), ext4's
+/// journal commits (/proc/fs/jbd2/DEV-INO/info, its first number: the transactions jbd2 has
+/// committed).
+pub fn metadata_counter(fs: Fs, device: &str) -> Result<(&'static str, u64), String> {
+    let dev = Path::new(device).file_name().map(|d| d.to_string_lossy().into_owned());
+    let dev = dev.ok_or_else(|| format!("no device name in {device:?}"))?;
+    match fs {
+        Fs::Xfs => {
+            let path = format!("/sys/fs/xfs/{dev}/stats/stats");
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+            xfs_log_forces(&text)
+                .map(|n| ("xfs log forces", n))
+                .ok_or_else(|| format!("{path}: no `log` line with five numbers"))
+        }
+        Fs::Ext4 => {
+            let dir =
+                std::fs::read_dir("/proc/fs/jbd2").map_err(|e| format!("/proc/fs/jbd2: {e}"))?;
+            let journal = dir
+                .filter_map(Result::ok)
+                .find(|e| e.file_name().to_string_lossy().starts_with(&format!("{dev}-")))
+                .ok_or_else(|| format!("/proc/fs/jbd2 has no journal of {dev}"))?;
+            let path = journal.path().join("info");
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            jbd2_transactions(&text)
+                .map(|n| ("jbd2 commits", n))
+                .ok_or_else(|| format!("{}: no `N transactions` line", path.display()))
+        }
+    }
+}
+
+/// xs_log_force from XFS's stats: `log writes blocks noiclogs force force_sleep`.
+fn xfs_log_forces(stats: &str) -> Option<u64> {
+    let line = stats.lines().find(|l| l.starts_with("log "))?;
+    line.split_whitespace().nth(4)?.parse().ok()
+}
+
+/// The first line of jbd2's info: `N transactions (M requested), each up to B blocks`.
+fn jbd2_transactions(info: &str) -> Option<u64> {
+    let first = info.lines().next()?;
+    let (n, rest) = first.split_once(' ')?;
+    rest.starts_with("transactions").then_some(())?;
+    n.parse().ok()
+}
+
 /// syncfs, then drop clean caches, so that the next access looks the inode up again.
 pub fn evict(mnt: &Path) -> std::io::Result<()> {
     let d = File::open(mnt)?;
@@ -309,4 +356,19 @@ fn mount_options(dir: &Path) -> Option<String> {
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .rfind(|f| f.len() > 3 && f[1] == dir)
         .map(|f| f[3].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_counters_are_read_from_the_filesystems_own_files() {
+        let stats = "extent_alloc 2 16 2 16\nlog 37 296 0 12 3\npush_ail 40 0 0 0 0 0 0 0 0 0\n";
+        assert_eq!(xfs_log_forces(stats), Some(12));
+        assert_eq!(xfs_log_forces("logx 1 2 3 4 5\n"), None);
+        let info = "5 transactions (3 requested), each up to 8192 blocks\naverage: \n";
+        assert_eq!(jbd2_transactions(info), Some(5));
+        assert_eq!(jbd2_transactions("garbage\n"), None);
+    }
 }

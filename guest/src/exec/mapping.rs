@@ -16,7 +16,9 @@
 //! that child alone.
 
 use super::sys;
-use daxtest_proto::case::{runs_into, MapKind, Observed, Prot, Removal, Run, SigInfo, MAX_RUNS};
+use daxtest_proto::case::{
+    runs_into, FaultProfile, MapKind, Observed, Prot, Removal, Run, SigInfo, MAX_RUNS,
+};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
@@ -39,6 +41,13 @@ enum Request {
         fork: bool,
     },
     Msync,
+    /// store_profile: the first store to every `stride` bytes, each timed.
+    StoreProfile {
+        offset: usize,
+        len: usize,
+        stride: usize,
+        byte: u8,
+    },
     /// mprotect of the whole mapping: PROT_READ, with PROT_WRITE when `write`.
     Mprotect {
         write: bool,
@@ -151,6 +160,17 @@ impl Holder {
 
     pub fn load(&mut self, offset: u64, len: u64, fork: bool) -> Observed {
         self.ask(&Request::Load { offset: offset as usize, len: len as usize, fork })
+    }
+
+    /// The first stores' times and the faults the holder took over them (the agent adds what
+    /// the kernel's tracepoints and counters say).
+    pub fn store_profile(&mut self, offset: u64, len: u64, stride: u64, byte: u8) -> Observed {
+        self.ask(&Request::StoreProfile {
+            offset: offset as usize,
+            len: len as usize,
+            stride: stride as usize,
+            byte,
+        })
     }
 
     pub fn mprotect(&mut self, write: bool) -> Observed {
@@ -383,6 +403,9 @@ fn serve(
                     false => load(&mut runs),
                 }
             }
+            Request::StoreProfile { offset, len, stride, byte } => {
+                store_profile(&map, offset, len, stride, byte)
+            }
             Request::Mprotect { write } => {
                 let prot = match write {
                     true => libc::PROT_READ | libc::PROT_WRITE,
@@ -438,6 +461,37 @@ fn serve(
         sys::set_idle(true);
     }
     Ok(())
+}
+
+/// store_profile in the holder: the samples are written once before the loop (a fresh vector's
+/// pages would otherwise fault during it, counted as the mapping's).
+fn store_profile(
+    map: &sys::Mapping,
+    offset: usize,
+    len: usize,
+    stride: usize,
+    byte: u8,
+) -> Observed {
+    if stride == 0 || !len.is_multiple_of(stride) {
+        return Observed::Error(format!(
+            "store_profile: len {len} is not a multiple of stride {stride}"
+        ));
+    }
+    let mut samples = vec![u64::MAX; len / stride];
+    let before = sys::faults();
+    match sys::store_profile(map, offset, stride, byte, &mut samples) {
+        Ok(clock_ns) => Observed::Profile(FaultProfile {
+            stride: stride as u64,
+            samples_ns: samples,
+            clock_ns,
+            faults: sys::faults() - before,
+            pte_faults: 0,
+            pmd_faults: 0,
+            pmd_fallbacks: 0,
+            metadata: None,
+        }),
+        Err(e) => Observed::Error(format!("store_profile: {e}")),
+    }
 }
 
 /// Runs `access` in a child forked for it: the child inherits the mapping (fork copies page-table
@@ -532,6 +586,7 @@ fn warm_up() {
         let before = sys::faults();
         let _ = sys::store(&scratch, 0, 4096, b'w');
         let _ = sys::load_runs(&scratch, 0, 4096, &mut runs);
+        let _ = sys::store_profile(&scratch, 0, 4096, b'w', &mut [0; 2]);
         let _ = sys::faults() - before;
         runs.clear();
         let _ = runs_into(0, b"w", &mut runs);

@@ -323,6 +323,9 @@ impl<'a> Executor<'a> {
                 None => Observed::Error(format!("no mapping {map:?}")),
             },
             Op::Msync { map } => self.with_map(map, |h| h.msync()),
+            Op::StoreProfile { map, offset, len, stride, pattern } => {
+                self.store_profile(map, *offset, *len, *stride, *pattern as u8)
+            }
             Op::MappedBufferIo { map, map_offset, file, offset, len, direction, direct } => {
                 let path = self.path(file);
                 let write = *direction == daxtest_proto::case::IoDirection::Write;
@@ -433,6 +436,45 @@ impl<'a> Executor<'a> {
                 self.step
             );
             self.maps.insert(name.to_string(), Map::Gone(why));
+        }
+        observed
+    }
+
+    /// A store_profile through a live mapping, with the faults by size from the fs_dax
+    /// tracepoints and the filesystem's metadata counter read before and after.
+    fn store_profile(
+        &mut self,
+        map: &str,
+        offset: u64,
+        len: u64,
+        stride: u64,
+        byte: u8,
+    ) -> Observed {
+        let (fs, device) = (self.spec.fs, self.spec.device.clone());
+        let trace = match trace::PmdTrace::start_sizes() {
+            Ok(t) => t,
+            Err(e) => return Observed::Error(e),
+        };
+        let before = match filesystem::metadata_counter(fs, &device) {
+            Ok(c) => c,
+            Err(e) => return Observed::Error(e),
+        };
+        let mut observed = self.with_map(map, |h| h.store_profile(offset, len, stride, byte));
+        let after = filesystem::metadata_counter(fs, &device);
+        let sizes = trace.sizes();
+        if let Observed::Profile(p) = &mut observed {
+            match (after, sizes) {
+                (Ok((counter, after)), Ok(sizes)) => {
+                    p.pte_faults = sizes.pte;
+                    p.pmd_faults = sizes.pmd;
+                    p.pmd_fallbacks = sizes.pmd_fallbacks;
+                    p.metadata = Some(daxtest_proto::case::MetadataWork {
+                        counter: counter.to_string(),
+                        count: after.saturating_sub(before.1),
+                    });
+                }
+                (Err(e), _) | (_, Err(e)) => return Observed::Error(e),
+            }
         }
         observed
     }

@@ -343,6 +343,48 @@ pub fn store(m: &Mapping, offset: usize, len: usize, byte: u8) -> io::Result<()>
     Ok(())
 }
 
+/// Times the first store to every `stride` bytes of [offset, offset + len) of the mapping, in
+/// this process: CLOCK_MONOTONIC read right before and right after a volatile one-byte store of
+/// `byte`, sample i into `samples[i]` (which the caller has written already, so that recording a
+/// sample takes no fault of its own). Returns the median of 63 empty clock pairs, what each
+/// sample includes besides the store. A SIGBUS kills the process, as with [`store`].
+pub fn store_profile(
+    m: &Mapping,
+    offset: usize,
+    stride: usize,
+    byte: u8,
+    samples: &mut [u64],
+) -> io::Result<u64> {
+    if stride == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "stride 0"));
+    }
+    within(m, offset, samples.len() * stride)?;
+    let mut pairs = [0u64; 63];
+    for p in pairs.iter_mut() {
+        let t = monotonic_ns();
+        *p = monotonic_ns() - t;
+    }
+    pairs.sort_unstable();
+    for (i, sample) in samples.iter_mut().enumerate() {
+        let at = (m.addr + offset + i * stride) as *mut u8;
+        let t = monotonic_ns();
+        // SAFETY: inside the live mapping (`within` above); volatile, so that the store is made
+        // here, between the two clock reads, and not merged with or moved past them.
+        unsafe { std::ptr::write_volatile(at, byte) };
+        *sample = monotonic_ns() - t;
+    }
+    Ok(pairs[pairs.len() / 2])
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+fn monotonic_ns() -> u64 {
+    // SAFETY: an all-zero timespec is valid for clock_gettime to overwrite.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock and pointer: clock_gettime cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// madvise(MADV_HWPOISON) on the page at `offset` of the mapping, in this process: the kernel
 /// takes the page behind it as failed (mm/madvise.c madvise_inject_error, then memory_failure
 /// with MF_ACTION_REQUIRED) and may send this process a SIGBUS before the call returns.

@@ -12,10 +12,12 @@ mod report;
 
 pub use expect::{Cmp, Count, Expect, Outcome, Shared};
 pub use observed::{
-    runs, runs_into, Extent, Observed, Records, Run, SigInfo, FIEMAP_EXTENT_SHARED, MAX_RUNS,
+    runs, runs_into, Extent, FaultProfile, MetadataWork, Observed, Records, Run, SigInfo,
+    FIEMAP_EXTENT_SHARED, MAX_RUNS,
 };
 pub use op::{
-    FallocMode, InodeFlag, IoDirection, MapKind, Op, Prot, Removal, RACE_SLOT, RECORD, RECORD_MARK,
+    FallocMode, InodeFlag, IoDirection, MapKind, Op, Prot, Removal, MAX_PROFILE_SAMPLES, RACE_SLOT,
+    RECORD, RECORD_MARK,
 };
 pub use report::{CasePhase, CaseReport, StepReport};
 

@@ -113,6 +113,9 @@ pub enum Observed {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         records: Option<Records>,
     },
+    /// A `store_profile`'s figures: measured, never judged (success is all it can be expected
+    /// to show).
+    Profile(FaultProfile),
     /// daxtest could not do the step (a mapping whose process is gone, a helper that failed, a
     /// race that never raced): says nothing about the kernel, so the case is an error.
     Error(String),
@@ -145,6 +148,73 @@ impl Observed {
     pub fn set_pmd_faults(&mut self, n: u64) {
         if let Observed::Stored { pmd_faults, .. } | Observed::Bytes { pmd_faults, .. } = self {
             *pmd_faults = Some(n);
+        }
+    }
+}
+
+/// What the first stores of a `store_profile` cost: the time of each, the page faults they took
+/// by size, and the metadata work the filesystem did meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultProfile {
+    /// The stride: one sample per `stride` bytes of the range (4096: a page; 2097152: a PMD).
+    pub stride: u64,
+    /// Nanoseconds of each first store, in address order (CLOCK_MONOTONIC around a volatile
+    /// one-byte store, in the mapping's process).
+    pub samples_ns: Vec<u64>,
+    /// The median time of an empty pair of clock reads in the same loop: what each sample
+    /// includes besides the store.
+    pub clock_ns: u64,
+    /// Minor plus major faults of the process over the whole loop (getrusage).
+    pub faults: u64,
+    /// DAX faults served with a PTE (4 KiB) entry: `dax_pte_fault_done` events.
+    pub pte_faults: u64,
+    /// DAX faults served with a PMD (2 MiB) entry: `dax_pmd_fault_done` events with NOPAGE, or
+    /// with NEEDDSYNC (MAP_SYNC: the entry is installed once the metadata is durable).
+    pub pmd_faults: u64,
+    /// DAX PMD faults that fell back to PTEs: `dax_pmd_fault_done` with FALLBACK.
+    pub pmd_fallbacks: u64,
+    /// The filesystem's own counter of metadata made durable, read before and after the loop.
+    pub metadata: Option<MetadataWork>,
+}
+
+/// A filesystem counter of metadata work over a `store_profile`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataWork {
+    /// What it counts: `xfs log forces` (/sys/fs/xfs/DEV/stats/stats, `log` line, xs_log_force)
+    /// or `jbd2 commits` (/proc/fs/jbd2/DEV-8/info, its transactions).
+    pub counter: String,
+    /// After minus before.
+    pub count: u64,
+}
+
+impl FaultProfile {
+    /// The median sample, for one-line summaries.
+    pub fn median_ns(&self) -> u64 {
+        let mut v = self.samples_ns.clone();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    }
+}
+
+impl fmt::Display for FaultProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} first stores every {} bytes, median {} ns, total {} ns (a clock pair {} ns); {}, \
+             {} PTE and {} PMD DAX faults ({} PMD fallbacks)",
+            self.samples_ns.len(),
+            self.stride,
+            self.median_ns(),
+            self.samples_ns.iter().sum::<u64>(),
+            self.clock_ns,
+            plural(self.faults, "fault"),
+            self.pte_faults,
+            self.pmd_faults,
+            self.pmd_fallbacks
+        )?;
+        match &self.metadata {
+            Some(m) => write!(f, "; {} {}", m.count, m.counter),
+            None => Ok(()),
         }
     }
 }
@@ -262,6 +332,7 @@ impl fmt::Display for Observed {
                     None => Ok(()),
                 }
             }
+            Observed::Profile(p) => write!(f, "{p}"),
             Observed::Error(e) => write!(f, "daxtest error: {e}"),
         }
     }

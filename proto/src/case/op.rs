@@ -198,6 +198,18 @@ pub enum Op {
     Msync {
         map: String,
     },
+    /// The first store to every `stride` bytes of [offset, offset+len) of a mapping, one after
+    /// another in the mapping's process, each timed (CLOCK_MONOTONIC before and after a volatile
+    /// one-byte store of `pattern`): what a page fault costs. Observed as the samples, the faults
+    /// by size (the fs_dax tracepoints) and the metadata work they caused (XFS log forces, ext4
+    /// journal commits); measured and recorded in results.json, never judged by time.
+    StoreProfile {
+        map: String,
+        offset: u64,
+        len: u64,
+        stride: u64,
+        pattern: char,
+    },
     /// mprotect(2) of the whole mapping, by its process: `read` makes it PROT_READ, `read_write`
     /// PROT_READ|PROT_WRITE (refused with EACCES for a shared mapping of a file opened
     /// read-only, as mmap's `prot = "read"` opens it).
@@ -363,6 +375,10 @@ pub const RECORD: usize = 64;
 
 /// How store_loop reports a completed record on the serial console: this, then its index.
 pub const RECORD_MARK: &str = "@daxtest-record ";
+
+/// The most first stores one `store_profile` may time: its samples travel in the step's
+/// observation and in results.json.
+pub const MAX_PROFILE_SAMPLES: u64 = 65536;
 
 /// race_store_clone's slot: one 8-byte value at the start of every 512 bytes of the mapping.
 pub const RACE_SLOT: usize = 512;

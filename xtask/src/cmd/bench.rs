@@ -3,6 +3,8 @@
 //! a change in the machine's load affects both alike. `bench image`: a rebuild against a cache
 //! hit. `bench suite`: the whole catalogue's wall time and where it goes. `bench check`: scenario
 //! validation over generated files of growing size, to show its cost per case stays flat.
+//! `bench faults`: what a page fault costs, by file layout, mapping and filesystem
+//! (daxtest::report::faults).
 
 use super::Ctx;
 use crate::flags::{self, BenchWhat};
@@ -20,6 +22,7 @@ impl flags::Bench {
             BenchWhat::Image { kernel, reps } => image(ctx, kernel.as_deref(), reps.max(1)),
             BenchWhat::Suite { vm, jobs } => suite(ctx, vm, jobs),
             BenchWhat::Check { sizes, reps } => check(&sizes, reps.max(1)),
+            BenchWhat::Faults { vm } => faults(ctx, vm),
         }
     }
 }
@@ -344,6 +347,55 @@ fn suite(ctx: &Ctx, vm: flags::Vm, jobs: u16) -> anyhow::Result<i32> {
             (in_cases - guest) * 1000.0 / cases.max(1) as f64
         );
     }
+    Ok(status)
+}
+
+/// The fault-cost grid as generated cases, run by `test` on one VM per kernel; then its table,
+/// raw samples and plots in the run directory, and report.html again to show them.
+fn faults(ctx: &Ctx, vm: flags::Vm) -> anyhow::Result<i32> {
+    use daxtest::report::faults;
+    let command = std::iter::once("cargo xtask bench faults".to_string())
+        .chain(vm.to_args())
+        .collect::<Vec<_>>()
+        .join(" ");
+    // Under target/, where `repro` finds it again from results.json's `file`.
+    let rel = Path::new("target/daxtest/bench/faults.toml");
+    let file = ctx.root.join(rel);
+    std::fs::create_dir_all(file.parent().expect("a directory"))?;
+    std::fs::write(&file, faults::scenario())
+        .with_context(|| format!("writing {}", file.display()))?;
+    let test = flags::Test {
+        vm,
+        select: vec![rel.display().to_string()],
+        fs: None,
+        seed: None,
+        step_timeout: None,
+        case_timeout: None,
+        repeat: None,
+        until_fail: false,
+        bisect: false,
+        shard: None,
+        durations: None,
+        jobs: 1,
+    };
+    let t = Instant::now();
+    let (status, dir) = test.run_in_dir(ctx)?;
+    let took = t.elapsed();
+    let results = daxtest::report::results::read(&dir)?;
+    let written = faults::write(&dir, &results, &command)?;
+    std::fs::copy(&file, dir.join("faults").join("faults.toml"))?;
+    daxtest::report::html::write_dir(&dir)?;
+    println!();
+    println!("{command}: {} cases in {:.0} s, exit {status}", results.cases.len(), secs(took));
+    println!();
+    print!("{}", faults::table(&faults::cells(&results)));
+    println!();
+    println!(
+        "written: {}/faults/ (table.txt, samples.json, faults.toml and {} latency CDFs as SVG), \
+         report.html",
+        dir.display(),
+        written.iter().filter(|p| p.extension().is_some_and(|e| e == "svg")).count()
+    );
     Ok(status)
 }
 

@@ -502,6 +502,7 @@ mod tests {
             kernel_log_path: results::under(Path::new(dir), Path::new("kernel-logs/x.log")),
             vm: Some(1),
             measurements: vec![],
+            profiles: vec![],
         };
         let r = results::Results {
             schema_version: results::SCHEMA_VERSION,

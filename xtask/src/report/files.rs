@@ -158,6 +158,7 @@ impl Reporter for Files {
                     kernel_log_path: log,
                     vm: r.vm,
                     measurements: r.measurements.clone(),
+                    profiles: r.profiles.clone(),
                 });
             }
             Event::KernelFinished { elapsed, serial_logs, boot_failures } => {

@@ -105,12 +105,30 @@ pub fn render(run_dir: &Path, r: &Results) -> Markup {
                 h2 id="failures" { "Failures (" (failures.len()) ")" }
                 @if failures.is_empty() { p { "No case failed, crashed, hung or errored." } }
                 @for (i, c) in &failures { (failure(run_dir, *i, c, &mut budget)) }
+                @if let Some((table, svgs)) = super::faults::plots(run_dir) {
+                    (fault_costs(&table, &svgs))
+                }
                 h2 id="timing" { "Timing" }
                 (durations(r))
                 (slowest(r))
                 (phases(r))
                 (boots(run_dir, r))
                 script { (PreEscaped(JS)) }
+            }
+        }
+    }
+}
+
+/// What `bench faults` left in the run directory: its table and its latency CDFs, the SVG text
+/// inline (plotters' output, whose text is ours: the case names and figures).
+fn fault_costs(table: &str, svgs: &[(String, String)]) -> Markup {
+    html! {
+        h2 id="faults" { "Fault costs (bench faults)" }
+        pre { (table) }
+        @for (name, svg) in svgs {
+            figure {
+                (PreEscaped(svg))
+                figcaption { (name) }
             }
         }
     }

@@ -238,6 +238,7 @@ fn emit_case(
         phases: c.phases.clone(),
         seed: c.seed,
         measurements: c.measurements.clone(),
+        profiles: c.profiles.clone(),
         vm,
     }))
 }

@@ -7,6 +7,7 @@ mod console;
 pub use console::Console;
 mod files;
 pub use files::kernel_log_path;
+pub mod faults;
 pub mod html;
 mod junit;
 pub mod kcidb;

@@ -3,7 +3,7 @@
 //! its kernel, each kernel its run directory, and every path is relative to the directory that
 //! holds the file. README's "results.json" section documents it field by field.
 
-use crate::run::events::{OutsideCases, Problem, RerunInfo, Selection, Status};
+use crate::run::events::{OutsideCases, Problem, RerunInfo, Selection, Status, StepProfile};
 use anyhow::Context;
 use daxtest_proto::case::CasePhase;
 use serde::{Deserialize, Serialize};
@@ -84,6 +84,9 @@ pub struct CaseEntry {
     /// What it measured, one line each (a store_loop's records across a power cut).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub measurements: Vec<String>,
+    /// The figures of its `store_profile` steps: samples, faults by size, metadata work.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<StepProfile>,
 }
 
 /// Kernel messages outside every case window that failed the run, and the kernel that logged

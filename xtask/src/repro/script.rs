@@ -344,6 +344,16 @@ impl Gen {
                 );
                 return;
             }
+            Op::StoreProfile { .. } => {
+                self.unsupported(
+                    n,
+                    step,
+                    "timed first stores with the kernel's fault tracepoints and metadata counters \
+                     around them: xfs_io cannot time its stores; by hand, `mwrite -S 0xPP OFFSET \
+                     1` at each stride of the range stores what the agent stores",
+                );
+                return;
+            }
             Op::Mprotect { .. } => {
                 self.unsupported(n, step, "mprotect of a mapping: xfs_io has no mprotect command");
                 return;

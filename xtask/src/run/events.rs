@@ -188,9 +188,21 @@ pub struct CaseResult {
     /// What the case measured without judging it (the records a power cut lost where losses are
     /// allowed), one line each; judged counts are listed too.
     pub measurements: Vec<String>,
+    /// The figures of its `store_profile` steps, in step order.
+    pub profiles: Vec<StepProfile>,
     /// The VM that ran it (after a power cut, the one booted after the last cut), as numbered
     /// by [`Event::VmBooted`]; none for a case that no VM ran.
     pub vm: Option<usize>,
+}
+
+/// A `store_profile` step's figures, as results.json keeps them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepProfile {
+    /// The step's number (from 1) and its line in the scenario file.
+    pub step: usize,
+    pub line: usize,
+    #[serde(flatten)]
+    pub profile: daxtest_proto::case::FaultProfile,
 }
 
 impl CaseResult {
@@ -234,6 +246,7 @@ pub mod fixtures {
             phases: vec![],
             seed: 1,
             measurements: vec![],
+            profiles: vec![],
             vm: Some(1),
         }
     }

@@ -756,6 +756,7 @@ impl Runner<'_> {
                 _ => p.case.seed,
             },
             measurements: vec![],
+            profiles: vec![],
             vm: None,
         }
     }

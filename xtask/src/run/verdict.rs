@@ -3,7 +3,7 @@
 //! problem is its symptom), and whether the guest can be trusted afterwards. Kernel lines outside
 //! every case window are judged here too.
 
-use crate::run::events::{CaseResult, FailedStep, OutsideCases, Problem, Status};
+use crate::run::events::{CaseResult, FailedStep, OutsideCases, Problem, Status, StepProfile};
 use crate::run::kernel_log;
 use crate::scenario::{Case, Symptom, SymptomKind, Xfail};
 use daxtest_proto::case::{CaseReport, CaseSpec, Observed};
@@ -28,6 +28,19 @@ pub fn judge(
         .filter_map(|s| match &s.observed {
             Observed::Recovered { records: Some(records), .. } => {
                 Some(format!("step {} (line {}, {}): {records}", s.index + 1, s.line, s.op))
+            }
+            Observed::Profile(p) => {
+                Some(format!("step {} (line {}, {}): {p}", s.index + 1, s.line, s.op))
+            }
+            _ => None,
+        })
+        .collect();
+    r.profiles = report
+        .steps
+        .iter()
+        .filter_map(|s| match &s.observed {
+            Observed::Profile(p) => {
+                Some(StepProfile { step: s.index + 1, line: s.line, profile: p.clone() })
             }
             _ => None,
         })

@@ -3,7 +3,7 @@
 //! the dax mount options the kernel knows. Each problem is a message that names the fix.
 
 use super::MOUNT_POINT;
-use daxtest_proto::case::Op;
+use daxtest_proto::case::{Op, MAX_PROFILE_SAMPLES};
 
 /// The most bytes one write, read, store or load may move. The agent holds them in memory: a
 /// write or read buffer of `len` bytes, and for a load up to three copies (the buffer, the
@@ -71,6 +71,9 @@ pub fn problems(op: &Op) -> Vec<String> {
             ));
         }
     }
+    if let Op::StoreProfile { offset, len, stride, .. } = op {
+        out.extend(profile_problem(*offset, *len, *stride));
+    }
     if let Op::Mremap { len: Some(0), .. } = op {
         out.push(
             "mremap len = 0: the kernel refuses a mapping of no bytes (EINVAL); give the new \
@@ -135,6 +138,7 @@ pub fn op_paths(op: &Op) -> Vec<(&'static str, &str)> {
         | Op::Msync { .. }
         | Op::Mprotect { .. }
         | Op::Mremap { .. }
+        | Op::StoreProfile { .. }
         | Op::Store { .. }
         | Op::Load { .. }
         | Op::RacePrivateCow { .. }
@@ -174,6 +178,39 @@ fn path_problem(op: &Op, key: &str, path: &str) -> Option<String> {
     Some(format!("{} {key} = {path:?}: {why}", op.name()))
 }
 
+/// A store_profile's range: whole strides of whole pages, at most MAX_PROFILE_SAMPLES of them.
+fn profile_problem(offset: u64, len: u64, stride: u64) -> Option<String> {
+    const PAGE: u64 = 4096;
+    if stride == 0 || !stride.is_multiple_of(PAGE) {
+        return Some(format!(
+            "store_profile stride = {stride}: one first store per stride, so a stride is whole \
+             pages: 4096 (a sample per 4 KiB page) or 2097152 (a sample per 2 MiB, where PMD \
+             faults can serve it)"
+        ));
+    }
+    if !offset.is_multiple_of(PAGE) {
+        return Some(format!(
+            "store_profile offset = {offset}: the first store of each stride is at its start, \
+             so the range starts on a page: write {}",
+            offset / PAGE * PAGE
+        ));
+    }
+    if len == 0 || !len.is_multiple_of(stride) {
+        return Some(format!(
+            "store_profile len = {len}: the range is a whole number of strides ({stride} bytes \
+             each), one sample each: write {}",
+            (len / stride).max(1) * stride
+        ));
+    }
+    (len / stride > MAX_PROFILE_SAMPLES).then(|| {
+        format!(
+            "store_profile len = {len}: {} strides, at most {MAX_PROFILE_SAMPLES} samples per \
+             step (each travels in results.json): split it into several steps",
+            len / stride
+        )
+    })
+}
+
 /// The byte count of a step that moves bytes through a buffer or a mapping.
 fn io_len(op: &Op) -> Option<u64> {
     match op {
@@ -197,6 +234,8 @@ fn file_ranges(op: &Op) -> Vec<(String, Option<u64>)> {
         | Op::Fallocate { offset, len, .. }
         | Op::Mmap { offset, len, .. }
         | Op::MappedBufferIo { offset, len, .. } => vec![range("offset", *offset, *len)],
+        // The mapping's range: past it, the lint says so; an overflow is said here.
+        Op::StoreProfile { offset, len, .. } => vec![range("offset", *offset, *len)],
         Op::CloneRange { src_offset, len, dst_offset, .. } => {
             vec![range("src_offset", *src_offset, *len), range("dst_offset", *dst_offset, *len)]
         }

@@ -60,6 +60,11 @@ pub(super) fn impossible(
 pub(super) fn fits(op: &Op, alternatives: &[(Vec<Constraint>, Expect)]) -> Result<(), String> {
     let access = matches!(op, Op::Store { .. } | Op::Load { .. });
     for (_, e) in alternatives {
+        if (e.faults.is_some() || e.pmd_faults.is_some()) && matches!(op, Op::StoreProfile { .. }) {
+            return Err("store_profile measures its faults and records them, never judges them: \
+                        leave faults and pmd_faults out (a store step judges them)"
+                .into());
+        }
         if (e.faults.is_some() || e.pmd_faults.is_some()) && !access {
             return Err(format!(
                 "op {} cannot observe faults: only store and load count them (the faults of \
@@ -71,8 +76,9 @@ pub(super) fn fits(op: &Op, alternatives: &[(Vec<Constraint>, Expect)]) -> Resul
         let (fits, by) = match &e.outcome {
             Outcome::Ok | Outcome::Errno(_) => (true, "every op"),
             Outcome::Signal(_) => (
-                access || matches!(op, Op::Poison { .. } | Op::Exec { .. }),
-                "store, load, poison or exec",
+                access
+                    || matches!(op, Op::Poison { .. } | Op::Exec { .. } | Op::StoreProfile { .. }),
+                "store, load, store_profile, poison or exec",
             ),
             Outcome::Content(_) => {
                 (matches!(op, Op::Read { .. } | Op::Load { .. }), "read and load")
@@ -259,6 +265,30 @@ impl Usage {
                         ("mapping", map.clone()),
                         format!(
                             "the {sig} expected at line {line} (it kills the mapping's process)"
+                        ),
+                    );
+                }
+            }
+            Op::StoreProfile { map, offset, len, .. } => {
+                need(self.maps.keys().collect(), &self.ended, "mapping", map, &mut errors);
+                errors.extend(self.past_the_end(op, map, "offset", *offset, *len));
+                match self.maps.get(map) {
+                    Some(m) if m.prot == Prot::Read || m.read_only_since.is_some() => {
+                        errors.push(format!(
+                            "store_profile stores through mapping {map:?} (mmapped at line {}), \
+                             which is read-only here: every store would be refused (SIGSEGV); \
+                             mmap it with prot = \"read_write\" (and no mprotect read before)",
+                            m.line
+                        ))
+                    }
+                    _ => {}
+                }
+                if expect.iter().any(|(_, e)| matches!(e.outcome, Outcome::Signal(_))) {
+                    self.maps.remove(map);
+                    self.ended.insert(
+                        ("mapping", map.clone()),
+                        format!(
+                            "the signal expected at line {line} (it kills the mapping's process)"
                         ),
                     );
                 }

@@ -313,7 +313,7 @@ fn poison_and_siginfo_expectations() {
     );
     refused(
         "{ op = \"statx\", file = \"f\", expect = { signal = \"SIGBUS\" } },",
-        "only store, load, poison or exec can",
+        "only store, load, store_profile, poison or exec can",
     );
 }
 

@@ -40,6 +40,7 @@ fn case(id: &str, kernel: &str, status: Status, duration_s: f64) -> CaseEntry {
         kernel_log_path: kernel_log_path(id),
         vm: Some(1),
         measurements: vec![],
+        profiles: vec![],
     }
 }
 
@@ -278,4 +279,26 @@ fn boots_are_read_from_the_serial_console() {
     let page = render(dir.path(), &r).into_string();
     assert!(page.contains("2 boots; median init at 2.66 s; sshd at 2.99 s; ready at 3.38 s;"));
     assert!(page.contains("boot 2 (not ready)"));
+}
+
+#[test]
+fn the_fault_cost_plots_are_shown_when_bench_faults_left_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = results(
+        vec![kernel("6.12.0", ".")],
+        vec![case("a/b", "6.12.0", Status::Pass, 1.0)],
+        vec![],
+    );
+    write_logs(dir.path(), &r, 1);
+    assert!(!render(dir.path(), &r).into_string().contains("id=\"faults\""));
+    let svg = super::super::faults::cdf_svg("a plot", &[("MAP_SYNC dax", &[1000, 2000])]).unwrap();
+    std::fs::create_dir_all(dir.path().join("faults")).unwrap();
+    std::fs::write(dir.path().join("faults/table.txt"), "kernel fs page <table>\n").unwrap();
+    std::fs::write(dir.path().join("faults/cdf-6.12.0-xfs-4k-sparse.svg"), &svg).unwrap();
+    let page = render(dir.path(), &r).into_string();
+    assert!(page.contains("id=\"faults\""));
+    // The table is text (escaped), the plot inline SVG with its series.
+    assert!(page.contains("kernel fs page &lt;table&gt;"));
+    assert!(page.contains(&svg) && page.contains("MAP_SYNC dax"));
+    assert!(page.contains("cdf-6.12.0-xfs-4k-sparse.svg"));
 }
