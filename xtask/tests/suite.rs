@@ -194,6 +194,11 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
              killed by SIGSEGV (SEGV_ACCERR, at offset 4096)",
         ),
         (
+            "wrong/map-sync-refused-as-on-virtio-pmem/xfs/dax=always",
+            "fail",
+            "step 2 (line 337, mmap): expected error EOPNOTSUPP, got success",
+        ),
+        (
             "wrong/xfail-symptom/xfs/dax=always",
             "xfail",
             "known bug: the missing file (https://example.org/bug): step 1 (line 149, unlink): \

@@ -3,7 +3,7 @@
 
 use crate::scenario::{Case, Xfail, DEVICE, MOUNT_POINT};
 use crate::version::KernelVersion;
-use daxtest_proto::case::{CaseSpec, Op, Step};
+use daxtest_proto::case::{CaseSpec, MapKind, Op, Outcome, Step};
 use daxtest_proto::Device;
 
 /// A case and what it became for the kernel under test.
@@ -60,6 +60,9 @@ pub fn resolve(
                     s.line
                 )
             })?;
+        if let Some(e) = impossible_on(device, &s.op, &expect.outcome) {
+            return Err(format!("{}:{}: {e}", case.file.display(), s.line));
+        }
         steps.push(Step { line: s.line, op: s.op.clone(), expect });
     }
     let xfail = case
@@ -88,6 +91,26 @@ pub fn resolve(
         }),
         xfail,
     })
+}
+
+/// An expectation of success `device` can never give, whatever the kernel: MAP_SYNC on an
+/// asynchronous device (include/linux/dax.h daxdev_mapping_supported: VM_SYNC needs
+/// dax_synchronous(); drivers/nvdimm/virtio_pmem.c sets ND_REGION_ASYNC, so drivers/nvdimm/pmem.c
+/// leaves the dax_device asynchronous; fs/xfs/xfs_file.c and fs/ext4/file.c return EOPNOTSUPP).
+fn impossible_on(device: Device, op: &Op, outcome: &Outcome) -> Option<String> {
+    match op {
+        Op::Mmap { kind: MapKind::Sync, .. }
+            if !device.synchronous() && matches!(outcome, Outcome::Ok) =>
+        {
+            Some(format!(
+                "mmap kind = \"sync\" (MAP_SYNC) cannot succeed on {device}: its dax_device is \
+                 asynchronous and the filesystem refuses MAP_SYNC with EOPNOTSUPP; expect that \
+                 there ({{ when = {{ device = \"{device}\" }}, errno = \"EOPNOTSUPP\" }}), or keep \
+                 the case off it (requires = {{ device = \"!{device}\" }})"
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// A case cut at its `power_cut` steps into the parts the agent runs, one VM each: every part but

@@ -197,6 +197,32 @@ fn a_case_for_other_devices_or_a_power_cut_on_ram_is_skipped_with_the_reason() {
 }
 
 #[test]
+fn map_sync_success_on_an_asynchronous_device_is_refused_before_a_boot() {
+    let text = r#"
+format = 1
+name = "demo"
+summary = "s"
+
+[[case]]
+id = "c"
+summary = "MAP_SYNC expected to work everywhere"
+steps = [
+  { op = "write", file = "f", offset = 0, len = 4096, pattern = "a" },
+  { op = "mmap", file = "f", map = "m", offset = 0, len = 4096, kind = "sync" },
+]
+"#;
+    let s = parse_ok(text);
+    let e = resolve(&s.cases[0], KernelVersion(6, 12, 117), Device::VirtioPmem, None).unwrap_err();
+    assert!(e.starts_with("demo.toml:"), "{e}");
+    assert!(e.contains("MAP_SYNC) cannot succeed on virtio-pmem"), "{e}");
+    assert!(e.contains("requires = { device = \"!virtio-pmem\" }"), "{e}");
+    assert!(matches!(
+        resolve(&s.cases[0], KernelVersion(6, 12, 117), Device::Memmap, None).unwrap(),
+        Resolution::Run { .. }
+    ));
+}
+
+#[test]
 fn device_names_are_checked_where_they_are_written() {
     let case = |cond: &str| {
         format!(
@@ -215,7 +241,10 @@ fn device_names_are_checked_where_they_are_written() {
         "requires = { device = [\"nvdimm\", \"!memmap\"] }\nsteps = [{ op = \"create\", file = \"f\" }]",
     ));
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].contains("requires device = [\"nvdimm\", \"!memmap\"]: list the devices"), "{e:?}");
+    assert!(
+        e[0].contains("requires device = [\"nvdimm\", \"!memmap\"]: list the devices"),
+        "{e:?}"
+    );
     let e = errors(&case(
         "requires = { device = \"nvdimm-2m\" }\nsteps = [{ op = \"create\", file = \"f\" }]",
     ));

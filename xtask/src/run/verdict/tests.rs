@@ -29,7 +29,10 @@ steps = [
 fn setup(kernel: KernelVersion) -> (Case, CaseSpec, Option<Xfail>) {
     let s = parse(SCENARIO, Path::new("j.toml")).unwrap();
     let case = s.cases[0].clone();
-    let Resolution::Run { spec, xfail } = resolve(&case, kernel, Device::Nvdimm, None).unwrap() else { panic!() };
+    let Resolution::Run { spec, xfail } = resolve(&case, kernel, Device::Nvdimm, None).unwrap()
+    else {
+        panic!()
+    };
     (case, *spec, xfail)
 }
 
