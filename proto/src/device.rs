@@ -12,14 +12,16 @@ pub const CMDLINE_DEVICE: &str = "daxtest.device";
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Device {
-    /// An ACPI NFIT NVDIMM (QEMU `-device nvdimm`) in fsdax mode, struct pages in RAM
-    /// (`ndctl create-namespace -m fsdax -M mem`), 2 MiB alignment.
+    /// An ACPI NFIT NVDIMM (QEMU `-device nvdimm`) in fsdax mode as `ndctl create-namespace -m
+    /// fsdax` makes it by default: struct pages on the device (`-M dev`; the info block's mode is
+    /// PFN_MODE_PMEM), 2 MiB alignment.
     #[default]
     Nvdimm,
-    /// As [`Device::Nvdimm`], struct pages on the device itself (`-M dev`).
-    NvdimmDevmap,
-    /// As [`Device::Nvdimm`], 4 KiB namespace alignment (`--align 4K`): the data starts off a
-    /// 2 MiB boundary, so no DAX fault can be served with a PMD.
+    /// As [`Device::Nvdimm`], struct pages in RAM (`-M mem`, PFN_MODE_RAM).
+    NvdimmMem,
+    /// As [`Device::Nvdimm`], 4 KiB namespace alignment (`--align 4K`). The data still starts on
+    /// a 2 MiB boundary (drivers/nvdimm/pfn_devs.c nd_pfn_init aligns it to
+    /// max(align, memremap_compat_align()), 2 MiB on x86), so PMD faults are still served.
     #[serde(rename = "nvdimm-4k")]
     Nvdimm4k,
     /// QEMU's `virtio-pmem-pci`: the virtio_pmem driver's region is asynchronous (flushes go to
@@ -31,18 +33,13 @@ pub enum Device {
 }
 
 impl Device {
-    pub const ALL: [Device; 5] = [
-        Device::Nvdimm,
-        Device::NvdimmDevmap,
-        Device::Nvdimm4k,
-        Device::VirtioPmem,
-        Device::Memmap,
-    ];
+    pub const ALL: [Device; 5] =
+        [Device::Nvdimm, Device::NvdimmMem, Device::Nvdimm4k, Device::VirtioPmem, Device::Memmap];
 
     pub fn name(self) -> &'static str {
         match self {
             Device::Nvdimm => "nvdimm",
-            Device::NvdimmDevmap => "nvdimm-devmap",
+            Device::NvdimmMem => "nvdimm-mem",
             Device::Nvdimm4k => "nvdimm-4k",
             Device::VirtioPmem => "virtio-pmem",
             Device::Memmap => "memmap",
@@ -53,14 +50,14 @@ impl Device {
     pub fn describe(self) -> &'static str {
         match self {
             Device::Nvdimm => "NVDIMM in fsdax mode",
-            Device::NvdimmDevmap => "NVDIMM in fsdax mode, struct pages on the device",
+            Device::NvdimmMem => "NVDIMM in fsdax mode, struct pages in RAM",
             Device::Nvdimm4k => "NVDIMM in fsdax mode, 4 KiB alignment",
             Device::VirtioPmem => "virtio-pmem device",
             Device::Memmap => "memmap= (e820) pmem range",
         }
     }
 
-    /// The names, for messages: `nvdimm, nvdimm-devmap, ...`.
+    /// The names, for messages: `nvdimm, nvdimm-mem, ...`.
     pub fn names() -> String {
         Device::ALL.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ")
     }
@@ -68,7 +65,7 @@ impl Device {
     /// An ACPI NFIT NVDIMM, made fsdax by ndctl (the others are label-less namespaces used as
     /// the kernel presents them).
     pub fn is_nvdimm(self) -> bool {
-        matches!(self, Device::Nvdimm | Device::NvdimmDevmap | Device::Nvdimm4k)
+        matches!(self, Device::Nvdimm | Device::NvdimmMem | Device::Nvdimm4k)
     }
 
     /// Whether what the guest wrote survives QEMU being killed (a backing file on the host).
@@ -81,7 +78,7 @@ impl Device {
     /// drivers/nvdimm/e820.c "e820").
     pub fn provider(self) -> &'static str {
         match self {
-            Device::Nvdimm | Device::NvdimmDevmap | Device::Nvdimm4k => "ACPI.NFIT",
+            Device::Nvdimm | Device::NvdimmMem | Device::Nvdimm4k => "ACPI.NFIT",
             Device::VirtioPmem => "virtio-pmem",
             Device::Memmap => "e820",
         }
@@ -90,7 +87,7 @@ impl Device {
     /// The module that registers the device's nvdimm bus (images/recipe.toml loads each).
     pub fn bus_module(self) -> &'static str {
         match self {
-            Device::Nvdimm | Device::NvdimmDevmap | Device::Nvdimm4k => "nfit",
+            Device::Nvdimm | Device::NvdimmMem | Device::Nvdimm4k => "nfit",
             Device::VirtioPmem => "virtio_pmem",
             Device::Memmap => "nd_e820",
         }
@@ -99,9 +96,9 @@ impl Device {
     /// For an NVDIMM kind: the fsdax namespace's `--map` (`mem`, `dev`) and `--align` in bytes.
     pub fn fsdax_layout(self) -> Option<(&'static str, u64)> {
         match self {
-            Device::Nvdimm => Some(("mem", 2 << 20)),
-            Device::NvdimmDevmap => Some(("dev", 2 << 20)),
-            Device::Nvdimm4k => Some(("mem", 4 << 10)),
+            Device::Nvdimm => Some(("dev", 2 << 20)),
+            Device::NvdimmMem => Some(("mem", 2 << 20)),
+            Device::Nvdimm4k => Some(("dev", 4 << 10)),
             Device::VirtioPmem | Device::Memmap => None,
         }
     }
@@ -153,7 +150,7 @@ mod tests {
         let e = "pmem".parse::<Device>().unwrap_err();
         assert_eq!(
             e,
-            "unknown device \"pmem\": use one of nvdimm, nvdimm-devmap, nvdimm-4k, virtio-pmem, \
+            "unknown device \"pmem\": use one of nvdimm, nvdimm-mem, nvdimm-4k, virtio-pmem, \
              memmap"
         );
     }

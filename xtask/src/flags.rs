@@ -232,8 +232,8 @@ pub struct Vm {
     /// auto uses KVM only where a test boot under KVM works, TCG otherwise.
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelChoice,
-    /// The kind of persistent-memory device: nvdimm (an NVDIMM in fsdax mode, struct pages in
-    /// RAM, 2 MiB alignment), nvdimm-devmap (struct pages on the device), nvdimm-4k (4 KiB
+    /// The kind of persistent-memory device: nvdimm (an NVDIMM in fsdax mode, struct pages on
+    /// the device, 2 MiB alignment), nvdimm-mem (struct pages in RAM), nvdimm-4k (4 KiB
     /// alignment), virtio-pmem (asynchronous: no MAP_SYNC) or memmap (legacy e820 pmem in guest
     /// RAM, lost when the VM stops).
     #[arg(long, default_value = "nvdimm", value_parser = parse_device)]

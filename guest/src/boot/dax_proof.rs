@@ -302,15 +302,15 @@ mod tests {
 
     #[test]
     fn each_kind_accepts_its_own_layout_only() {
+        let nfit_dev = layout("ACPI.NFIT", "fsdax", "dev", 2 << 20);
+        assert_eq!(mismatch(Device::Nvdimm, &nfit_dev, true), None);
         let nfit_mem = layout("ACPI.NFIT", "fsdax", "mem", 2 << 20);
-        assert_eq!(mismatch(Device::Nvdimm, &nfit_mem, true), None);
-        let devmap = layout("ACPI.NFIT", "fsdax", "dev", 2 << 20);
-        assert_eq!(mismatch(Device::NvdimmDevmap, &devmap, true), None);
+        assert_eq!(mismatch(Device::NvdimmMem, &nfit_mem, true), None);
         assert_eq!(
-            mismatch(Device::Nvdimm, &devmap, true).unwrap(),
-            "struct pages in \"dev\", not mem (/sys/devices/x/ndbus0/region0)"
+            mismatch(Device::Nvdimm, &nfit_mem, true).unwrap(),
+            "struct pages in \"mem\", not dev (/sys/devices/x/ndbus0/region0)"
         );
-        let small = layout("ACPI.NFIT", "fsdax", "mem", 4096);
+        let small = layout("ACPI.NFIT", "fsdax", "dev", 4096);
         assert_eq!(mismatch(Device::Nvdimm4k, &small, true), None);
         assert!(mismatch(Device::Nvdimm, &small, true)
             .unwrap()

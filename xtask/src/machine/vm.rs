@@ -192,7 +192,7 @@ impl FsdaxTemplate {
     const LEN: usize = 64 << 10;
     const SIGNATURE: &'static [u8] = b"NVDIMM_PFN_INFO\0";
 
-    /// One per kind of device: an nvdimm-devmap's info block (struct pages on the device) or a
+    /// One per kind of device: an nvdimm-mem's info block (struct pages on the device) or a
     /// 4 KiB-aligned one would come up as another kind's namespace.
     fn path(dir: &Path, release: &str, size: u64, device: Device) -> PathBuf {
         match device {
@@ -672,7 +672,7 @@ mod tests {
     fn each_device_kind_has_its_own_template() {
         let p = |d| FsdaxTemplate::path(Path::new("/c"), "6.12.1", 1 << 30, d);
         assert_eq!(p(Device::Nvdimm), Path::new("/c/6.12.1-1024M.head"));
-        assert_eq!(p(Device::NvdimmDevmap), Path::new("/c/6.12.1-1024M-nvdimm-devmap.head"));
+        assert_eq!(p(Device::NvdimmMem), Path::new("/c/6.12.1-1024M-nvdimm-mem.head"));
         assert_eq!(p(Device::Nvdimm4k), Path::new("/c/6.12.1-1024M-nvdimm-4k.head"));
     }
 

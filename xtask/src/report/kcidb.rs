@@ -457,7 +457,7 @@ fn device_text(device: daxtest_proto::Device, count: usize, size: u64) -> String
     let s = if count == 1 { "" } else { "s" };
     let mib = size >> 20;
     match device {
-        Device::Nvdimm | Device::NvdimmDevmap | Device::Nvdimm4k => {
+        Device::Nvdimm | Device::NvdimmMem | Device::Nvdimm4k => {
             let how = device.describe().trim_start_matches("NVDIMM ");
             format!("{count} emulated NVDIMM{s} of {mib} MiB {how}")
         }

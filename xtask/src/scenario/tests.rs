@@ -136,7 +136,7 @@ steps = [
   { op = "write", file = "f", offset = 0, len = 4096, pattern = "a" },
   { op = "mmap", file = "f", map = "m", offset = 0, len = 4096, kind = "sync", expect = [
       { when = { device = "virtio-pmem" }, errno = "EOPNOTSUPP" },
-      { when = { device = ["nvdimm-4k", "nvdimm-devmap"], kernel = "<6.2" }, errno = "EINVAL" },
+      { when = { device = ["nvdimm-4k", "nvdimm-mem"], kernel = "<6.2" }, errno = "EINVAL" },
       { ok = true },
   ] },
 ]
@@ -145,7 +145,7 @@ xfail = [{ when = { device = "!nvdimm" }, reason = "r", link = "https://x", step
 [[case]]
 id = "nvdimms-only"
 summary = "runs on the NVDIMM kinds alone"
-requires = { device = ["nvdimm", "nvdimm-devmap", "nvdimm-4k"] }
+requires = { device = ["nvdimm", "nvdimm-mem", "nvdimm-4k"] }
 steps = [{ op = "create", file = "f" }]
 
 [[case]]
@@ -184,11 +184,11 @@ fn the_device_picks_the_expectation_and_the_xfail() {
 fn a_case_for_other_devices_or_a_power_cut_on_ram_is_skipped_with_the_reason() {
     let s = parse_ok(DEVICES);
     let k = KernelVersion(6, 12, 117);
-    assert!(matches!(resolved(&s.cases[1], k, Device::NvdimmDevmap), Resolution::Run { .. }));
+    assert!(matches!(resolved(&s.cases[1], k, Device::NvdimmMem), Resolution::Run { .. }));
     assert_eq!(
         resolved(&s.cases[1], k, Device::VirtioPmem),
         Resolution::Skip(
-            "needs device nvdimm or nvdimm-devmap or nvdimm-4k, this run's is virtio-pmem".into()
+            "needs device nvdimm or nvdimm-mem or nvdimm-4k, this run's is virtio-pmem".into()
         )
     );
     assert!(matches!(resolved(&s.cases[2], k, Device::VirtioPmem), Resolution::Run { .. }));
@@ -234,7 +234,7 @@ fn device_names_are_checked_where_they_are_written() {
     ));
     assert_eq!(
         e,
-        ["bad.toml:7:10: when unknown device \"pmem\": use one of nvdimm, nvdimm-devmap, \
+        ["bad.toml:7:10: when unknown device \"pmem\": use one of nvdimm, nvdimm-mem, \
           nvdimm-4k, virtio-pmem, memmap"]
     );
     let e = errors(&case(
