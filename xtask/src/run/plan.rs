@@ -33,11 +33,16 @@ pub fn resolve(
         return Ok(Resolution::Skip(format!("needs kernel {c}, this is {kernel}")));
     }
     if !case.requires_device.is_empty() && !case.requires_device.contains(&device) {
-        let names: Vec<&str> = case.requires_device.iter().map(|d| d.name()).collect();
-        return Ok(Resolution::Skip(format!(
-            "needs device {}, this run's is {device}",
-            names.join(" or ")
-        )));
+        let name = |d: &Device| d.name();
+        let excluded: Vec<&str> =
+            Device::ALL.iter().filter(|d| !case.requires_device.contains(d)).map(name).collect();
+        // Said the shorter way: the devices it needs, or the ones it does not run on.
+        return Ok(Resolution::Skip(if excluded.len() < case.requires_device.len() {
+            format!("needs a device other than {}, this run's is {device}", excluded.join(" and "))
+        } else {
+            let needed: Vec<&str> = case.requires_device.iter().map(name).collect();
+            format!("needs device {}, this run's is {device}", needed.join(" or "))
+        }));
     }
     if !device.persistent() && case.steps.iter().any(|s| s.op == Op::PowerCut) {
         return Ok(Resolution::Skip(format!(

@@ -188,10 +188,16 @@ fn a_case_for_other_devices_or_a_power_cut_on_ram_is_skipped_with_the_reason() {
     assert_eq!(
         resolved(&s.cases[1], k, Device::VirtioPmem),
         Resolution::Skip(
-            "needs device nvdimm or nvdimm-mem or nvdimm-4k, this run's is virtio-pmem".into()
+            "needs a device other than virtio-pmem and memmap, this run's is virtio-pmem".into()
         )
     );
     assert!(matches!(resolved(&s.cases[2], k, Device::VirtioPmem), Resolution::Run { .. }));
+    let mut all_but = s.cases[1].clone();
+    all_but.requires_device = Device::ALL.into_iter().filter(|d| *d != Device::Memmap).collect();
+    assert_eq!(
+        resolved(&all_but, k, Device::Memmap),
+        Resolution::Skip("needs a device other than memmap, this run's is memmap".into())
+    );
     let Resolution::Skip(why) = resolved(&s.cases[2], k, Device::Memmap) else { panic!() };
     assert!(why.starts_with("cuts the power, and the memmap device is guest RAM"), "{why}");
 }
