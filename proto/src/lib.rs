@@ -6,7 +6,10 @@
 use serde::{Deserialize, Serialize};
 
 pub mod case;
+pub mod device;
 pub mod errno;
+
+pub use device::{Device, CMDLINE_DEVICE};
 
 /// Where the agent binary lives in the guest.
 pub const AGENT_PATH: &str = "/usr/bin/daxtest-agent";
@@ -116,6 +119,26 @@ pub struct PmemDevice {
     pub formatted_now: bool,
     /// The proof that a filesystem on this device really gets DAX.
     pub dax_proof: DaxProof,
+    /// What the device is, as sysfs tells (checked against the kind QEMU was given).
+    #[serde(default)]
+    pub layout: DeviceLayout,
+}
+
+/// A pmem device as sysfs describes it: the bus's provider and the namespace's mode, map and
+/// alignment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceLayout {
+    /// `/sys/bus/nd/devices/ndbusN/provider`: `ACPI.NFIT`, `virtio-pmem`, `e820`.
+    pub provider: String,
+    /// `fsdax` (a pfn device claims the namespace) or `raw`.
+    pub mode: String,
+    /// Where the struct pages are: `mem` or `dev` for fsdax (the pfn device's `mode`, `ram` or
+    /// `pmem`); `mem` for a raw namespace whose region maps pages (ND_REGION_PAGEMAP).
+    pub map: String,
+    /// The pfn device's `align` in bytes (0 for a raw namespace).
+    pub align: u64,
+    /// The region's sysfs path, for messages.
+    pub region: String,
 }
 
 /// Proof that DAX works on a device: a filesystem mounted with dax=always and a file on it whose

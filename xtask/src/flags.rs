@@ -233,7 +233,13 @@ pub struct Vm {
     /// auto uses KVM only where a test boot under KVM works, TCG otherwise.
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelChoice,
-    /// Number of emulated NVDIMMs (default from images/recipe.toml).
+    /// The kind of persistent-memory device: nvdimm (an NVDIMM in fsdax mode, struct pages on
+    /// the device, 2 MiB alignment), nvdimm-mem (struct pages in RAM), nvdimm-4k (4 KiB
+    /// alignment), virtio-pmem (asynchronous: no MAP_SYNC) or memmap (legacy e820 pmem in guest
+    /// RAM, lost when the VM stops).
+    #[arg(long, default_value = "nvdimm", value_parser = parse_device)]
+    pub device: daxtest_proto::Device,
+    /// Number of pmem devices, of the `--device` kind (default from images/recipe.toml).
     #[arg(long)]
     pub nvdimms: Option<usize>,
     /// Size of each NVDIMM, like 2G or 512M: a multiple of 16 MiB.
@@ -356,6 +362,7 @@ impl Vm {
             args.extend(["--kernel".to_string(), k.clone()]);
         }
         args.extend(["--accel".to_string(), self.accel.name().to_string()]);
+        args.extend(["--device".to_string(), self.device.to_string()]);
         let mut opt = |flag: &str, v: Option<String>| {
             if let Some(v) = v {
                 args.extend([flag.to_string(), v]);
@@ -381,6 +388,11 @@ impl Vm {
             ))),
         }
     }
+}
+
+/// `--device NAME`: an unknown name is refused with the list, before anything is built or booted.
+fn parse_device(s: &str) -> Result<daxtest_proto::Device, String> {
+    s.parse()
 }
 
 #[cfg(test)]

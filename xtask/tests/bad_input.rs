@@ -629,6 +629,18 @@ const COMMAND_LINES: &[(&[&str], i32, &[&str])] = &[
         &["error: invalid value 'btrfs' for '--fs <FS>'", "[possible values: xfs, ext4]"],
     ),
     (&["test", "--seed", "x", "SEL"], INPUT, &["error: invalid value 'x' for '--seed <SEED>'"]),
+    (
+        &["run", "--device", "pmem", "--", "true"],
+        INPUT,
+        &["error: invalid value 'pmem' for '--device <DEVICE>': unknown device \"pmem\": use one \
+           of nvdimm, nvdimm-mem, nvdimm-4k, virtio-pmem, memmap"],
+    ),
+    (
+        &["test", "--device", "memmap", "--nvdimm-size", "4G", "SEL"],
+        INPUT,
+        &["error: --device memmap: the pmem is guest RAM below 4 GiB, and --memory 1024 with 1 x \
+           4096 MiB needs 5248 MiB of it (at most 3583)"],
+    ),
     // 25. Guest memory and CPUs.
     (
         &["test", "--memory", "0", "SEL"],

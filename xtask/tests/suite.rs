@@ -201,6 +201,11 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
              x1000 at 1000, 'a' x2096 at 2000]",
         ),
         (
+            "wrong/map-sync-refused-as-on-virtio-pmem/xfs/dax=always",
+            "fail",
+            "step 2 (line 354, mmap): expected error EOPNOTSUPP, got success",
+        ),
+        (
             "wrong/xfail-symptom/xfs/dax=always",
             "xfail",
             "known bug: the missing file (https://example.org/bug): step 1 (line 149, unlink): \

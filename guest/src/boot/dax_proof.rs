@@ -1,4 +1,6 @@
-//! Makes every NVDIMM an fsdax device and proves that DAX works on it. A namespace in raw mode
+//! Makes every NVDIMM an fsdax device of the layout its kind asks for, checks that every pmem
+//! device is what its kind says (sysfs: the bus's provider, the namespace's mode, map and
+//! alignment), and proves that DAX works on it. A namespace in raw mode
 //! is a block device too, but XFS then logs "DAX unsupported by block device. Turning off DAX"
 //! and mounts without DAX, so the only trustworthy proof is a dax=always mount and statx.
 //!
@@ -12,14 +14,17 @@ use super::latch::Latch;
 use super::tool::tool;
 use crate::stat::statx_dax;
 use anyhow::{bail, Context};
-use daxtest_proto::{DaxProof, PmemDevice};
+use daxtest_proto::{DaxProof, Device, DeviceLayout, PmemDevice};
 use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The module chains the devices need (the others may still be loading while they appear).
-pub const DEVICE_MODULES: &[&str] = &["nfit", "nd_pmem"];
+/// The module chains a kind of device needs (the others may still be loading while it appears):
+/// the driver that registers its nvdimm bus, and the pmem block driver.
+pub fn device_modules(device: Device) -> [&'static str; 2] {
+    [device.bus_module(), "nd_pmem"]
+}
 /// What the proof's mount needs: the image is written while the module loads.
 pub const FS_MODULES: &[&str] = &["erofs"];
 
@@ -51,40 +56,138 @@ pub fn wait_for_pmem(count: usize, timeout: Duration) -> anyhow::Result<Vec<Stri
 /// `fs_ready` waits for the proof's filesystem module.
 pub fn prepare_and_prove(
     name: &str,
+    device: Device,
     payload: &Latch,
     fs_ready: &dyn Fn() -> anyhow::Result<()>,
 ) -> anyhow::Result<PmemDevice> {
-    let formatted_now = ensure_fsdax(name, payload)?;
+    let formatted_now = match device.fsdax_layout() {
+        Some(_) => ensure_fsdax(name, device, payload)?,
+        // virtio-pmem and e820 regions map their pages (ND_REGION_PAGEMAP: drivers/nvdimm/
+        // virtio_pmem.c, e820.c), so the pmem driver gives their raw namespace DAX as it is.
+        None => false,
+    };
+    let layout = layout(name)?;
+    if let Some(wrong) = mismatch(device, &layout, queue_dax(name)?) {
+        bail!("/dev/{name} is not the {device} it should be: {wrong}");
+    }
     let size_bytes = read_sys(&format!("/sys/block/{name}/size"))?
         .parse::<u64>()
         .context("block device size")?
         * 512;
     let dax_proof = prove(name, fs_ready);
-    Ok(PmemDevice { name: name.to_string(), size_bytes, formatted_now, dax_proof })
+    Ok(PmemDevice { name: name.to_string(), size_bytes, formatted_now, dax_proof, layout })
 }
 
-/// Puts the namespace behind `name` in fsdax mode unless it already is (the host keeps backing
-/// files that already hold the fsdax info block, which saves ndctl's seconds at every boot).
-fn ensure_fsdax(name: &str, payload: &Latch) -> anyhow::Result<bool> {
-    if queue_dax(name)? {
+/// How `layout` differs from what `device` is (with DAX on: `queue_dax`), or `None`.
+pub fn mismatch(device: Device, layout: &DeviceLayout, queue_dax: bool) -> Option<String> {
+    let (mode, map, align) = match device.fsdax_layout() {
+        Some((map, align)) => ("fsdax", map, align),
+        None => ("raw", "mem", 0),
+    };
+    let mut wrong = Vec::new();
+    if layout.provider != device.provider() {
+        wrong.push(format!("bus provider {:?}, not {:?}", layout.provider, device.provider()));
+    }
+    if layout.mode != mode {
+        wrong.push(format!("namespace mode {}, not {mode}", layout.mode));
+    }
+    if layout.map != map {
+        wrong.push(format!("struct pages in {:?}, not {map}", layout.map));
+    }
+    if layout.align != align {
+        wrong.push(format!("alignment {}, not {align}", layout.align));
+    }
+    if !queue_dax {
+        wrong.push("queue/dax is 0".into());
+    }
+    match wrong.is_empty() {
+        true => None,
+        false => Some(format!("{} ({})", wrong.join(", "), layout.region)),
+    }
+}
+
+/// What sysfs says of the device behind `name`: /sys/block/NAME/device is the pfn device of an
+/// fsdax namespace (drivers/nvdimm/pfn_devs.c: `mode` ram or pmem, `align`) or the namespace
+/// itself; its parent is the region, whose parent is the bus with its `provider`.
+fn layout(name: &str) -> anyhow::Result<DeviceLayout> {
+    let dev = std::fs::canonicalize(format!("/sys/block/{name}/device"))
+        .with_context(|| format!("/sys/block/{name}/device"))?;
+    let region = dev.parent().context("a pmem device without a region")?;
+    let bus = region.parent().context("a region without a bus")?;
+    let attr = |dir: &Path, a: &str| read_sys(&dir.join(a).to_string_lossy());
+    let node = dev.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let (mode, map, align) = if node.starts_with("pfn") {
+        let map = match attr(&dev, "mode")?.as_str() {
+            "ram" => "mem".to_string(),
+            "pmem" => "dev".to_string(),
+            other => other.to_string(),
+        };
+        let align = attr(&dev, "align")?.parse().context("the pfn device's align")?;
+        ("fsdax".to_string(), map, align)
+    } else if node.starts_with("namespace") {
+        // A raw namespace's pages are mapped (in RAM) when it has DAX at all.
+        let map = if queue_dax(name)? { "mem" } else { "none" };
+        ("raw".to_string(), map.to_string(), 0)
+    } else {
+        (node.clone(), String::new(), 0)
+    };
+    Ok(DeviceLayout {
+        provider: attr(bus, "provider")?,
+        mode,
+        map,
+        align,
+        region: region.to_string_lossy().into_owned(),
+    })
+}
+
+/// Puts the namespace behind `name` in fsdax mode with the kind's map and alignment unless it
+/// already is (the host keeps backing files that already hold the info block of that kind, which
+/// saves ndctl's seconds at every boot). `true` when ndctl ran.
+fn ensure_fsdax(name: &str, device: Device, payload: &Latch) -> anyhow::Result<bool> {
+    let (map, align) = device.fsdax_layout().context("not an NVDIMM kind")?;
+    if queue_dax(name)? && mismatch(device, &layout(name)?, true).is_none() {
         return Ok(false);
     }
-    let link = std::fs::read_link(format!("/sys/block/{name}/device"))
+    let dev = std::fs::canonicalize(format!("/sys/block/{name}/device"))
         .with_context(|| format!("/sys/block/{name}/device"))?;
-    let namespace =
-        link.file_name().context("device link without a name")?.to_string_lossy().into_owned();
+    let node =
+        dev.file_name().context("device link without a name")?.to_string_lossy().into_owned();
+    let namespace = if node.starts_with("namespace") {
+        node
+    } else {
+        // An fsdax namespace of another layout: its pfn device names the namespace.
+        read_sys(&dev.join("namespace").to_string_lossy())?
+    };
     if !namespace.starts_with("namespace") {
-        bail!("/dev/{name} sits on {namespace}, not a raw namespace, and has no DAX");
+        bail!("/dev/{name} sits on {namespace}, not a namespace ndctl can reconfigure");
     }
     // ndctl lives on the payload disk.
     payload
         .wait()
         .map_err(|e| anyhow::anyhow!("ndctl is on the payload disk, which failed: {e}"))?;
-    tool("ndctl", &["create-namespace", "--force", "--reconfig", &namespace, "--mode", "fsdax"])?;
+    let align = align.to_string();
+    tool(
+        "ndctl",
+        &[
+            "create-namespace",
+            "--force",
+            "--reconfig",
+            &namespace,
+            "--mode",
+            "fsdax",
+            "--map",
+            map,
+            "--align",
+            &align,
+        ],
+    )?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !queue_dax(name).unwrap_or(false) {
         if Instant::now() > deadline {
-            bail!("/dev/{name} has no DAX 20 s after ndctl create-namespace -m fsdax");
+            bail!(
+                "/dev/{name} has no DAX 20 s after ndctl create-namespace -m fsdax -M {map} \
+                 --align {align}"
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -181,4 +284,48 @@ fn write_start(dev: &str, bytes: &[u8]) -> anyhow::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(provider: &str, mode: &str, map: &str, align: u64) -> DeviceLayout {
+        DeviceLayout {
+            provider: provider.into(),
+            mode: mode.into(),
+            map: map.into(),
+            align,
+            region: "/sys/devices/x/ndbus0/region0".into(),
+        }
+    }
+
+    #[test]
+    fn each_kind_accepts_its_own_layout_only() {
+        let nfit_dev = layout("ACPI.NFIT", "fsdax", "dev", 2 << 20);
+        assert_eq!(mismatch(Device::Nvdimm, &nfit_dev, true), None);
+        let nfit_mem = layout("ACPI.NFIT", "fsdax", "mem", 2 << 20);
+        assert_eq!(mismatch(Device::NvdimmMem, &nfit_mem, true), None);
+        assert_eq!(
+            mismatch(Device::Nvdimm, &nfit_mem, true).unwrap(),
+            "struct pages in \"mem\", not dev (/sys/devices/x/ndbus0/region0)"
+        );
+        let small = layout("ACPI.NFIT", "fsdax", "dev", 4096);
+        assert_eq!(mismatch(Device::Nvdimm4k, &small, true), None);
+        assert!(mismatch(Device::Nvdimm, &small, true)
+            .unwrap()
+            .contains("alignment 4096, not 2097152"));
+        let virtio = layout("virtio-pmem", "raw", "mem", 0);
+        assert_eq!(mismatch(Device::VirtioPmem, &virtio, true), None);
+        let e = mismatch(Device::Memmap, &virtio, true).unwrap();
+        assert!(e.starts_with("bus provider \"virtio-pmem\", not \"e820\""), "{e}");
+        let e820 = layout("e820", "raw", "mem", 0);
+        assert_eq!(mismatch(Device::Memmap, &e820, true), None);
+        assert!(mismatch(Device::Memmap, &e820, false).unwrap().contains("queue/dax is 0"));
+        // A raw NVDIMM namespace (no fsdax info block) is not an nvdimm device.
+        let raw = layout("ACPI.NFIT", "raw", "mem", 0);
+        assert!(mismatch(Device::Nvdimm, &raw, true)
+            .unwrap()
+            .contains("namespace mode raw, not fsdax"));
+    }
 }

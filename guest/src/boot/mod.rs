@@ -113,14 +113,29 @@ fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
             report.kernel_release
         );
     }
-    let pmem_count = pmem_count_from_cmdline(&std::fs::read_to_string("/proc/cmdline")?)?;
+    let cmdline = std::fs::read_to_string("/proc/cmdline")?;
+    let pmem_count = pmem_count_from_cmdline(&cmdline)?;
+    let device = daxtest_proto::Device::from_cmdline(&cmdline).map_err(anyhow::Error::msg)?;
+    // The bus drivers of the other kinds stay out (nothing of theirs is there to probe).
+    let other_buses: Vec<&str> = daxtest_proto::Device::ALL
+        .iter()
+        .map(|d| d.bus_module())
+        .filter(|m| *m != device.bus_module())
+        .collect();
+    let module_chains: Vec<_> = config
+        .module_chains
+        .iter()
+        .filter(|c| !other_buses.contains(&c.target.as_str()))
+        .cloned()
+        .collect();
 
     // Every chain on its own thread. The DAX proof waits only for the NVDIMM drivers and erofs,
     // not for the network or payload chains.
     let loader = Loader::default();
+    let device_modules = dax_proof::device_modules(device);
     let payload_mounted = Latch::default();
     let (net, payload, devices) = std::thread::scope(|s| {
-        for chain in &config.module_chains {
+        for chain in &module_chains {
             let loader = &loader;
             s.spawn(move || loader.run_chain(chain));
         }
@@ -129,19 +144,17 @@ fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
             payload_mounted.set(r.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
             r
         });
-        let chains = &config.module_chains;
-        let devices =
-            s.spawn(|| match loader.wait_for(dax_proof::DEVICE_MODULES, chains).as_slice() {
-                [] => {
-                    let fs_ready =
-                        || match loader.wait_for(dax_proof::FS_MODULES, chains).as_slice() {
-                            [] => Ok(()),
-                            errors => Err(anyhow::anyhow!("{}", errors.join("; "))),
-                        };
-                    prove_devices(pmem_count, &payload_mounted, &fs_ready)
-                }
-                errors => Err(anyhow::anyhow!("{}", errors.join("; "))),
-            });
+        let chains = &module_chains;
+        let devices = s.spawn(|| match loader.wait_for(&device_modules, chains).as_slice() {
+            [] => {
+                let fs_ready = || match loader.wait_for(dax_proof::FS_MODULES, chains).as_slice() {
+                    [] => Ok(()),
+                    errors => Err(anyhow::anyhow!("{}", errors.join("; "))),
+                };
+                prove_devices(pmem_count, device, &payload_mounted, &fs_ready)
+            }
+            errors => Err(anyhow::anyhow!("{}", errors.join("; "))),
+        });
         let net = start_network_and_sshd(&config);
         let payload = payload.join().expect("payload thread panicked");
         (net, payload, devices.join().expect("device thread panicked"))
@@ -162,7 +175,7 @@ fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
             report.devices = devices;
             report.timeline.push(at);
         }
-        Err(e) => report.errors.push(format!("NVDIMMs: {e:#}")),
+        Err(e) => report.errors.push(format!("{device} devices: {e:#}")),
     }
     for d in &report.devices {
         if !d.dax_proof.ok {
@@ -175,9 +188,10 @@ fn boot(report: &mut ReadyReport) -> anyhow::Result<Vec<String>> {
     Ok(config.preload)
 }
 
-/// Waits for the pmem devices, makes them fsdax, proves DAX on each (in parallel).
+/// Waits for the pmem devices, makes them what `device` says, proves DAX on each (in parallel).
 fn prove_devices(
     count: usize,
+    device: daxtest_proto::Device,
     payload: &Latch,
     fs_ready: &(dyn Fn() -> anyhow::Result<()> + Sync),
 ) -> anyhow::Result<(Vec<daxtest_proto::PmemDevice>, Phase)> {
@@ -185,7 +199,7 @@ fn prove_devices(
     let devices = std::thread::scope(|s| {
         let handles: Vec<_> = names
             .iter()
-            .map(|n| s.spawn(move || dax_proof::prepare_and_prove(n, payload, fs_ready)))
+            .map(|n| s.spawn(move || dax_proof::prepare_and_prove(n, device, payload, fs_ready)))
             .collect();
         handles
             .into_iter()

@@ -66,7 +66,12 @@ fn boot(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
     println!();
     println!("kernel:               {}", image.kernel.id);
     println!("accelerator:          {}", opts.accel);
-    println!("NVDIMMs:              {} x {} MiB", opts.nvdimms, opts.nvdimm_size >> 20);
+    println!(
+        "device:               {} x {} MiB {}",
+        opts.nvdimms,
+        opts.nvdimm_size >> 20,
+        opts.device.describe()
+    );
     println!("bare boot (median):   {:.2} s  QEMU start to exit; init only powers off", secs(mb));
     println!("boot-to-ready (med):  {:.2} s  QEMU start to the agent's report over SSH", secs(mf));
     println!("ratio:                {:.2}", secs(mf) / secs(mb));

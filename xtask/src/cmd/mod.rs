@@ -90,6 +90,7 @@ impl Ctx {
             accel: daxtest::machine::qemu::Accel::Tcg,
             memory_mib: f.memory.unwrap_or(d.memory_mib),
             cpus: f.cpus.unwrap_or(d.cpus),
+            device: f.device,
             nvdimms: f.nvdimms.unwrap_or(d.nvdimms),
             nvdimm_size: parse_size(size)
                 .and_then(|b| {

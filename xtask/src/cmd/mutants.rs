@@ -208,7 +208,7 @@ impl flags::Mutants {
             image: &image,
             opts: &opts,
             kernel_spec: kernel_spec(ctx, Some(&spec)),
-            planned: plan::plan(cases, version, 1, None),
+            planned: plan::plan(cases, version, opts.device, 1, None),
         }];
         let setup = RunSetup {
             overrides: CaseTimeouts::default(),

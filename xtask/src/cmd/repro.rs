@@ -41,6 +41,7 @@ impl flags::Repro {
         let vm = flags::Vm {
             kernel: vec![rerun.kernel_spec.clone()],
             accel,
+            device: rerun.device,
             nvdimms: Some(rerun.nvdimms),
             nvdimm_size: Some(format!("{}M", rerun.nvdimm_size >> 20)),
             memory: Some(rerun.memory_mib),
@@ -74,7 +75,7 @@ impl flags::Repro {
         }
         let version = KernelVersion::parse(&image.kernel.version)
             .with_context(|| format!("cannot read a version in {:?}", image.kernel.version))?;
-        let resolved = plan::resolve(&case, version, Some(orig.case.seed));
+        let resolved = plan::resolve(&case, version, opts.device, Some(orig.case.seed));
         let kernel = KernelPlan {
             image: &image,
             opts: &opts,

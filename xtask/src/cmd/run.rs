@@ -35,11 +35,12 @@ impl flags::Run {
         let (vm, ready) = Vm::start_reporting(&image, &ctx.root, &opts)?;
         lap(&mut timings.boot);
         eprintln!(
-            "daxtest: guest {} ready in {:.2} s ({} x {} MiB NVDIMM in fsdax mode)",
+            "daxtest: guest {} ready in {:.2} s ({} x {} MiB {})",
             ready.report.kernel_release,
             ready.boot_time.as_secs_f64(),
             ready.report.devices.len(),
-            opts.nvdimm_size >> 20
+            opts.nvdimm_size >> 20,
+            opts.device.describe()
         );
         // As ssh does: the words are joined with spaces and the guest's shell parses them.
         let command = self.command.join(" ");

@@ -142,7 +142,7 @@ impl flags::Test {
         // and the first case boot anything.
         let unresolved: Vec<String> = images
             .iter()
-            .map(|(image, _)| unresolved(&cases, image))
+            .map(|(image, opts)| unresolved(&cases, image, opts.device))
             .collect::<anyhow::Result<Vec<_>>>()?
             .concat();
         if !unresolved.is_empty() {
@@ -162,7 +162,7 @@ impl flags::Test {
                     image,
                     opts,
                     kernel_spec: kernel_spec(ctx, *spec),
-                    planned: self.plan(mine, image)?,
+                    planned: self.plan(mine, image, opts.device)?,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -226,8 +226,13 @@ impl flags::Test {
     }
 
     /// The planned runs of every case on one kernel: `--repeat` copies, seeds, resolution.
-    fn plan(&self, cases: &[Case], image: &Image) -> anyhow::Result<Vec<PlannedCase>> {
-        Ok(plan::plan(cases, kernel_version(image)?, self.runs(), self.seed))
+    fn plan(
+        &self,
+        cases: &[Case],
+        image: &Image,
+        device: daxtest_proto::Device,
+    ) -> anyhow::Result<Vec<PlannedCase>> {
+        Ok(plan::plan(cases, kernel_version(image)?, device, self.runs(), self.seed))
     }
 }
 
@@ -330,6 +335,7 @@ pub(super) fn execute(
                 image_dir: image.dir.clone(),
                 memory_mib: opts.memory_mib,
                 cpus: opts.cpus,
+                device: opts.device,
                 nvdimms: opts.nvdimms,
                 nvdimm_size: opts.nvdimm_size,
                 boot_timeout_s: opts.boot_timeout.as_secs(),
@@ -397,11 +403,18 @@ fn kernel_version(image: &Image) -> anyhow::Result<KernelVersion> {
         .ok_or_else(|| anyhow::anyhow!("cannot read a version in {:?}", image.kernel.version))
 }
 
-/// Why each case that cannot be resolved for `image`'s kernel cannot, with the case's id.
-fn unresolved(cases: &[Case], image: &Image) -> anyhow::Result<Vec<String>> {
+/// Why each case that cannot be resolved for `image`'s kernel and `device` cannot, with the
+/// case's id.
+fn unresolved(
+    cases: &[Case],
+    image: &Image,
+    device: daxtest_proto::Device,
+) -> anyhow::Result<Vec<String>> {
     let version = kernel_version(image)?;
     Ok(cases
         .iter()
-        .filter_map(|c| plan::resolve(c, version, None).err().map(|e| format!("{}: {e}", c.id)))
+        .filter_map(|c| {
+            plan::resolve(c, version, device, None).err().map(|e| format!("{}: {e}", c.id))
+        })
         .collect())
 }

@@ -91,6 +91,7 @@ fn probe_kvm(image: &Image, cache: &Path) -> anyhow::Result<(bool, String)> {
         accel: Accel::Kvm,
         memory_mib: 256,
         cpus: 1,
+        device: daxtest_proto::Device::Nvdimm,
         nvdimms: vec![],
         kernel: image.kernel.vmlinuz.clone(),
         initrd: image.bare_initramfs(),

@@ -3,6 +3,7 @@
 
 use crate::cleanup;
 use anyhow::Context;
+use daxtest_proto::Device;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -26,6 +27,7 @@ impl std::fmt::Display for Accel {
     }
 }
 
+/// A pmem device's backing file on the host (an NVDIMM's or a virtio-pmem device's memory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nvdimm {
     pub path: PathBuf,
@@ -35,8 +37,11 @@ pub struct Nvdimm {
 #[derive(Debug, Clone)]
 pub struct QemuConfig {
     pub accel: Accel,
+    /// Guest RAM (for [`Device::Memmap`] it holds the pmem ranges as well).
     pub memory_mib: u64,
     pub cpus: u32,
+    /// How the backing files are attached: NVDIMMs or virtio-pmem devices (memmap has none).
+    pub device: Device,
     pub nvdimms: Vec<Nvdimm>,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
@@ -67,10 +72,13 @@ pub fn args(c: &QemuConfig) -> Vec<String> {
         // Every feature TCG can emulate (SSE4.2 for crc32c-intel, and so on).
         Accel::Tcg => "max",
     };
-    push(&["-machine", &format!("pc,nvdimm=on,accel={}", c.accel), "-cpu", cpu]);
+    // nvdimm=on only for NVDIMMs: it adds the NFIT (an empty one otherwise, and an nvdimm bus).
+    let nvdimm = if c.device.is_nvdimm() { ",nvdimm=on" } else { "" };
+    push(&["-machine", &format!("pc{nvdimm},accel={}", c.accel), "-cpu", cpu]);
     push(&["-smp", &c.cpus.to_string()]);
     let nv_total_mib: u64 = c.nvdimms.iter().map(|n| n.size >> 20).sum();
-    // NVDIMMs are memory devices: they need slots, and maxmem above RAM by their total size.
+    // NVDIMMs and virtio-pmem devices are memory devices: they need slots, and maxmem above RAM
+    // by their total size.
     let memory = match c.nvdimms.len() {
         0 => format!("{}M", c.memory_mib),
         n => {
@@ -87,7 +95,10 @@ pub fn args(c: &QemuConfig) -> Vec<String> {
                 nv.size >> 20
             ),
             "-device",
-            &format!("nvdimm,id=nv{i},memdev=nvmem{i}"),
+            &match c.device {
+                Device::VirtioPmem => format!("virtio-pmem-pci,id=vpmem{i},memdev=nvmem{i}"),
+                _ => format!("nvdimm,id=nv{i},memdev=nvmem{i}"),
+            },
         ]);
     }
     push(&["-kernel", &c.kernel.to_string_lossy(), "-initrd", &c.initrd.to_string_lossy()]);
@@ -216,6 +227,7 @@ mod tests {
             accel,
             memory_mib: 1024,
             cpus: 2,
+            device: Device::Nvdimm,
             nvdimms: (0..nvdimms)
                 .map(|i| Nvdimm { path: format!("/t/nv{i}.img").into(), size: 2 << 30 })
                 .collect(),
@@ -272,6 +284,32 @@ mod tests {
         let mut c = config(Accel::Tcg, 1);
         c.ssh_port = None;
         assert!(!args(&c).iter().any(|a| a.contains("netdev")));
+    }
+
+    #[test]
+    fn virtio_pmem_is_a_virtio_device_on_the_same_backing_file_without_an_nfit() {
+        let mut c = config(Accel::Tcg, 1);
+        c.device = Device::VirtioPmem;
+        let line = command_line(&c);
+        assert!(
+            line.contains(
+                "-machine pc,accel=tcg -cpu max -smp 2 -m 1024M,slots=4,maxmem=3072M \
+                 -object memory-backend-file,id=nvmem0,share=on,mem-path=/t/nv0.img,size=2048M \
+                 -device virtio-pmem-pci,id=vpmem0,memdev=nvmem0 -kernel"
+            ),
+            "{line}"
+        );
+        assert!(!line.contains("nvdimm"), "{line}");
+    }
+
+    #[test]
+    fn memmap_is_ram_alone() {
+        let mut c = config(Accel::Tcg, 0);
+        c.device = Device::Memmap;
+        c.memory_mib = 2176;
+        let line = command_line(&c);
+        assert!(line.contains("-machine pc,accel=tcg -cpu max -smp 2 -m 2176M -kernel"), "{line}");
+        assert!(!line.contains("-object") && !line.contains("nvdimm"), "{line}");
     }
 
     #[test]

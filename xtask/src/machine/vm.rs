@@ -12,7 +12,7 @@ use crate::machine::image::Image;
 use crate::machine::qemu::{self, Accel, Nvdimm, Qemu, QemuConfig};
 use crate::machine::ssh::{self, Connection};
 use anyhow::{bail, Context};
-use daxtest_proto::{ReadyReport, AGENT_PATH, CMDLINE_PMEM_COUNT};
+use daxtest_proto::{Device, ReadyReport, AGENT_PATH, CMDLINE_DEVICE, CMDLINE_PMEM_COUNT};
 use std::io::{Read, Seek, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -23,6 +23,8 @@ pub struct VmOptions {
     pub accel: Accel,
     pub memory_mib: u64,
     pub cpus: u32,
+    /// The kind of pmem device (`--device`); `nvdimms` of them, `nvdimm_size` each.
+    pub device: Device,
     pub nvdimms: usize,
     pub nvdimm_size: u64,
     pub boot_timeout: Duration,
@@ -80,7 +82,29 @@ impl VmOptions {
         if self.cpus == 0 || self.cpus > 64 {
             return Err(exit::input(format!("--cpus {}: use 1 to 64 (default 2)", self.cpus)));
         }
+        if self.device == Device::Memmap && self.guest_ram_mib() >= MEMMAP_RAM_LIMIT_MIB {
+            return Err(exit::input(format!(
+                "--device memmap: the pmem is guest RAM below 4 GiB, and --memory {} with {} x \
+                 {} MiB needs {} MiB of it (at most {}): give a smaller --nvdimm-size, fewer \
+                 --nvdimms or less --memory",
+                self.memory_mib,
+                self.nvdimms,
+                self.nvdimm_size >> 20,
+                self.guest_ram_mib(),
+                MEMMAP_RAM_LIMIT_MIB - 1
+            )));
+        }
         Ok(())
+    }
+
+    /// The RAM QEMU gives the guest: `memory_mib`, and for memmap the pmem ranges after it.
+    pub fn guest_ram_mib(&self) -> u64 {
+        match self.device {
+            Device::Memmap => {
+                memmap_ranges(self.memory_mib, self.nvdimms, self.nvdimm_size >> 20).1
+            }
+            _ => self.memory_mib,
+        }
     }
 
     /// The kernel command line. quiet: the console only gets warnings and worse, which is what
@@ -98,13 +122,43 @@ impl VmOptions {
     /// load here, and the CI's boots twice; a false crash of the kernel under test.
     pub fn kernel_command_line(&self) -> String {
         let tcg = if self.accel == Accel::Tcg { " tsc=unstable" } else { "" };
+        // memmap=SIZE!OFFSET: the range becomes e820 type 12 (persistent, legacy), which
+        // nd_e820 registers as a pmem region (arch/x86/kernel/e820.c, drivers/nvdimm/e820.c).
+        let memmap: String = match self.device {
+            Device::Memmap => memmap_ranges(self.memory_mib, self.nvdimms, self.nvdimm_size >> 20)
+                .0
+                .iter()
+                .map(|(offset, size)| format!(" memmap={size}M!{offset}M"))
+                .collect(),
+            _ => String::new(),
+        };
         format!(
             "console=ttyS0 quiet panic=-1 oops=panic sysrq_always_enabled \
              sysctl.kernel.hung_task_timeout_secs={} sysctl.kernel.hung_task_warnings=-1 \
-             {CMDLINE_PMEM_COUNT}={}{tcg}",
-            self.hung_task_secs, self.nvdimms
+             {CMDLINE_DEVICE}={}{memmap} {CMDLINE_PMEM_COUNT}={}{tcg}",
+            self.hung_task_secs, self.device, self.nvdimms
         )
     }
+}
+
+/// With `memmap`, QEMU's pc machine keeps all RAM below 4 GiB while it is under 3.5 GiB
+/// (hw/i386/pc_piix.c: above that, RAM over 3 GiB moves above 4 GiB, around the PCI hole).
+const MEMMAP_RAM_LIMIT_MIB: u64 = 3584;
+
+/// The memmap ranges (offset, size in MiB) for `count` devices of `size_mib` after `memory_mib`
+/// of RAM, and the guest RAM that holds them. Each range starts on a 128 MiB boundary (a memory
+/// section, which devm_memremap_pages maps) and is followed by 128 MiB of plain RAM: adjacent
+/// ranges of one e820 type are merged into one (e820__update_table), which would make one
+/// device of two, and the top of RAM holds the firmware's tables.
+fn memmap_ranges(memory_mib: u64, count: usize, size_mib: u64) -> (Vec<(u64, u64)>, u64) {
+    const SECTION: u64 = 128;
+    let mut at = memory_mib.div_ceil(SECTION) * SECTION;
+    let mut ranges = Vec::new();
+    for _ in 0..count {
+        ranges.push((at, size_mib));
+        at += size_mib.div_ceil(SECTION) * SECTION + SECTION;
+    }
+    (ranges, at)
 }
 
 pub struct Vm {
@@ -138,8 +192,13 @@ impl FsdaxTemplate {
     const LEN: usize = 64 << 10;
     const SIGNATURE: &'static [u8] = b"NVDIMM_PFN_INFO\0";
 
-    fn path(dir: &Path, release: &str, size: u64) -> PathBuf {
-        dir.join(format!("{release}-{}M.head", size >> 20))
+    /// One per kind of device: an nvdimm-mem's info block (struct pages on the device) or a
+    /// 4 KiB-aligned one would come up as another kind's namespace.
+    fn path(dir: &Path, release: &str, size: u64, device: Device) -> PathBuf {
+        match device {
+            Device::Nvdimm => dir.join(format!("{release}-{}M.head", size >> 20)),
+            d => dir.join(format!("{release}-{}M-{d}.head", size >> 20)),
+        }
     }
 
     fn is_valid(head: &[u8]) -> bool {
@@ -218,12 +277,14 @@ impl Vm {
         let templates = root.join("target/daxtest/cache/fsdax");
         let release = image.kernel.release.clone();
         let mut nvdimms = Vec::new();
-        for i in 0..opts.nvdimms {
+        // memmap's pmem is guest RAM: no backing file.
+        let files = if opts.device == Device::Memmap { 0 } else { opts.nvdimms };
+        for i in 0..files {
             let path = dir.path().join(format!("nvdimm{i}.img"));
             create_backing_file(
                 &path,
                 opts.nvdimm_size,
-                &FsdaxTemplate::path(&templates, &release, opts.nvdimm_size),
+                &FsdaxTemplate::path(&templates, &release, opts.nvdimm_size, opts.device),
             )?;
             nvdimms.push(Nvdimm { path, size: opts.nvdimm_size });
         }
@@ -235,8 +296,9 @@ impl Vm {
         let serial_log = dir.path().join("serial.log");
         let config = QemuConfig {
             accel: opts.accel,
-            memory_mib: opts.memory_mib,
+            memory_mib: opts.guest_ram_mib(),
             cpus: opts.cpus,
+            device: opts.device,
             nvdimms: nvdimms.clone(),
             kernel: image.kernel.vmlinuz.clone(),
             initrd: initrd.to_path_buf(),
@@ -276,6 +338,13 @@ impl Vm {
     /// After [`Vm::cut_power`]: boots again on the same backing files (QEMU as before, a new
     /// serial log and SSH port) and waits until the agent answers.
     pub fn boot_after_cut(&mut self, image: &Image) -> anyhow::Result<Booted> {
+        if !self.options.device.persistent() {
+            bail!(
+                "a power cut on --device {}: its pmem was guest RAM and is gone (the plan skips \
+                 such cases)",
+                self.options.device
+            );
+        }
         let _ = std::fs::remove_file(&self.serial_log);
         if self.config.ssh_port.is_some() && self.options.ssh_port.is_none() {
             self.port = free_port()?;
@@ -391,7 +460,12 @@ impl Vm {
             return Ok(());
         }
         std::fs::create_dir_all(&self.templates)?;
-        let path = FsdaxTemplate::path(&self.templates, &self.kernel_release, nv.size);
+        let path = FsdaxTemplate::path(
+            &self.templates,
+            &self.kernel_release,
+            nv.size,
+            self.options.device,
+        );
         let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
         std::fs::write(&tmp, &head)?;
         std::fs::rename(&tmp, &path)?;
@@ -538,6 +612,7 @@ mod tests {
             accel: Accel::Tcg,
             memory_mib: 1024,
             cpus: 2,
+            device: Device::Nvdimm,
             nvdimms: count,
             nvdimm_size: size,
             boot_timeout: Duration::from_secs(1),
@@ -560,9 +635,45 @@ mod tests {
         let tcg = opts(2, 2 << 30).kernel_command_line();
         assert!(tcg.starts_with("console=ttyS0 quiet panic=-1 oops=panic "), "{tcg}");
         assert!(tcg.contains("hung_task_timeout_secs=10 "), "{tcg}");
-        assert!(tcg.ends_with("daxtest.pmem=2 tsc=unstable"), "{tcg}");
+        assert!(tcg.ends_with("daxtest.device=nvdimm daxtest.pmem=2 tsc=unstable"), "{tcg}");
         let kvm = VmOptions { accel: Accel::Kvm, ..opts(1, 2 << 30) }.kernel_command_line();
         assert!(kvm.ends_with("daxtest.pmem=1"), "{kvm}");
+    }
+
+    #[test]
+    fn memmap_ranges_sit_after_the_ram_on_section_boundaries_apart() {
+        let one = VmOptions { device: Device::Memmap, ..opts(1, 1 << 30) };
+        assert_eq!(one.guest_ram_mib(), 1024 + 1024 + 128);
+        let line = one.kernel_command_line();
+        assert!(
+            line.contains(" daxtest.device=memmap memmap=1024M!1024M daxtest.pmem=1"),
+            "{line}"
+        );
+        let two = VmOptions { device: Device::Memmap, memory_mib: 1000, ..opts(2, 512 << 20) };
+        let line = two.kernel_command_line();
+        assert!(line.contains(" memmap=512M!1024M memmap=512M!1664M daxtest.pmem=2"), "{line}");
+        assert_eq!(two.guest_ram_mib(), 2304);
+        assert!(two.validate().is_ok());
+        // Other devices leave the RAM and the command line's memmap alone.
+        let nv = opts(1, 1 << 30);
+        assert_eq!(nv.guest_ram_mib(), 1024);
+        assert!(!nv.kernel_command_line().contains("memmap"));
+    }
+
+    #[test]
+    fn memmap_beyond_the_low_ram_is_refused_with_the_numbers() {
+        let big = VmOptions { device: Device::Memmap, ..opts(1, 4 << 30) };
+        let e = big.validate().unwrap_err().to_string();
+        assert!(e.starts_with("--device memmap: the pmem is guest RAM below 4 GiB"), "{e}");
+        assert!(e.contains("needs 5248 MiB of it (at most 3583)"), "{e}");
+    }
+
+    #[test]
+    fn each_device_kind_has_its_own_template() {
+        let p = |d| FsdaxTemplate::path(Path::new("/c"), "6.12.1", 1 << 30, d);
+        assert_eq!(p(Device::Nvdimm), Path::new("/c/6.12.1-1024M.head"));
+        assert_eq!(p(Device::NvdimmMem), Path::new("/c/6.12.1-1024M-nvdimm-mem.head"));
+        assert_eq!(p(Device::Nvdimm4k), Path::new("/c/6.12.1-1024M-nvdimm-4k.head"));
     }
 
     #[test]

@@ -430,6 +430,7 @@ fn environment(k: &KernelEntry, vm: Option<usize>) -> Value {
         "qemu_version": k.qemu_version,
         "cpus": r.cpus,
         "memory_mib": r.memory_mib,
+        "device": r.device,
         "nvdimms": r.nvdimms,
         "nvdimm_size": r.nvdimm_size,
     });
@@ -439,17 +440,29 @@ fn environment(k: &KernelEntry, vm: Option<usize>) -> Value {
     }
     json!({
         "comment": text(&format!(
-            "{} ({}), x86_64 guest, {} vCPUs, {} MiB, {} emulated NVDIMM{} of {} MiB in fsdax mode",
+            "{} ({}), x86_64 guest, {} vCPUs, {} MiB, {}",
             k.qemu_version,
             k.accel.to_uppercase(),
             r.cpus,
             r.memory_mib,
-            r.nvdimms,
-            if r.nvdimms == 1 { "" } else { "s" },
-            r.nvdimm_size >> 20
+            device_text(r.device, r.nvdimms, r.nvdimm_size)
         )),
         "misc": misc,
     })
+}
+
+/// `1 emulated NVDIMM of 1024 MiB in fsdax mode`, and the other kinds in their words.
+fn device_text(device: daxtest_proto::Device, count: usize, size: u64) -> String {
+    use daxtest_proto::Device;
+    let s = if count == 1 { "" } else { "s" };
+    let mib = size >> 20;
+    match device {
+        Device::Nvdimm | Device::NvdimmMem | Device::Nvdimm4k => {
+            let how = device.describe().trim_start_matches("NVDIMM ");
+            format!("{count} emulated NVDIMM{s} of {mib} MiB {how}")
+        }
+        _ => format!("{count} x {mib} MiB {}", device.describe()),
+    }
 }
 
 fn issue(id: &str, origin: &str, reason: &str, link: &str) -> Value {

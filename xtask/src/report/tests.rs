@@ -61,6 +61,7 @@ fn kernel_started(
             image_dir: format!("/cache/images/{key}").into(),
             memory_mib: 1024,
             cpus: 2,
+            device: daxtest_proto::Device::Nvdimm,
             nvdimms: 1,
             nvdimm_size: 2 << 30,
             boot_timeout_s: 60,

@@ -340,6 +340,9 @@ pub struct RerunInfo {
     pub image_dir: PathBuf,
     pub memory_mib: u64,
     pub cpus: u32,
+    /// `--device` (results of an older daxtest, which had NVDIMMs alone, read as `nvdimm`).
+    #[serde(default)]
+    pub device: daxtest_proto::Device,
     pub nvdimms: usize,
     /// Bytes.
     pub nvdimm_size: u64,

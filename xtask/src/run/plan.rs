@@ -3,7 +3,8 @@
 
 use crate::scenario::{Case, Xfail, DEVICE, MOUNT_POINT};
 use crate::version::KernelVersion;
-use daxtest_proto::case::{CaseSpec, Op, Step};
+use daxtest_proto::case::{CaseSpec, MapKind, Op, Outcome, Step};
+use daxtest_proto::Device;
 
 /// A case and what it became for the kernel under test.
 pub struct PlannedCase {
@@ -19,34 +20,64 @@ pub enum Resolution {
     Skip(String),
 }
 
-/// The case for `kernel`: skipped when a requirement does not hold; otherwise each step with the
-/// first expectation whose kernel conditions hold (none is an error), and the seed.
+/// The case for `kernel` and `device`: skipped when a requirement does not hold, or when it cuts
+/// the power of a device that keeps nothing across a cut; otherwise each step with the first
+/// expectation whose kernel and device conditions hold (none is an error), and the seed.
 pub fn resolve(
     case: &Case,
     kernel: KernelVersion,
+    device: Device,
     seed: Option<u64>,
 ) -> Result<Resolution, String> {
     if let Some(c) = case.requires.iter().find(|c| !c.holds(kernel)) {
         return Ok(Resolution::Skip(format!("needs kernel {c}, this is {kernel}")));
+    }
+    if !case.requires_device.is_empty() && !case.requires_device.contains(&device) {
+        let name = |d: &Device| d.name();
+        let excluded: Vec<&str> =
+            Device::ALL.iter().filter(|d| !case.requires_device.contains(d)).map(name).collect();
+        // Said the shorter way: the devices it needs, or the ones it does not run on.
+        return Ok(Resolution::Skip(if excluded.len() < case.requires_device.len() {
+            format!("needs a device other than {}, this run's is {device}", excluded.join(" and "))
+        } else {
+            let needed: Vec<&str> = case.requires_device.iter().map(name).collect();
+            format!("needs device {}, this run's is {device}", needed.join(" or "))
+        }));
+    }
+    if !device.persistent() && case.steps.iter().any(|s| s.op == Op::PowerCut) {
+        return Ok(Resolution::Skip(format!(
+            "cuts the power, and the {device} device is guest RAM: nothing of it survives the \
+             VM, so there is nothing to recover"
+        )));
     }
     let mut steps = Vec::new();
     for s in &case.steps {
         let expect = s
             .expect
             .iter()
-            .find(|(when, _)| when.iter().all(|c| c.holds(kernel)))
+            .find(|(when, _)| when.holds(kernel, device))
             .map(|(_, e)| e.clone())
             .ok_or_else(|| {
                 format!(
-                    "{}:{}: no expectation of this step applies to kernel {kernel}: add one \
-                     without `when`",
+                    "{}:{}: no expectation of this step applies to kernel {kernel} on device \
+                     {device}: add one without `when`",
                     case.file.display(),
                     s.line
                 )
             })?;
+        if let Some(e) = impossible_on(device, &s.op, &expect.outcome) {
+            return Err(format!("{}:{}: {e}", case.file.display(), s.line));
+        }
         steps.push(Step { line: s.line, op: s.op.clone(), expect });
     }
-    let xfail = case.xfail.iter().find(|x| x.kernel.iter().all(|c| c.holds(kernel))).cloned();
+    let xfail = case
+        .xfail
+        .iter()
+        .find(|x| {
+            x.kernel.iter().all(|c| c.holds(kernel))
+                && (x.device.is_empty() || x.device.contains(&device))
+        })
+        .cloned();
     Ok(Resolution::Run {
         spec: Box::new(CaseSpec {
             id: case.id.clone(),
@@ -65,6 +96,26 @@ pub fn resolve(
         }),
         xfail,
     })
+}
+
+/// An expectation of success `device` can never give, whatever the kernel: MAP_SYNC on an
+/// asynchronous device (include/linux/dax.h daxdev_mapping_supported: VM_SYNC needs
+/// dax_synchronous(); drivers/nvdimm/virtio_pmem.c sets ND_REGION_ASYNC, so drivers/nvdimm/pmem.c
+/// leaves the dax_device asynchronous; fs/xfs/xfs_file.c and fs/ext4/file.c return EOPNOTSUPP).
+fn impossible_on(device: Device, op: &Op, outcome: &Outcome) -> Option<String> {
+    match op {
+        Op::Mmap { kind: MapKind::Sync, .. }
+            if !device.synchronous() && matches!(outcome, Outcome::Ok) =>
+        {
+            Some(format!(
+                "mmap kind = \"sync\" (MAP_SYNC) cannot succeed on {device}: its dax_device is \
+                 asynchronous and the filesystem refuses MAP_SYNC with EOPNOTSUPP; expect that \
+                 there ({{ when = {{ device = \"{device}\" }}, errno = \"EOPNOTSUPP\" }}), or keep \
+                 the case off it (requires = {{ device = \"!{device}\" }})"
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// A case cut at its `power_cut` steps into the parts the agent runs, one VM each: every part but
@@ -96,6 +147,7 @@ pub fn power_cut_parts(spec: &CaseSpec) -> Vec<CaseSpec> {
 pub fn plan(
     cases: &[Case],
     kernel: KernelVersion,
+    device: Device,
     runs: u32,
     seed: Option<u64>,
 ) -> Vec<PlannedCase> {
@@ -107,7 +159,7 @@ pub fn plan(
             if runs > 1 {
                 case.id = format!("{}#{k}", case.id);
             }
-            planned.push(PlannedCase { resolution: resolve(&case, kernel, seed), case });
+            planned.push(PlannedCase { resolution: resolve(&case, kernel, device, seed), case });
         }
     }
     planned

@@ -159,6 +159,9 @@ pub(super) struct Requires {
     /// Version constraints, all of which must hold: ">=6.2".
     #[serde(default)]
     pub(super) kernel: OneOrMany,
+    /// The devices (`--device`) the case means something on: names, or all but `"!name"`s.
+    #[serde(default)]
+    pub(super) device: OneOrMany,
 }
 
 /// `xfail = [{ when = ..., reason, link, step = 3, errno = "EINVAL" }]`: a known bug, named by its
@@ -190,6 +193,9 @@ pub(super) struct WhenDef {
     pub(super) fs: OneOrMany,
     #[serde(default)]
     pub(super) mount: OneOrMany,
+    /// The run's device (`--device`): names, or all but `"!name"`s.
+    #[serde(default)]
+    pub(super) device: OneOrMany,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

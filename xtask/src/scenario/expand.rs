@@ -5,12 +5,14 @@
 use super::def::*;
 use super::lint::{errno_problem, fits, impossible, Usage};
 use super::{
-    limits, Case, CaseTimeouts, Diagnostic, Scenario, Step, Symptom, SymptomKind, Xfail, FORMAT,
+    limits, Case, CaseTimeouts, Diagnostic, Scenario, Step, Symptom, SymptomKind, When, Xfail,
+    FORMAT,
 };
 use crate::lines::LineIndex;
 use crate::version::Constraint;
 use daxtest_proto::case::{Count, Expect, Fs, Op, Outcome, Shared};
 use daxtest_proto::errno;
+use daxtest_proto::Device;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -157,6 +159,12 @@ fn expand_case(
         Some(r) => constraints(&r.get_ref().kernel.items(), r.span().start, &mut diags),
         None => vec![],
     };
+    let requires_device = match &c.requires {
+        Some(r) => devices(&r.get_ref().device.items(), "requires")
+            .map_err(|e| diags.push(at(r.span().start, e)))
+            .unwrap_or_default(),
+        None => vec![],
+    };
     // The file's patterns and timeouts are checked once, in `parse`; the case's here.
     let mut log = def.kernel_log.plain();
     let own = c.kernel_log.plain();
@@ -208,6 +216,9 @@ fn expand_case(
                             spanned.span().start,
                             &mut diags,
                         ),
+                        device: devices(&x.when.device.items(), "xfail when")
+                            .map_err(|e| diags.push(at(spanned.span().start, e)))
+                            .unwrap_or_default(),
                         reason: x.reason.clone(),
                         link: x.link.clone(),
                         symptom,
@@ -261,6 +272,7 @@ fn expand_case(
                 mount: mount.clone(),
                 mkfs: c.mkfs.get(fs).or(def.mkfs.get(fs)).cloned().unwrap_or_default(),
                 requires: requires.clone(),
+                requires_device: requires_device.clone(),
                 xfail,
                 kernel_log: log.clone(),
                 // A power cut needs no VM of its own: the earlier cases' kernel log is judged
@@ -337,8 +349,29 @@ fn cell_matches(w: &WhenDef, fs: Fs, mount: &str) -> bool {
         && (mounts.is_empty() || mounts.iter().any(|m| m == mount))
 }
 
-/// Expectation alternatives of a step, each with the kernel conditions under which it holds.
-type Alternatives = Vec<(Vec<Constraint>, Expect)>;
+/// Expectation alternatives of a step, each with the kernel and device conditions under which it
+/// holds.
+type Alternatives = Vec<(When, Expect)>;
+
+/// `device = "virtio-pmem"`, `["nvdimm", "nvdimm-4k"]` or all but some: `"!memmap"`; empty for
+/// every device. Unknown names, and names mixed with `!names`, are refused.
+pub(super) fn devices(items: &[String], key: &str) -> Result<Vec<Device>, String> {
+    let negated = items.iter().filter(|i| i.starts_with('!')).count();
+    if negated != 0 && negated != items.len() {
+        return Err(format!(
+            "{key} device = {items:?}: list the devices it holds on, or the ones it does not \
+             (\"!name\"), not both"
+        ));
+    }
+    let named = items
+        .iter()
+        .map(|i| i.trim_start_matches('!').parse::<Device>().map_err(|e| format!("{key} {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(match negated {
+        0 => named,
+        _ => Device::ALL.into_iter().filter(|d| !named.contains(d)).collect(),
+    })
+}
 
 /// A step as written: its operation and its expectations (alternatives), not yet chosen for a
 /// matrix cell.
@@ -393,7 +426,11 @@ fn alternatives(
         for k in d.when.kernel.items() {
             kernel.push(Constraint::parse(&k)?);
         }
-        alternatives.push((kernel, expectation(d, vars).map_err(|e| format!("expect: {e}"))?));
+        let device = devices(&d.when.device.items(), "when")?;
+        alternatives.push((
+            When { kernel, device },
+            expectation(d, vars).map_err(|e| format!("expect: {e}"))?,
+        ));
     }
     if alternatives.is_empty() {
         return Err("no expectation of this step applies here: add one without `when`".into());

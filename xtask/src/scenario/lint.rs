@@ -3,7 +3,6 @@
 //! errno the agent never reports.
 
 use super::limits::POISON_LEN;
-use crate::version::Constraint;
 use daxtest_proto::case::{Expect, Fs, IoDirection, MapKind, Op, Outcome, Prot, RACE_SLOT, RECORD};
 use daxtest_proto::errno;
 use std::collections::{HashMap, HashSet};
@@ -11,12 +10,12 @@ use std::collections::{HashMap, HashSet};
 /// An expectation of success the kernel cannot meet in this matrix cell, whatever its version.
 pub(super) fn impossible(
     op: &Op,
-    expect: &[(Vec<Constraint>, Expect)],
+    expect: &[(super::When, Expect)],
     fs: Fs,
     mount: &str,
 ) -> Option<String> {
-    // The alternatives some kernel can reach: up to the first without kernel conditions.
-    let reachable = match expect.iter().position(|(k, _)| k.is_empty()) {
+    // The alternatives some kernel and device can reach: up to the first without conditions.
+    let reachable = match expect.iter().position(|(w, _)| *w == super::When::default()) {
         Some(i) => &expect[..=i],
         None => expect,
     };
@@ -57,7 +56,7 @@ pub(super) fn impossible(
     }
 }
 /// Whether each expectation can be observed by the operation (content needs read or load...).
-pub(super) fn fits(op: &Op, alternatives: &[(Vec<Constraint>, Expect)]) -> Result<(), String> {
+pub(super) fn fits(op: &Op, alternatives: &[(super::When, Expect)]) -> Result<(), String> {
     let access = matches!(op, Op::Store { .. } | Op::Load { .. });
     for (_, e) in alternatives {
         if (e.faults.is_some() || e.pmd_faults.is_some()) && matches!(op, Op::StoreProfile { .. }) {
@@ -136,7 +135,7 @@ impl Usage {
     pub(super) fn step(
         &mut self,
         op: &Op,
-        expect: &[(Vec<Constraint>, Expect)],
+        expect: &[(super::When, Expect)],
         line: usize,
     ) -> Vec<String> {
         let mut errors = Vec::new();

@@ -3,9 +3,10 @@
 //! `lint` and `limits` (what a step may not say), `select` (which cases a command line picks).
 //! Uses only the crate's support modules and the protocol's types.
 
-use crate::version::Constraint;
+use crate::version::{Constraint, KernelVersion};
 use anyhow::Context;
 use daxtest_proto::case::{Expect, Fs, Op};
+use daxtest_proto::Device;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -55,6 +56,8 @@ pub struct CaseTimeouts {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Xfail {
     pub kernel: Vec<Constraint>,
+    /// The devices it shows on (empty: every one).
+    pub device: Vec<Device>,
     pub reason: String,
     pub link: String,
     pub symptom: Symptom,
@@ -95,8 +98,24 @@ impl fmt::Display for Symptom {
 pub struct Step {
     pub line: usize,
     pub op: Op,
-    /// Alternatives, the first whose kernel conditions hold wins.
-    pub expect: Vec<(Vec<Constraint>, Expect)>,
+    /// Alternatives, the first whose conditions hold for the run's kernel and device wins.
+    pub expect: Vec<(When, Expect)>,
+}
+
+/// The run-time part of an expectation's `when`: the kernel's version and the run's device (the
+/// matrix's fs and mount are chosen when the case is expanded).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct When {
+    pub kernel: Vec<Constraint>,
+    /// Empty: every device.
+    pub device: Vec<Device>,
+}
+
+impl When {
+    pub fn holds(&self, kernel: KernelVersion, device: Device) -> bool {
+        self.kernel.iter().all(|c| c.holds(kernel))
+            && (self.device.is_empty() || self.device.contains(&device))
+    }
 }
 
 /// One matrix cell of one case of one scenario file.
@@ -111,6 +130,8 @@ pub struct Case {
     pub mount: String,
     pub mkfs: Vec<String>,
     pub requires: Vec<Constraint>,
+    /// The devices the case runs on (empty: every one); elsewhere it is skipped.
+    pub requires_device: Vec<Device>,
     pub xfail: Vec<Xfail>,
     pub kernel_log: KernelLogRules,
     pub seed: u64,

@@ -3,6 +3,7 @@ use super::*;
 use crate::run::plan::{resolve, Resolution};
 use crate::version::KernelVersion;
 use daxtest_proto::case::Outcome;
+use daxtest_proto::Device;
 
 const GOOD: &str = r#"
 format = 1
@@ -79,7 +80,7 @@ fn o(outcome: Outcome) -> Expect {
 }
 
 fn expectations(c: &Case, kernel: KernelVersion) -> Vec<Expect> {
-    match resolve(c, kernel, None).unwrap() {
+    match resolve(c, kernel, Device::Nvdimm, None).unwrap() {
         Resolution::Run { spec, .. } => spec.steps.into_iter().map(|s| s.expect).collect(),
         Resolution::Skip(r) => panic!("skipped: {r}"),
     }
@@ -103,11 +104,11 @@ fn variables_and_kernel_conditions_pick_the_expectation() {
 fn an_unmet_requirement_skips_with_the_reason() {
     let s = parse_ok(GOOD);
     assert_eq!(
-        resolve(&s.cases[4], KernelVersion(6, 1, 192), None).unwrap(),
+        resolve(&s.cases[4], KernelVersion(6, 1, 192), Device::Nvdimm, None).unwrap(),
         Resolution::Skip("needs kernel >=6.2, this is 6.1.192".into())
     );
     assert!(matches!(
-        resolve(&s.cases[4], KernelVersion(6, 12, 0), None).unwrap(),
+        resolve(&s.cases[4], KernelVersion(6, 12, 0), Device::Nvdimm, None).unwrap(),
         Resolution::Run { .. }
     ));
 }
@@ -116,11 +117,144 @@ fn an_unmet_requirement_skips_with_the_reason() {
 fn a_seed_given_on_the_command_line_wins() {
     let s = parse_ok(GOOD);
     let Resolution::Run { spec, .. } =
-        resolve(&s.cases[0], KernelVersion(6, 12, 0), Some(42)).unwrap()
+        resolve(&s.cases[0], KernelVersion(6, 12, 0), Device::Nvdimm, Some(42)).unwrap()
     else {
         panic!()
     };
     assert_eq!(spec.seed, 42);
+}
+
+const DEVICES: &str = r#"
+format = 1
+name = "devices"
+summary = "expectations that depend on the run's device"
+
+[[case]]
+id = "map-sync"
+summary = "MAP_SYNC is refused on an asynchronous device"
+steps = [
+  { op = "write", file = "f", offset = 0, len = 4096, pattern = "a" },
+  { op = "mmap", file = "f", map = "m", offset = 0, len = 4096, kind = "sync", expect = [
+      { when = { device = "virtio-pmem" }, errno = "EOPNOTSUPP" },
+      { when = { device = ["nvdimm-4k", "nvdimm-mem"], kernel = "<6.2" }, errno = "EINVAL" },
+      { ok = true },
+  ] },
+]
+xfail = [{ when = { device = "!nvdimm" }, reason = "r", link = "https://x", step = 2, errno = "EIO" }]
+
+[[case]]
+id = "nvdimms-only"
+summary = "runs on the NVDIMM kinds alone"
+requires = { device = ["nvdimm", "nvdimm-mem", "nvdimm-4k"] }
+steps = [{ op = "create", file = "f" }]
+
+[[case]]
+id = "cut"
+summary = "a power cut"
+steps = [
+  { op = "write", file = "f", offset = 0, len = 4096, pattern = "a" },
+  { op = "power_cut" },
+  { op = "read", file = "f", offset = 0, len = 4096, expect = { content = "a" } },
+]
+"#;
+
+fn resolved(c: &Case, kernel: KernelVersion, device: Device) -> Resolution {
+    resolve(c, kernel, device, None).unwrap()
+}
+
+#[test]
+fn the_device_picks_the_expectation_and_the_xfail() {
+    let s = parse_ok(DEVICES);
+    let new = KernelVersion(6, 12, 117);
+    let mmap = |device, kernel| match resolved(&s.cases[0], kernel, device) {
+        Resolution::Run { spec, xfail } => (spec.steps[1].expect.outcome.clone(), xfail.is_some()),
+        Resolution::Skip(r) => panic!("skipped: {r}"),
+    };
+    assert_eq!(mmap(Device::Nvdimm, new), (Outcome::Ok, false));
+    assert_eq!(mmap(Device::VirtioPmem, new), (Outcome::Errno("EOPNOTSUPP".into()), true));
+    assert_eq!(mmap(Device::Memmap, new), (Outcome::Ok, true));
+    // Both conditions of an alternative must hold.
+    assert_eq!(mmap(Device::Nvdimm4k, new), (Outcome::Ok, true));
+    let old = KernelVersion(6, 1, 192);
+    assert_eq!(mmap(Device::Nvdimm4k, old), (Outcome::Errno("EINVAL".into()), true));
+    assert_eq!(mmap(Device::Nvdimm, old), (Outcome::Ok, false));
+}
+
+#[test]
+fn a_case_for_other_devices_or_a_power_cut_on_ram_is_skipped_with_the_reason() {
+    let s = parse_ok(DEVICES);
+    let k = KernelVersion(6, 12, 117);
+    assert!(matches!(resolved(&s.cases[1], k, Device::NvdimmMem), Resolution::Run { .. }));
+    assert_eq!(
+        resolved(&s.cases[1], k, Device::VirtioPmem),
+        Resolution::Skip(
+            "needs a device other than virtio-pmem and memmap, this run's is virtio-pmem".into()
+        )
+    );
+    assert!(matches!(resolved(&s.cases[2], k, Device::VirtioPmem), Resolution::Run { .. }));
+    let mut all_but = s.cases[1].clone();
+    all_but.requires_device = Device::ALL.into_iter().filter(|d| *d != Device::Memmap).collect();
+    assert_eq!(
+        resolved(&all_but, k, Device::Memmap),
+        Resolution::Skip("needs a device other than memmap, this run's is memmap".into())
+    );
+    let Resolution::Skip(why) = resolved(&s.cases[2], k, Device::Memmap) else { panic!() };
+    assert!(why.starts_with("cuts the power, and the memmap device is guest RAM"), "{why}");
+}
+
+#[test]
+fn map_sync_success_on_an_asynchronous_device_is_refused_before_a_boot() {
+    let text = r#"
+format = 1
+name = "demo"
+summary = "s"
+
+[[case]]
+id = "c"
+summary = "MAP_SYNC expected to work everywhere"
+steps = [
+  { op = "write", file = "f", offset = 0, len = 4096, pattern = "a" },
+  { op = "mmap", file = "f", map = "m", offset = 0, len = 4096, kind = "sync" },
+]
+"#;
+    let s = parse_ok(text);
+    let e = resolve(&s.cases[0], KernelVersion(6, 12, 117), Device::VirtioPmem, None).unwrap_err();
+    assert!(e.starts_with("demo.toml:"), "{e}");
+    assert!(e.contains("MAP_SYNC) cannot succeed on virtio-pmem"), "{e}");
+    assert!(e.contains("requires = { device = \"!virtio-pmem\" }"), "{e}");
+    assert!(matches!(
+        resolve(&s.cases[0], KernelVersion(6, 12, 117), Device::Memmap, None).unwrap(),
+        Resolution::Run { .. }
+    ));
+}
+
+#[test]
+fn device_names_are_checked_where_they_are_written() {
+    let case = |cond: &str| {
+        format!(
+            "format = 1\nname = \"d\"\nsummary = \"s\"\n[[case]]\nid = \"c\"\nsummary = \"s\"\n{cond}"
+        )
+    };
+    let e = errors(&case(
+        "steps = [{ op = \"create\", file = \"f\", expect = [{ when = { device = \"pmem\" }, ok = true }, { ok = true }] }]",
+    ));
+    assert_eq!(
+        e,
+        ["bad.toml:7:10: when unknown device \"pmem\": use one of nvdimm, nvdimm-mem, \
+          nvdimm-4k, virtio-pmem, memmap"]
+    );
+    let e = errors(&case(
+        "requires = { device = [\"nvdimm\", \"!memmap\"] }\nsteps = [{ op = \"create\", file = \"f\" }]",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("requires device = [\"nvdimm\", \"!memmap\"]: list the devices"),
+        "{e:?}"
+    );
+    let e = errors(&case(
+        "requires = { device = \"nvdimm-2m\" }\nsteps = [{ op = \"create\", file = \"f\" }]",
+    ));
+    assert!(e[0].starts_with("bad.toml:7:12: requires unknown device \"nvdimm-2m\""), "{e:?}");
 }
 
 /// Each bad input gives file:line:column and says what is allowed.
@@ -491,7 +625,7 @@ steps = [{ op = "create", file = "f" }]
     );
     assert!(!s.cases[0].fresh_vm);
     let Ok(Resolution::Run { spec, .. }) =
-        resolve(&s.cases[0], KernelVersion::parse("6.12").unwrap(), None)
+        resolve(&s.cases[0], KernelVersion::parse("6.12").unwrap(), Device::Nvdimm, None)
     else {
         panic!("the case runs on 6.12")
     };

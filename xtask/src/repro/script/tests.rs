@@ -308,6 +308,7 @@ fn kernel_log_rules_and_xfail_reach_the_script() {
     };
     let xfail = Xfail {
         kernel: vec![],
+        device: vec![],
         reason: "known WARN".into(),
         link: "https://x".into(),
         symptom: crate::scenario::Symptom {

@@ -3,6 +3,7 @@ use crate::run::plan::{resolve, Resolution};
 use crate::scenario::parse;
 use crate::version::KernelVersion;
 use daxtest_proto::case::{Observed, StepReport};
+use daxtest_proto::Device;
 use std::path::Path;
 use std::time::Duration;
 
@@ -28,7 +29,10 @@ steps = [
 fn setup(kernel: KernelVersion) -> (Case, CaseSpec, Option<Xfail>) {
     let s = parse(SCENARIO, Path::new("j.toml")).unwrap();
     let case = s.cases[0].clone();
-    let Resolution::Run { spec, xfail } = resolve(&case, kernel, None).unwrap() else { panic!() };
+    let Resolution::Run { spec, xfail } = resolve(&case, kernel, Device::Nvdimm, None).unwrap()
+    else {
+        panic!()
+    };
     (case, *spec, xfail)
 }
 
