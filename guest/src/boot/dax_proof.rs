@@ -274,8 +274,22 @@ fn mount_options(dir: &str) -> anyhow::Result<String> {
 /// 8 KiB (superblock, metadata, the file's block), well inside it.
 fn read_start(dev: &str) -> anyhow::Result<Vec<u8>> {
     let mut head = vec![0u8; 64 << 10];
-    std::fs::File::open(dev)?.read_exact(&mut head)?;
+    open_when_live(dev)?.read_exact(&mut head)?;
     Ok(head)
+}
+
+/// Opens the device once its disk is live: sysfs and the node appear while the driver still
+/// probes, and an open in between fails with ENXIO (seen once in a CI boot of 6.1).
+fn open_when_live(dev: &str) -> std::io::Result<std::fs::File> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::fs::File::open(dev) {
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Writes `bytes` at the start of the device and flushes them to the media.
