@@ -166,6 +166,26 @@ pub struct Test {
     pub jobs: u16,
 }
 
+impl Test {
+    /// `test` of `select` with every other flag at its default, as the benches run it.
+    pub fn plain(vm: Vm, select: Vec<String>) -> Test {
+        Test {
+            vm,
+            select,
+            fs: None,
+            seed: None,
+            step_timeout: None,
+            case_timeout: None,
+            repeat: None,
+            until_fail: false,
+            bisect: false,
+            shard: None,
+            durations: None,
+            jobs: 1,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct List {
     /// As for `test`.

@@ -290,20 +290,7 @@ fn image(ctx: &Ctx, kernel: Option<&str>, reps: usize) -> anyhow::Result<i32> {
 
 /// The catalogue as `cargo xtask test` runs it; the split comes from the run's results.
 fn suite(ctx: &Ctx, vm: flags::Vm, jobs: u16) -> anyhow::Result<i32> {
-    let test = flags::Test {
-        vm,
-        select: Vec::new(),
-        fs: None,
-        seed: None,
-        step_timeout: None,
-        case_timeout: None,
-        repeat: None,
-        until_fail: false,
-        bisect: false,
-        shard: None,
-        durations: None,
-        jobs,
-    };
+    let test = flags::Test { jobs, ..flags::Test::plain(vm, Vec::new()) };
     let t = Instant::now();
     // This run's own directory: runs/latest may already be another run's.
     let (status, dir) = test.run_in_dir(ctx)?;
@@ -369,20 +356,7 @@ fn faults(ctx: &Ctx, vm: flags::Vm) -> anyhow::Result<i32> {
     std::fs::create_dir_all(file.parent().expect("a directory"))?;
     std::fs::write(&file, faults::scenario())
         .with_context(|| format!("writing {}", file.display()))?;
-    let test = flags::Test {
-        vm,
-        select: vec![rel.display().to_string()],
-        fs: None,
-        seed: None,
-        step_timeout: None,
-        case_timeout: None,
-        repeat: None,
-        until_fail: false,
-        bisect: false,
-        shard: None,
-        durations: None,
-        jobs: 1,
-    };
+    let test = flags::Test::plain(vm, vec![rel.display().to_string()]);
     let t = Instant::now();
     let (status, dir) = test.run_in_dir(ctx)?;
     let took = t.elapsed();
