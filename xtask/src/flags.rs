@@ -382,7 +382,9 @@ impl Vm {
             args.extend(["--kernel".to_string(), k.clone()]);
         }
         args.extend(["--accel".to_string(), self.accel.name().to_string()]);
-        args.extend(["--device".to_string(), self.device.to_string()]);
+        if self.device != daxtest_proto::Device::default() {
+            args.extend(["--device".to_string(), self.device.to_string()]);
+        }
         let mut opt = |flag: &str, v: Option<String>| {
             if let Some(v) = v {
                 args.extend([flag.to_string(), v]);
@@ -505,12 +507,15 @@ mod tests {
             "2",
             "--nvdimm-size",
             "512M",
+            "--device",
+            "virtio-pmem",
             "--",
             "true",
         ])
         .unwrap();
         let Command::Run(r) = f.command else { panic!() };
         let args = r.vm.to_args();
+        assert!(args.windows(2).any(|w| w == ["--device", "virtio-pmem"]), "{args:?}");
         let mut again = vec!["xtask".to_string(), "run".into()];
         again.extend(args);
         again.extend(["--".into(), "true".into()]);
