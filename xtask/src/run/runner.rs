@@ -97,6 +97,8 @@ struct Lanes<'p> {
     boot_failures: AtomicUsize,
     /// A case failed under `--until-fail`: no lane takes another.
     stopped: AtomicBool,
+    /// Lanes whose VM still boots: a lane that cannot boot leaves its cases to those.
+    booting: AtomicUsize,
 }
 
 impl Lanes<'_> {
@@ -179,8 +181,10 @@ impl Runner<'_> {
             vms: AtomicUsize::new(0),
             boot_failures: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
+            booting: AtomicUsize::new(0),
         };
         let jobs = self.jobs.clamp(1, planned.len().max(1));
+        lanes.booting.store(jobs, Ordering::SeqCst);
         let ends: Vec<Guests> = if jobs == 1 {
             vec![self.lane(&lanes, emit)]
         } else {
@@ -230,6 +234,7 @@ impl Runner<'_> {
     fn lane<'l>(&self, lanes: &'l Lanes<'l>, emit: &mut dyn FnMut(&Event)) -> Guests<'l> {
         let mut guests = Guests::new(lanes);
         while let Some(p) = lanes.take() {
+            let could_boot = !guests.unbootable;
             emit(&Event::CaseStarted { id: p.case.id.clone() });
             let t = Instant::now();
             let result = match &p.resolution {
@@ -257,6 +262,11 @@ impl Runner<'_> {
             emit(&Event::CaseFinished(result));
             if failed && self.stop_at_failure {
                 lanes.stopped.store(true, Ordering::SeqCst);
+                break;
+            }
+            // This lane's VM stopped booting: the cases left go to lanes whose VM boots, and
+            // only the last lane reports them as having no VM.
+            if could_boot && guests.unbootable && lanes.booting.fetch_sub(1, Ordering::SeqCst) > 1 {
                 break;
             }
         }
