@@ -3,7 +3,7 @@
 //! terminal, a progress line (see [`super::progress`]) stays below those lines, redrawn each
 //! second; elsewhere (CI logs, pipes, the tests) the lines are all there is.
 
-use super::progress::{fit, Earlier, PlannedKernel, Progress};
+use super::progress::{fit, latest, PlannedKernel, Progress};
 use super::stats::{Counts, RunStats};
 use super::Reporter;
 use crate::run::events::{CaseResult, Event, KernelInfo, OutsideCases, RunInfo, Status};
@@ -48,7 +48,7 @@ impl Console {
         if !terminal {
             return Console::new(Box::new(std::io::stderr()));
         }
-        let live = Live::start(Progress::new(plan, Earlier::latest(root)));
+        let live = Live::start(Progress::new(plan, latest(root)));
         let out = LiveOut { screen: live.screen.clone(), buf: Vec::new() };
         Console { live: Some(live), ..Console::new(Box::new(out)) }
     }

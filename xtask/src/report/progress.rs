@@ -4,10 +4,10 @@
 //! estimate takes each case's time from an earlier run (`runs/latest`, read before this run
 //! moves it) when it has one, else the mean of this run's cases so far.
 
-use super::results::Results;
 use super::stats::Counts;
 use crate::run::events::{Event, Status};
-use std::collections::{HashMap, HashSet};
+use crate::run::shard::Durations;
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,58 +20,12 @@ pub struct PlannedKernel {
     pub cases: Vec<(String, bool)>,
 }
 
-/// Case durations of an earlier run, by kernel release and id (a repeated case's `ID#k` counts
-/// as a run of `ID`), and each id's mean over the kernels for a kernel without a record of it.
-#[derive(Debug, Default)]
-pub struct Earlier {
-    exact: HashMap<(String, String), f64>,
-    by_id: HashMap<String, f64>,
-}
-
-/// `ID#k`, a repeated case's run k, is a run of `ID`.
-fn base_id(id: &str) -> &str {
-    id.split_once('#').map_or(id, |(id, _)| id)
-}
-
-fn mean<K: std::hash::Hash + Eq>(sums: HashMap<K, (f64, usize)>) -> HashMap<K, f64> {
-    sums.into_iter().map(|(k, (sum, n))| (k, sum / n as f64)).collect()
-}
-
-impl Earlier {
-    pub fn from_results(r: &Results) -> Earlier {
-        Earlier::from_records(
-            r.cases.iter().map(|c| (c.kernel.as_str(), c.id.as_str(), c.duration_s)),
-        )
-    }
-
-    /// From each case's kernel release, id and seconds.
-    fn from_records<'a>(records: impl IntoIterator<Item = (&'a str, &'a str, f64)>) -> Earlier {
-        let mut exact: HashMap<(String, String), (f64, usize)> = HashMap::new();
-        let mut by_id: HashMap<String, (f64, usize)> = HashMap::new();
-        for (kernel, id, d) in records {
-            let id = base_id(id).to_string();
-            let add = |e: &mut (f64, usize)| (e.0 += d, e.1 += 1);
-            add(exact.entry((kernel.to_string(), id.clone())).or_default());
-            add(by_id.entry(id).or_default());
-        }
-        Earlier { exact: mean(exact), by_id: mean(by_id) }
-    }
-
-    /// The latest run's, if it left a readable results.json; none otherwise (a first run, or a
-    /// run that was interrupted): the estimate then comes from this run's cases.
-    pub fn latest(root: &Path) -> Earlier {
-        super::results::read(&root.join("target/daxtest/runs/latest"))
-            .map(|r| Earlier::from_results(&r))
-            .unwrap_or_default()
-    }
-
-    fn of(&self, kernel: &str, id: &str) -> Option<f64> {
-        let id = base_id(id);
-        self.exact
-            .get(&(kernel.to_string(), id.to_string()))
-            .or_else(|| self.by_id.get(id))
-            .copied()
-    }
+/// The latest run's case durations, if it left a readable results.json; none otherwise (a first
+/// run, or a run that was interrupted): the estimate then comes from this run's cases.
+pub fn latest(root: &Path) -> Durations {
+    super::results::read(&root.join("target/daxtest/runs/latest"))
+        .map(|r| Durations::from_results(&r))
+        .unwrap_or_default()
 }
 
 /// What the progress line shows, updated from the run's events; the counts come from
@@ -79,7 +33,7 @@ impl Earlier {
 #[derive(Debug)]
 pub struct Progress {
     plan: Vec<PlannedKernel>,
-    earlier: Earlier,
+    earlier: Durations,
     /// The kernel whose cases run, by its position in the plan (kernels run one after another).
     kernel: Option<usize>,
     /// Ids of the kernel's cases that have started.
@@ -94,7 +48,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(plan: Vec<PlannedKernel>, earlier: Earlier) -> Progress {
+    pub fn new(plan: Vec<PlannedKernel>, earlier: Durations) -> Progress {
         Progress {
             plan,
             earlier,
@@ -143,14 +97,14 @@ impl Progress {
     /// A case's expected time: its earlier record, else the mean of this run's cases so far,
     /// else the mean of the earlier records of the planned cases; `None` when nothing is known.
     fn expected(&self, kernel: &str, id: &str) -> Option<f64> {
-        if let Some(d) = self.earlier.of(kernel, id) {
+        if let Some(d) = self.earlier.per_run(kernel, id) {
             return Some(d);
         }
         if self.ran.1 > 0 {
             return Some(self.ran.0 / self.ran.1 as f64);
         }
         let known: Vec<f64> = (self.plan.iter())
-            .flat_map(|k| k.cases.iter().filter_map(|(id, _)| self.earlier.of(&k.release, id)))
+            .flat_map(|k| k.cases.iter().filter_map(|(id, _)| self.earlier.per_run(&k.release, id)))
             .collect();
         (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64)
     }
@@ -256,8 +210,8 @@ mod tests {
         }
     }
 
-    fn earlier(records: &[(&str, &str, f64)]) -> Earlier {
-        Earlier::from_records(records.iter().copied())
+    fn earlier(records: &[(&str, &str, f64)]) -> Durations {
+        Durations::from_records(records.iter().copied())
     }
 
     fn started(id: &str) -> Event {
@@ -314,7 +268,7 @@ mod tests {
     fn without_earlier_durations_the_mean_so_far_and_none_before_it() {
         let mut p = Progress::new(
             vec![plan("6.12", &[("a", true), ("b", true), ("c", true)])],
-            Earlier::default(),
+            Durations::default(),
         );
         let t0 = Instant::now();
         p.update(&kernel_started(), t0);

@@ -34,39 +34,67 @@ impl FromStr for Shard {
 /// A kernel × case pair: the kernel's release (`uname -r`, as results.json names it) and the id.
 pub type Pair = (String, String);
 
-/// Recorded case durations, by kernel release and id, from an earlier run's results.json; and
-/// each id's mean over the kernels it ran on, for a pair whose kernel has no record of it.
+/// Recorded case durations, by kernel release and id, from an earlier run's results.json (a
+/// repeated case's `ID#k` is a run of `ID`); and each id's means over the kernels it ran on,
+/// for a pair whose kernel has no record of it. Shards weigh a pair by all its runs, the
+/// progress line a case by one run.
 #[derive(Debug, Default)]
 pub struct Durations {
-    exact: HashMap<Pair, f64>,
-    by_id: HashMap<String, f64>,
+    /// Each pair's seconds over all its runs, and how many runs.
+    exact: HashMap<Pair, (f64, usize)>,
+    /// Each id's mean over kernels of a pair's seconds, and its mean over all its runs.
+    by_id: HashMap<String, (f64, f64)>,
+}
+
+/// `ID#k`, a repeated case's run k, is a run of `ID`.
+fn base_id(id: &str) -> &str {
+    id.split_once('#').map_or(id, |(id, _)| id)
 }
 
 impl Durations {
-    /// Each case's duration; a repeated case (`ID#k`) counts as the sum of its runs.
     pub fn from_results(r: &Results) -> Durations {
-        let mut exact: HashMap<Pair, f64> = HashMap::new();
-        for c in &r.cases {
-            let id = c.id.split_once('#').map_or(c.id.as_str(), |(id, _)| id);
-            *exact.entry((c.kernel.clone(), id.to_string())).or_default() += c.duration_s;
-        }
-        Durations::new(exact)
+        Durations::from_records(
+            r.cases.iter().map(|c| (c.kernel.as_str(), c.id.as_str(), c.duration_s)),
+        )
     }
 
-    fn new(exact: HashMap<Pair, f64>) -> Durations {
-        let mut sums: HashMap<String, (f64, usize)> = HashMap::new();
-        for ((_, id), d) in &exact {
-            let e = sums.entry(id.clone()).or_default();
+    /// From each case run's kernel release, id and seconds.
+    pub fn from_records<'a>(records: impl IntoIterator<Item = (&'a str, &'a str, f64)>) -> Self {
+        let mut exact: HashMap<Pair, (f64, usize)> = HashMap::new();
+        for (kernel, id, d) in records {
+            let e = exact.entry((kernel.to_string(), base_id(id).to_string())).or_default();
             e.0 += d;
             e.1 += 1;
         }
-        let by_id = sums.into_iter().map(|(id, (sum, n))| (id, sum / n as f64)).collect();
+        // Per id: the pairs' seconds and their number, the runs' seconds and their number.
+        let mut sums: HashMap<String, (f64, usize, usize)> = HashMap::new();
+        for ((_, id), (d, runs)) in &exact {
+            let e = sums.entry(id.clone()).or_default();
+            e.0 += d;
+            e.1 += 1;
+            e.2 += runs;
+        }
+        let by_id = sums
+            .into_iter()
+            .map(|(id, (sum, pairs, runs))| (id, (sum / pairs as f64, sum / runs as f64)))
+            .collect();
         Durations { exact, by_id }
     }
 
-    /// The pair's recorded time; else the case's on another kernel (their mean); else `None`.
+    /// The pair's recorded time over all its runs; else the case's on another kernel (their
+    /// mean); else `None`.
     fn of(&self, pair: &Pair) -> Option<f64> {
-        self.exact.get(pair).or_else(|| self.by_id.get(&pair.1)).copied()
+        self.exact.get(pair).map(|e| e.0).or_else(|| self.by_id.get(&pair.1).map(|b| b.0))
+    }
+
+    /// The time one run of case `id` took on `kernel` (a mean over its runs); else one run's on
+    /// the kernels that ran it; else `None`.
+    pub fn per_run(&self, kernel: &str, id: &str) -> Option<f64> {
+        let id = base_id(id);
+        match self.exact.get(&(kernel.to_string(), id.to_string())) {
+            Some((d, runs)) => Some(d / *runs as f64),
+            None => self.by_id.get(id).map(|b| b.1),
+        }
     }
 }
 
@@ -153,11 +181,10 @@ mod tests {
     #[test]
     fn recorded_durations_balance_the_time() {
         let p = pairs(&["6.12"], &["long", "a", "b", "c", "d", "new"]);
-        let d = Durations::new(
+        let d = Durations::from_records(
             [("long", 8.0), ("a", 2.0), ("b", 2.0), ("c", 2.0), ("d", 2.0)]
                 .iter()
-                .map(|(id, t)| (("6.12".to_string(), id.to_string()), *t))
-                .collect(),
+                .map(|(id, t)| ("6.12", *id, *t)),
         );
         let s = assign(&p, 2, Some(&d));
         let load = |shard: usize| -> f64 {
@@ -174,14 +201,7 @@ mod tests {
 
     #[test]
     fn a_case_recorded_on_another_kernel_weighs_that() {
-        let d = Durations::new(
-            [
-                (("6.1".to_string(), "x".to_string()), 5.0),
-                (("6.12".to_string(), "x".to_string()), 3.0),
-            ]
-            .into_iter()
-            .collect(),
-        );
+        let d = Durations::from_records([("6.1", "x", 5.0), ("6.12", "x", 3.0)]);
         assert_eq!(d.of(&("6.1".to_string(), "x".to_string())), Some(5.0));
         assert_eq!(d.of(&("7.2".to_string(), "x".to_string())), Some(4.0));
         assert_eq!(d.of(&("7.2".to_string(), "y".to_string())), None);
