@@ -203,22 +203,11 @@ fn run_key(run_id: &str, results_json: &[u8]) -> String {
 /// The run's start, from its id (`20261201-150610-23173` → `2026-12-01T15:06:10+00:00`): the
 /// only time results.json records. None for an id that does not start with a time.
 fn start_time(run_id: &str) -> Option<String> {
-    let b = run_id.as_bytes();
-    let digits =
-        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
-    if !(digits(0..8) && b.get(8) == Some(&b'-') && digits(9..15) && b.get(15) == Some(&b'-')) {
+    if run_id.as_bytes().get(15) != Some(&b'-') {
         return None;
     }
-    let s = |r: std::ops::Range<usize>| &run_id[r];
-    Some(format!(
-        "{}-{}-{}T{}:{}:{}+00:00",
-        s(0..4),
-        s(4..6),
-        s(6..8),
-        s(9..11),
-        s(11..13),
-        s(13..15)
-    ))
+    let t = chrono::NaiveDateTime::parse_from_str(run_id.get(..15)?, super::RUN_ID_TIME).ok()?;
+    Some(t.and_utc().format("%Y-%m-%dT%H:%M:%S+00:00").to_string())
 }
 
 /// `debian:6.12 (linux-image-REL=VERSION)` → the package and its version.

@@ -92,21 +92,15 @@ pub fn kernel_dir_name(release: &str, taken: &[String]) -> String {
     name
 }
 
+/// The time at the start of a run id: `20261124-153012`, UTC.
+pub const RUN_ID_TIME: &str = "%Y%m%d-%H%M%S";
+
 /// `20261124-153012` from seconds since the epoch (UTC, proleptic Gregorian).
 pub fn utc_stamp(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    chrono::DateTime::from_timestamp(secs as i64, 0)
+        .expect("a time the system clock gave")
+        .format(RUN_ID_TIME)
+        .to_string()
 }
 
 #[cfg(test)]
