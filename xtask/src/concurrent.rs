@@ -74,7 +74,8 @@ pub fn sweep(dir: &Path, prefixes: &[&str]) -> Vec<String> {
 /// half-built cache entries.
 pub fn sweep_stale(root: &Path) {
     let d = root.join("target/daxtest");
-    let mut removed = sweep(&crate::paths::tmp_root(root), &["vm-"]);
+    let mut removed: Vec<String> =
+        crate::paths::tmp_roots(root).iter().flat_map(|t| sweep(t, &["vm-"])).collect();
     removed.extend(sweep(&d.join("cache/images"), &[".tmp-", ".old-"]));
     removed.extend(sweep(&d.join("cache/kernels"), &[".tmp-"]));
     removed.extend(sweep(&d.join("cache"), &["kvm-probe-"]));

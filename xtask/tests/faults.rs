@@ -77,10 +77,11 @@ fn every_fault_is_reported_as_what_it_is_and_the_run_goes_on() {
         assert!(run.join(format!("serial-{i}.log")).exists(), "serial-{i}.log");
     }
     assert_eq!(qemu_count(), qemus_before, "no QEMU is left running");
-    let tmp = root().join("target/daxtest/tmp");
-    let leftovers: Vec<_> = std::fs::read_dir(&tmp)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let leftovers: Vec<_> = daxtest::paths::tmp_roots(&root())
+        .iter()
+        .filter_map(|t| std::fs::read_dir(t).ok())
+        .flat_map(|d| d.flatten().map(|e| e.path()))
+        .collect();
     let mine: Vec<_> = leftovers
         .iter()
         .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.modified().unwrap() > since))

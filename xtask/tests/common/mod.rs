@@ -51,7 +51,7 @@ pub fn results(out: &Output) -> serde_json::Value {
 
 /// VM directories of running QEMU processes started from this checkout.
 pub fn qemu_vm_dirs() -> Vec<PathBuf> {
-    let tmp = root().join("target/daxtest/tmp");
+    let tmps = daxtest::paths::tmp_roots(&root());
     let mut dirs = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
@@ -62,7 +62,7 @@ pub fn qemu_vm_dirs() -> Vec<PathBuf> {
         for a in &args {
             if let Some(rest) = a.strip_prefix("file,id=serial0,path=") {
                 let dir = Path::new(rest).parent().unwrap().to_path_buf();
-                if dir.starts_with(&tmp) {
+                if tmps.iter().any(|t| dir.starts_with(t)) {
                     dirs.push(dir);
                 }
             }
