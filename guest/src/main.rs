@@ -35,7 +35,7 @@ fn main() {
 }
 
 const USAGE: &str =
-    "usage: daxtest-agent probe [--wait-ms N] | preloaded --wait-ms N | stat PATH... | prove-dax DEVICE | case < CASE.json | serve | dump | wait-kmsg TEXT [--ready FILE [--then-log MESSAGE]] | kmsg-rest | poweroff | version";
+    "usage: daxtest-agent probe [--wait-ms N] | preloaded --wait-ms N | stat PATH... | prove-dax DEVICE | case < CASE.json | serve | dump | wait-kmsg TEXT [--ready FILE [--then-log MESSAGE]] | kmsg-rest | restored --realtime-ns N | poweroff | version";
 
 fn dispatch(args: &[String]) -> anyhow::Result<i32> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -105,6 +105,13 @@ fn dispatch(args: &[String]) -> anyhow::Result<i32> {
             Ok(0)
         }
         ["dump"] => dump(),
+        // First thing in a guest restored from the host's boot snapshot.
+        ["restored", "--realtime-ns", ns] => {
+            let ns: u128 =
+                ns.parse().with_context(|| format!("--realtime-ns takes nanoseconds, not {ns:?}"))?;
+            boot::after_restore(ns)?;
+            Ok(0)
+        }
         // The toggling side of race_toggle_write, run as a process of its own by the case.
         ["toggle-dax-flag", path, rounds, seed] => {
             let rounds: u64 = rounds.parse().context("toggle-dax-flag: rounds")?;

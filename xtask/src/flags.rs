@@ -164,6 +164,11 @@ pub struct Test {
     /// a VM keeps about one core busy: more than the host's cores only slows every case.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,
+    /// Boot every VM. By default, when cases need VMs after the first (power cuts, fresh VMs),
+    /// the first VM's state is saved once it is ready and the later ones are restored from it
+    /// (about 1 s instead of a boot and module loading; the NVDIMMs are not in the snapshot).
+    #[arg(long)]
+    pub no_boot_snapshot: bool,
 }
 
 impl Test {
@@ -182,6 +187,7 @@ impl Test {
             shard: None,
             durations: None,
             jobs: 1,
+            no_boot_snapshot: false,
         }
     }
 }
@@ -340,6 +346,9 @@ pub enum BenchWhat {
         /// As for `test --jobs`.
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         jobs: u16,
+        /// As for `test --no-boot-snapshot`.
+        #[arg(long)]
+        no_boot_snapshot: bool,
     },
     /// What a page fault costs: the first store to every page (4 KiB) or PMD (2 MiB) of a
     /// mapping, timed in the process that holds it, by file layout (written, unwritten, sparse,

@@ -84,6 +84,23 @@ pub fn preload(modules: &[&str]) {
     }
 }
 
+/// A guest restored from the host's boot snapshot (xtask/src/machine/snapshot.rs) becomes what a
+/// boot on the devices as they are now would give: the clean pages cached before the snapshot
+/// (the DAX proof read and wrote the start of each pmem device through its page cache) go, so
+/// the next mount reads the media; and the wall clock, stopped while the snapshot lay on disk,
+/// is the host's `realtime_ns` again (e2fsck questions a last mount time in the future).
+pub fn after_restore(realtime_ns: u128) -> anyhow::Result<()> {
+    let now = rustix::time::Timespec {
+        tv_sec: (realtime_ns / 1_000_000_000) as i64,
+        tv_nsec: (realtime_ns % 1_000_000_000) as _,
+    };
+    rustix::time::clock_settime(rustix::time::ClockId::Realtime, now)
+        .context("setting the wall clock")?;
+    rustix::fs::sync();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").context("writing vm.drop_caches")?;
+    Ok(())
+}
+
 /// The boot's DAX proof on `device` (a name under /dev) of a booted guest, whose modules are in.
 pub fn prove_dax(device: &str) -> daxtest_proto::DaxProof {
     dax_proof::prove(device, &|| Ok(()))

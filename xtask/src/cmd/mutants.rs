@@ -216,6 +216,7 @@ impl flags::Mutants {
             runs_per_case: 1,
             selection: None,
             jobs: 1,
+            boot_snapshot: true,
         };
         let mut outcomes = Vec::new();
         let (_, run_dir) = execute(ctx, &setup, &kernels, &mut |r| {

@@ -88,6 +88,7 @@ impl flags::Repro {
             runs_per_case: 1,
             selection: None,
             jobs: 1,
+            boot_snapshot: true,
         };
         let mut result: Option<CaseResult> = None;
         let (_, run_dir) =

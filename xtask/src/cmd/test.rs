@@ -172,6 +172,7 @@ impl flags::Test {
             runs_per_case: self.runs(),
             selection: Some(selection(&cases, self.shard)?),
             jobs: self.jobs.into(),
+            boot_snapshot: !self.no_boot_snapshot,
         };
         execute(ctx, &setup, &kernels, &mut |_| {})
     }
@@ -256,6 +257,8 @@ pub(super) struct RunSetup {
     pub selection: Option<Selection>,
     /// VMs running cases at once (`--jobs`).
     pub jobs: usize,
+    /// VMs after the first may be restored from a boot snapshot (`--no-boot-snapshot`: no).
+    pub boot_snapshot: bool,
 }
 
 /// A kernel's share of a run: its image and VM options, the spec it was asked as, the cases
@@ -352,6 +355,7 @@ pub(super) fn execute(
             overrides: setup.overrides,
             stop_at_failure: setup.stop_at_failure,
             jobs: setup.jobs,
+            boot_snapshot: setup.boot_snapshot,
         };
         let outcome = runner.run(info, &k.planned, &mut emit);
         status = status.max(exit_status(&outcome));

@@ -100,6 +100,7 @@ fn probe_kvm(image: &Image, cache: &Path) -> anyhow::Result<(bool, String)> {
         serial_log: serial.clone(),
         monitor: None,
         ssh_port: None,
+        incoming: false,
     };
     let mut qemu = Qemu::spawn(&config, &dir.path().join("stderr.log"))?;
     let status = qemu.wait_timeout(Duration::from_secs(60))?;

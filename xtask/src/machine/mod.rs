@@ -6,6 +6,8 @@ pub mod accel;
 pub mod host;
 pub mod image;
 pub mod kernel;
+pub mod monitor;
 pub mod qemu;
+pub mod snapshot;
 pub mod ssh;
 pub mod vm;

@@ -53,6 +53,9 @@ pub struct QemuConfig {
     pub monitor: Option<PathBuf>,
     /// Host port on 127.0.0.1 forwarded to the guest's port 22; no network device when `None`.
     pub ssh_port: Option<u16>,
+    /// The guest's state comes from a boot snapshot through the monitor (`-incoming defer`),
+    /// not from a boot.
+    pub incoming: bool,
 }
 
 /// A path inside a QEMU option value: commas are doubled, as QEMU's option syntax escapes them.
@@ -129,6 +132,9 @@ pub fn args(c: &QemuConfig) -> Vec<String> {
             "-device",
             "virtio-net-pci,netdev=net0,romfile=",
         ]);
+    }
+    if c.incoming {
+        a.extend(["-incoming".to_string(), "defer".to_string()]);
     }
     a
 }
@@ -238,6 +244,7 @@ mod tests {
             serial_log: "/t/serial.log".into(),
             monitor: Some("/t/monitor.sock".into()),
             ssh_port: Some(40022),
+            incoming: false,
         }
     }
 

@@ -9,6 +9,8 @@
 use crate::cleanup;
 use crate::exit;
 use crate::machine::image::Image;
+use crate::machine::monitor::Monitor;
+use crate::machine::snapshot::BootSnapshot;
 use crate::machine::qemu::{self, Accel, Nvdimm, Qemu, QemuConfig};
 use crate::machine::ssh::{self, Connection};
 use anyhow::{bail, Context};
@@ -163,18 +165,18 @@ fn memmap_ranges(memory_mib: u64, count: usize, size_mib: u64) -> (Vec<(u64, u64
 
 pub struct Vm {
     // Field order matters: QEMU must die before its directory is removed.
-    qemu: Qemu,
-    dir: tempfile::TempDir,
+    pub(super) qemu: Qemu,
+    pub(super) dir: tempfile::TempDir,
     pub serial_log: PathBuf,
     pub port: u16,
     pub command_line: String,
-    started: Instant,
-    nvdimms: Vec<Nvdimm>,
+    pub(super) started: Instant,
+    pub(super) nvdimms: Vec<Nvdimm>,
     templates: PathBuf,
     kernel_release: String,
-    options: VmOptions,
+    pub(super) options: VmOptions,
     /// How QEMU was started, for a boot after a power cut on the same backing files.
-    config: QemuConfig,
+    pub(super) config: QemuConfig,
 }
 
 /// A guest that answered: its connection, its boot report, and how long it took.
@@ -182,14 +184,16 @@ pub struct Booted {
     pub connection: Connection,
     pub report: ReadyReport,
     pub boot_time: Duration,
+    /// Not booted but restored from a boot snapshot: what the snapshot is of.
+    pub restored_from: Option<String>,
 }
 
 /// Where the first bytes of an fsdax-formatted backing file are kept, per kernel and size.
-struct FsdaxTemplate;
+pub(super) struct FsdaxTemplate;
 
 impl FsdaxTemplate {
     /// The info block lives at 4 KiB; 64 KiB holds it with room to spare.
-    const LEN: usize = 64 << 10;
+    pub(super) const LEN: usize = 64 << 10;
     const SIGNATURE: &'static [u8] = b"NVDIMM_PFN_INFO\0";
 
     /// One per kind of device: an nvdimm-mem's info block (struct pages on the device) or a
@@ -201,7 +205,7 @@ impl FsdaxTemplate {
         }
     }
 
-    fn is_valid(head: &[u8]) -> bool {
+    pub(super) fn is_valid(head: &[u8]) -> bool {
         head.len() == Self::LEN && head[4096..4096 + Self::SIGNATURE.len()] == *Self::SIGNATURE
     }
 }
@@ -263,6 +267,19 @@ impl Vm {
         initrd: &Path,
         network: bool,
     ) -> anyhow::Result<Vm> {
+        Vm::spawn_from(image, root, opts, initrd, network, None)
+    }
+
+    /// [`Vm::spawn`]; with `snapshot`, QEMU waits for the snapshot's state (`-incoming`) and
+    /// the backing files start as the snapshot's did.
+    pub(super) fn spawn_from(
+        image: &Image,
+        root: &Path,
+        opts: &VmOptions,
+        initrd: &Path,
+        network: bool,
+        snapshot: Option<&BootSnapshot>,
+    ) -> anyhow::Result<Vm> {
         let tmp_root = crate::paths::tmp_root(root);
         std::fs::create_dir_all(&tmp_root)
             .with_context(|| format!("creating {}", tmp_root.display()))?;
@@ -281,11 +298,11 @@ impl Vm {
         let files = if opts.device == Device::Memmap { 0 } else { opts.nvdimms };
         for i in 0..files {
             let path = dir.path().join(format!("nvdimm{i}.img"));
-            create_backing_file(
-                &path,
-                opts.nvdimm_size,
-                &FsdaxTemplate::path(&templates, &release, opts.nvdimm_size, opts.device),
-            )?;
+            let template = FsdaxTemplate::path(&templates, &release, opts.nvdimm_size, opts.device);
+            match snapshot {
+                Some(s) => s.create_backing_file(i, &path, opts.nvdimm_size)?,
+                None => create_backing_file(&path, opts.nvdimm_size, &template)?,
+            }
             nvdimms.push(Nvdimm { path, size: opts.nvdimm_size });
         }
         let port = match (network, opts.ssh_port) {
@@ -307,6 +324,7 @@ impl Vm {
             serial_log: serial_log.clone(),
             monitor: Some(dir.path().join("monitor.sock")),
             ssh_port: network.then_some(port),
+            incoming: snapshot.is_some(),
         };
         let started = Instant::now();
         let qemu = Qemu::spawn(&config, &dir.path().join("qemu-stderr.log"))?;
@@ -338,6 +356,15 @@ impl Vm {
     /// After [`Vm::cut_power`]: boots again on the same backing files (QEMU as before, a new
     /// serial log and SSH port) and waits until the agent answers.
     pub fn boot_after_cut(&mut self, image: &Image) -> anyhow::Result<Booted> {
+        self.prepare_restart()?;
+        self.command_line = qemu::command_line(&self.config);
+        // The dead QEMU goes (its Drop reaps it) once the new one runs.
+        self.qemu = Qemu::spawn(&self.config, &self.dir.path().join("qemu-stderr.log"))?;
+        self.wait_ready(image)
+    }
+
+    /// Before QEMU starts again on the same backing files: a new serial log and SSH port.
+    pub(super) fn prepare_restart(&mut self) -> anyhow::Result<()> {
         if !self.options.device.persistent() {
             bail!(
                 "a power cut on --device {}: its pmem was guest RAM and is gone (the plan skips \
@@ -350,18 +377,21 @@ impl Vm {
             self.port = free_port()?;
             self.config.ssh_port = Some(self.port);
         }
-        self.command_line = qemu::command_line(&self.config);
         self.started = Instant::now();
-        // The dead QEMU goes (its Drop reaps it) once the new one runs.
-        self.qemu = Qemu::spawn(&self.config, &self.dir.path().join("qemu-stderr.log"))?;
-        self.wait_ready(image)
+        Ok(())
     }
 
-    fn wait_ready(&mut self, image: &Image) -> anyhow::Result<Booted> {
-        let deadline = self.started + self.options.boot_timeout;
+    /// The SSH connection to the guest's sshd, once it answers. `after_marker`: connect only
+    /// once the console says sshd runs (a boot), else at once (a restored guest).
+    pub(super) fn connect(
+        &mut self,
+        image: &Image,
+        deadline: Instant,
+        after_marker: bool,
+    ) -> anyhow::Result<Connection> {
         let host_key = image.host_key_blob()?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let connection = loop {
+        loop {
             self.ensure_alive("before the guest was ready")?;
             if Instant::now() > deadline {
                 bail!(self.failure(&format!(
@@ -375,17 +405,22 @@ impl Vm {
             }
             // Connect only once sshd runs: a SYN sent earlier is retransmitted by QEMU's slirp
             // with a backoff of seconds, which would dominate boot-to-ready time.
-            if !serial.contains("daxtest-agent: sshd started") {
+            if after_marker && !serial.contains("daxtest-agent: sshd started") {
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
             match Connection::connect(addr, &image.client_key(), &host_key, Duration::from_secs(10))
             {
-                Ok(g) => break g,
+                Ok(g) => return Ok(g),
                 Err(e) if ssh::is_fatal(&e) => return Err(e),
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
-        };
+        }
+    }
+
+    fn wait_ready(&mut self, image: &Image) -> anyhow::Result<Booted> {
+        let deadline = self.started + self.options.boot_timeout;
+        let connection = self.connect(image, deadline, true)?;
         let wait_ms = deadline.saturating_duration_since(Instant::now()).as_millis();
         let out = connection.capture(&format!("{AGENT_PATH} probe --wait-ms {wait_ms}"))?;
         let boot_time = self.started.elapsed();
@@ -401,7 +436,7 @@ impl Vm {
                 self.failure(&format!("the guest booted but is not usable: {}", report.summary()))
             );
         }
-        Ok(Booted { connection, report, boot_time })
+        Ok(Booted { connection, report, boot_time, restored_from: None })
     }
 
     /// [`Vm::shutdown`], then copies the serial log (complete, QEMU having exited) to `dest`.
@@ -487,7 +522,7 @@ impl Vm {
         let _ = self.qemu.wait_timeout(Duration::from_secs(3));
     }
 
-    fn ensure_alive(&mut self, when: &str) -> anyhow::Result<()> {
+    pub(super) fn ensure_alive(&mut self, when: &str) -> anyhow::Result<()> {
         if let Some(status) = self.qemu.try_wait()? {
             bail!(self.failure(&format!("QEMU exited ({status}) {when}")));
         }
@@ -497,28 +532,13 @@ impl Vm {
     /// Presses Alt+SysRq+`key` on the guest's PS/2 keyboard through QEMU's monitor: works when
     /// nothing in the guest answers any more, as long as the kernel takes interrupts.
     pub fn sysrq_key(&self, key: char) -> anyhow::Result<()> {
-        use std::os::unix::net::UnixStream;
-        let path = self.dir.path().join("monitor.sock");
-        let mut s = UnixStream::connect(&path)
-            .with_context(|| format!("connecting to QEMU's monitor {}", path.display()))?;
-        s.set_read_timeout(Some(Duration::from_millis(200)))?;
-        writeln!(s, "sendkey alt-sysrq-{key}")?;
-        // A command is lost if the socket closes before QEMU ran it: wait for the prompt that
-        // follows it (the greeting ends with the first one).
-        let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while seen.windows(7).filter(|w| w == b"(qemu) ").count() < 2 {
-            if Instant::now() > deadline {
-                bail!("QEMU's monitor did not take `sendkey alt-sysrq-{key}` within 5 s");
-            }
-            match s.read(&mut buf) {
-                Ok(0) => bail!("QEMU's monitor closed the connection"),
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e).context("reading QEMU's monitor"),
-            }
-        }
+        let mut monitor = Monitor::connect(&self.monitor_path(), Duration::ZERO)?;
+        monitor.run(&format!("sendkey alt-sysrq-{key}"), Duration::from_secs(5))?;
         Ok(())
+    }
+
+    pub(super) fn monitor_path(&self) -> PathBuf {
+        self.dir.path().join("monitor.sock")
     }
 
     pub fn serial(&self) -> String {
@@ -597,7 +617,7 @@ fn create_backing_file(path: &Path, size: u64, template: &Path) -> anyhow::Resul
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     let l =
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port on 127.0.0.1")?;
     Ok(l.local_addr()?.port())

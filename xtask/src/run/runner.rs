@@ -6,6 +6,7 @@
 //! power kills its VM on purpose and goes on in one booted on the same backing files.
 
 use crate::machine::image::Image;
+use crate::machine::snapshot::BootSnapshot;
 use crate::machine::ssh::Conversation;
 use crate::machine::vm::{Booted, Vm, VmOptions};
 use crate::recipe::Timeouts;
@@ -23,6 +24,7 @@ use daxtest_proto::AGENT_PATH;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct Runner<'a> {
@@ -39,6 +41,8 @@ pub struct Runner<'a> {
     pub stop_at_failure: bool,
     /// VMs that run cases at the same time (`--jobs`), each taking the next case when free.
     pub jobs: usize,
+    /// VMs after the first may be restored from a boot snapshot (off: `--no-boot-snapshot`).
+    pub boot_snapshot: bool,
 }
 
 /// How the run went for the exit status.
@@ -80,7 +84,10 @@ impl Guest {
     /// Where kernel messages logged since the last window closed come from.
     fn place(&self, next: Option<&str>) -> String {
         match (&self.last_case, next) {
-            (None, Some(_)) => format!("the boot of VM {}", self.number),
+            (None, Some(_)) => match &self.ready.restored_from {
+                Some(source) => format!("VM {}, restored from {source}", self.number),
+                None => format!("the boot of VM {}", self.number),
+            },
             (None, None) => format!("VM {}, which ran no case", self.number),
             (Some(prev), Some(next)) => format!("between {prev} and {next} (VM {})", self.number),
             (Some(prev), None) => format!("after {prev}, the last case of VM {}", self.number),
@@ -99,6 +106,17 @@ struct Lanes<'p> {
     stopped: AtomicBool,
     /// Lanes whose VM still boots: a lane that cannot boot leaves its cases to those.
     booting: AtomicUsize,
+    snapshot: Mutex<Snapshot>,
+}
+
+/// The kernel's boot snapshot (machine::snapshot), wanted when cases need VMs after the first
+/// (power cuts, fresh VMs): the first VM booted takes it before its first case, and every VM
+/// after it is restored from it. None is taken, or used again, once taking or restoring failed.
+enum Snapshot {
+    Unwanted,
+    Wanted,
+    Taking,
+    Ready(Arc<BootSnapshot>),
 }
 
 impl Lanes<'_> {
@@ -111,6 +129,28 @@ impl Lanes<'_> {
 
     fn next_vm(&self) -> usize {
         self.vms.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn snapshot(&self) -> Option<Arc<BootSnapshot>> {
+        match &*self.snapshot.lock().expect("snapshot state poisoned") {
+            Snapshot::Ready(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the caller should take the snapshot (no one else is).
+    fn claim_snapshot(&self) -> bool {
+        let mut slot = self.snapshot.lock().expect("snapshot state poisoned");
+        let wanted = matches!(*slot, Snapshot::Wanted);
+        if wanted {
+            *slot = Snapshot::Taking;
+        }
+        wanted
+    }
+
+    fn set_snapshot(&self, snapshot: Option<BootSnapshot>) {
+        *self.snapshot.lock().expect("snapshot state poisoned") =
+            snapshot.map_or(Snapshot::Unwanted, |s| Snapshot::Ready(Arc::new(s)));
     }
 }
 
@@ -182,6 +222,10 @@ impl Runner<'_> {
             boot_failures: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
             booting: AtomicUsize::new(0),
+            snapshot: Mutex::new(match self.boot_snapshot && self.needs_later_vms(planned) {
+                true => Snapshot::Wanted,
+                false => Snapshot::Unwanted,
+            }),
         };
         let jobs = self.jobs.clamp(1, planned.len().max(1));
         lanes.booting.store(jobs, Ordering::SeqCst);
@@ -383,16 +427,64 @@ impl Runner<'_> {
         let mut failed = |e: &anyhow::Error, retrying: bool| {
             self.boot_failed(lanes, failures, emit, e, retrying)
         };
+        if let Some(snapshot) = lanes.snapshot() {
+            match Vm::restore(self.image, self.root, self.vm_options, &snapshot) {
+                Ok((vm, ready)) => return Ok(self.booted(vm, ready, reason, lanes, emit)),
+                Err(e) => {
+                    lanes.set_snapshot(None);
+                    failed(&e.context("restoring the boot snapshot (every VM boots from now)"), true);
+                }
+            }
+        }
         let (vm, ready) = Vm::start_or_retry(self.image, self.root, self.vm_options, &mut failed)?;
-        // Numbered once it runs: a boot that failed has no serial log or command line to match.
+        let mut guest = self.booted(vm, ready, reason, lanes, emit);
+        if lanes.claim_snapshot() {
+            let source = format!("the snapshot of VM {}'s boot", guest.number);
+            match guest.vm.take_snapshot(self.root, &guest.ready, source) {
+                Ok(s) => lanes.set_snapshot(Some(s)),
+                Err(e) => {
+                    eprintln!("daxtest: no boot snapshot, every VM boots: {e:#}");
+                    lanes.set_snapshot(None);
+                }
+            }
+        }
+        Ok(guest)
+    }
+
+    /// A VM that is up: numbered (once it runs: a boot that failed has no serial log or command
+    /// line to match) and announced.
+    fn booted(
+        &self,
+        vm: Vm,
+        ready: Booted,
+        reason: &str,
+        lanes: &Lanes,
+        emit: &mut dyn FnMut(&Event),
+    ) -> Guest {
         let number = lanes.next_vm();
+        let reason = match &ready.restored_from {
+            Some(source) => format!("{reason}; restored from {source}"),
+            None => reason.to_string(),
+        };
         emit(&Event::VmBooted {
             vm: number,
             boot_time: ready.boot_time,
-            reason: reason.into(),
+            reason,
             command_line: vm.command_line.clone(),
         });
-        Ok(Guest { vm, ready, agent: None, number, last_case: None })
+        Guest { vm, ready, agent: None, number, last_case: None }
+    }
+
+    /// Whether cases will need a VM other than the lanes' first: a power cut, or a case that
+    /// asks for a fresh VM. (A crash or hang needs one too, but cannot be foreseen.)
+    fn needs_later_vms(&self, planned: &[PlannedCase]) -> bool {
+        self.vm_options.device.persistent()
+            && planned.iter().any(|p| match &p.resolution {
+                Ok(Resolution::Run { spec, .. }) => {
+                    p.case.fresh_vm || spec.steps.iter().any(|s| s.op == Op::PowerCut)
+                }
+                _ => false,
+            })
     }
 
     /// Powers off (or kills) the VM and keeps its serial log in the run directory. Before a
@@ -485,7 +577,7 @@ impl Runner<'_> {
                         outside_cases(m.place(Some(&p.case.id)), report.kernel_log_before.clone());
                     merged = Some(report);
                 }
-                Some(into) => merge_after_cut(into, report, offset),
+                Some(into) => merge_after_cut(into, report, offset, m.ready.restored_from.as_deref()),
             }
             offset += part.steps.len();
             let into = merged.as_mut().expect("set above");
@@ -602,18 +694,22 @@ impl Runner<'_> {
             self.boot_failed(lanes, failures, emit, e, retrying)
         };
         let vm = &mut g.vm;
-        let ready = crate::machine::vm::once_more(|| vm.boot_after_cut(self.image), &mut failed)?;
-        let number = guests.lanes.next_vm();
-        emit(&Event::VmBooted {
-            vm: number,
-            boot_time: ready.boot_time,
-            reason: format!(
-                "power cut in {case} after step {steps_done}: booted on the same NVDIMM backing \
-                 files"
-            ),
-            command_line: g.vm.command_line.clone(),
-        });
-        guests.up = Some(Guest { vm: g.vm, ready, agent: None, number, last_case: None });
+        let restored = guests.lanes.snapshot().map(|s| vm.restore_after_cut(self.image, &s));
+        let ready = match restored {
+            Some(Ok(ready)) => ready,
+            restored => {
+                if let Some(Err(e)) = restored {
+                    guests.lanes.set_snapshot(None);
+                    failed(&e.context("restoring the boot snapshot (every VM boots from now)"), true);
+                }
+                crate::machine::vm::once_more(|| vm.boot_after_cut(self.image), &mut failed)?
+            }
+        };
+        let reason = format!(
+            "power cut in {case} after step {steps_done}: {} on the same NVDIMM backing files",
+            if ready.restored_from.is_some() { "a VM" } else { "booted" }
+        );
+        guests.up = Some(self.booted(g.vm, ready, &reason, guests.lanes, emit));
         Ok(dest)
     }
 
@@ -831,14 +927,24 @@ fn saved_extents(spec: &CaseSpec, report: &CaseReport) -> BTreeMap<String, Vec<E
 /// Joins the report of the part after a power cut to the case's: its steps (numbered on from
 /// `offset`), the new VM's boot and the part's window in the kernel log after a line that marks
 /// the cut, the taint and how it ended.
-fn merge_after_cut(into: &mut CaseReport, next: CaseReport, offset: usize) {
+/// `restored_from`: the VM after the cut was restored from a boot snapshot, not booted.
+fn merge_after_cut(
+    into: &mut CaseReport,
+    next: CaseReport,
+    offset: usize,
+    restored_from: Option<&str>,
+) {
     into.steps.extend(next.steps.into_iter().map(|mut s| {
         s.index += offset;
         s
     }));
+    let next_vm = match restored_from {
+        Some(source) => format!("the next one on the same NVDIMM backing files ({source}, restored)"),
+        None => "the boot of the next one on the same NVDIMM backing files".into(),
+    };
     into.kernel_log.push(format!(
-        "--- power cut after step {offset}: the VM was killed; below, the boot of the next one \
-         on the same NVDIMM backing files, then the case's window there ---"
+        "--- power cut after step {offset}: the VM was killed; below, {next_vm}, then the case's \
+         window there ---"
     ));
     into.kernel_log.extend(next.kernel_log_before);
     into.kernel_log.push("--- the case after the power cut ---".into());
@@ -918,7 +1024,7 @@ mod tests {
         let mut next = report(3, &["[3.0] XFS (pmem0): Starting recovery"], (0, 0));
         next.awaiting_power_cut = false;
         next.teardown_error = Some("umount".into());
-        merge_after_cut(&mut into, next, 2);
+        merge_after_cut(&mut into, next, 2, None);
         let indexes: Vec<usize> = into.steps.iter().map(|s| s.index).collect();
         assert_eq!(indexes, [0, 1, 2, 3, 4]);
         assert_eq!(into.kernel_log[0], "[2.0] before the cut");
