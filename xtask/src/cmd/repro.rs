@@ -88,7 +88,8 @@ impl flags::Repro {
             runs_per_case: 1,
             selection: None,
             jobs: 1,
-            boot_snapshot: true,
+            // Every VM booted: qemu.sh gives the command line of the case's VM to run by hand.
+            boot_snapshot: false,
         };
         let mut result: Option<CaseResult> = None;
         let (_, run_dir) =

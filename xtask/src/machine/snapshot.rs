@@ -23,10 +23,10 @@ use crate::cleanup;
 use crate::machine::image::Image;
 use crate::machine::monitor::Monitor;
 use crate::machine::vm::{Booted, FsdaxTemplate, Vm, VmOptions};
-use crate::machine::qemu::Qemu;
+use crate::machine::qemu::{Nvdimm, Qemu};
 use anyhow::{bail, Context};
 use daxtest_proto::{ReadyReport, AGENT_PATH};
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -63,30 +63,37 @@ impl BootSnapshot {
 
     /// Puts the kernel's part of each backing file back as it was at the snapshot, after
     /// checking that the file holds the same namespace (the restored kernel believes in it).
-    fn put_back_kernel_parts(&self, vm: &Vm) -> anyhow::Result<()> {
-        if vm.nvdimms.len() != self.parts.len() {
-            bail!("the VM has {} pmem devices, the snapshot {}", vm.nvdimms.len(), self.parts.len());
-        }
-        for (nv, part) in vm.nvdimms.iter().zip(&self.parts) {
-            let mut f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&nv.path)
-                .with_context(|| format!("opening {}", nv.path.display()))?;
-            let info = INFO_BLOCK.start..INFO_BLOCK.end.min(part.len());
-            let mut now = vec![0u8; info.end];
-            f.read_exact(&mut now).with_context(|| format!("reading {}", nv.path.display()))?;
-            if now[info.clone()] != part[info] {
-                bail!(
-                    "{} holds another fsdax info block than the snapshot's backing file did",
-                    nv.path.display()
-                );
-            }
-            f.rewind()?;
-            f.write_all(part).with_context(|| format!("writing {}", nv.path.display()))?;
-        }
-        Ok(())
+    fn put_back_kernel_parts(&self, nvdimms: &[Nvdimm]) -> anyhow::Result<()> {
+        put_back(&self.parts, nvdimms)
     }
+}
+
+/// Writes each device's kernel part back into its backing file, once the file is known to hold
+/// the same namespace (the same info block: the restored kernel believes in it).
+fn put_back(parts: &[Vec<u8>], nvdimms: &[Nvdimm]) -> anyhow::Result<()> {
+    if nvdimms.len() != parts.len() {
+        bail!("the VM has {} pmem devices, the snapshot {}", nvdimms.len(), parts.len());
+    }
+    for (nv, part) in nvdimms.iter().zip(parts) {
+        let now = kernel_part(&nv.path)?;
+        let same = match (now.get(INFO_BLOCK), part.get(INFO_BLOCK)) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            bail!(
+                "{} holds another fsdax info block than the snapshot's backing file did",
+                nv.path.display()
+            );
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&nv.path)
+            .and_then(|mut f| f.write_all(part))
+            .with_context(|| format!("writing {}", nv.path.display()))?;
+    }
+    Ok(())
 }
 
 /// Where an fsdax namespace's info block (struct nd_pfn_sb, drivers/nvdimm/pfn.h) lies in a
@@ -193,7 +200,7 @@ impl Vm {
         image: &Image,
         snapshot: &BootSnapshot,
     ) -> anyhow::Result<Booted> {
-        snapshot.put_back_kernel_parts(self)?;
+        snapshot.put_back_kernel_parts(&self.nvdimms)?;
         self.prepare_restart()?;
         self.config.incoming = true;
         self.command_line = crate::machine::qemu::command_line(&self.config);
@@ -278,6 +285,55 @@ fn shell_word(path: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backing file of 64 MiB whose fsdax info block puts the data at `dataoff` (and whose
+    /// struct pages, after it, are `fill`).
+    fn backing(dir: &Path, name: &str, dataoff: u64, uuid: u8, fill: u8) -> Nvdimm {
+        let path = dir.join(name);
+        let mut bytes = vec![0u8; dataoff as usize + 4096];
+        bytes[4096..4112].copy_from_slice(b"NVDIMM_PFN_INFO\0");
+        bytes[4096 + 16] = uuid;
+        bytes[4096 + 56..4096 + 64].copy_from_slice(&dataoff.to_le_bytes());
+        bytes[8192..dataoff as usize].fill(fill);
+        // The filesystem's first block.
+        bytes[dataoff as usize..].fill(0xf5);
+        std::fs::write(&path, &bytes).unwrap();
+        std::fs::File::options().write(true).open(&path).unwrap().set_len(64 << 20).unwrap();
+        Nvdimm { path, size: 64 << 20 }
+    }
+
+    #[test]
+    fn the_kernel_part_ends_where_the_namespace_data_begins() {
+        let d = tempfile::tempdir().unwrap();
+        let nv = backing(d.path(), "nv", 2 << 20, 1, 0x5a);
+        let part = kernel_part(&nv.path).unwrap();
+        assert_eq!(part.len(), 2 << 20);
+        assert_eq!(part[(2 << 20) - 1], 0x5a);
+        // A raw namespace is the filesystem's from its first byte.
+        let raw = d.path().join("raw");
+        std::fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
+        assert!(kernel_part(&raw).unwrap().is_empty());
+        // A data offset beyond half the device is no info block of ours.
+        let odd = backing(d.path(), "odd", 40 << 20, 1, 0);
+        assert!(kernel_part(&odd.path).unwrap_err().to_string().contains("data offset"));
+    }
+
+    #[test]
+    fn struct_pages_go_back_and_the_filesystem_stays() {
+        let d = tempfile::tempdir().unwrap();
+        let snapshot = vec![kernel_part(&backing(d.path(), "snap", 2 << 20, 1, 0x11).path).unwrap()];
+        // The killed kernel's struct pages, the same namespace.
+        let cut = backing(d.path(), "cut", 2 << 20, 1, 0x99);
+        put_back(&snapshot, std::slice::from_ref(&cut)).unwrap();
+        let now = std::fs::read(&cut.path).unwrap();
+        assert!(now[8192..2 << 20].iter().all(|b| *b == 0x11));
+        assert!(now[2 << 20..(2 << 20) + 4096].iter().all(|b| *b == 0xf5));
+        // Another namespace (another uuid) is refused, and left alone.
+        let other = backing(d.path(), "other", 2 << 20, 2, 0x99);
+        let e = put_back(&snapshot, std::slice::from_ref(&other)).unwrap_err().to_string();
+        assert!(e.contains("another fsdax info block"), "{e}");
+        assert_eq!(std::fs::read(&other.path).unwrap()[8192], 0x99);
+    }
 
     #[test]
     fn paths_are_quoted_for_exec_or_refused() {
