@@ -220,6 +220,35 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
         let got = c["message"].as_str().unwrap();
         assert!(got.starts_with(message), "{id}:\n  got  {got}\n  want {message}...");
     }
+    // The power cuts' VMs (and the poison cases' own) were restored from the boot snapshot, and
+    // the power-cut oracles above failed on them all the same.
+    let console = common::text(&out.stderr);
+    let restored = console.matches("restored from the snapshot of VM 1's boot").count();
+    assert!(restored >= 3, "{restored} VMs restored:\n{console}");
+    let log = common::run_dir(&out)
+        .join("kernel-logs/wrong__store-lost-in-a-power-cut__xfs__dax=never.log");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("(the snapshot of VM 1's boot, restored)"), "{log}");
+}
+
+/// `--no-boot-snapshot`: the VM after a power cut boots, and a store lost in the cut is lost
+/// there too.
+#[test]
+fn without_the_boot_snapshot_the_vm_after_a_cut_boots() {
+    let out = run(&[
+        "test",
+        "--no-boot-snapshot",
+        "xtask/tests/fixtures/wrong-expectations.toml",
+        "wrong/store-lost-in-a-power-cut",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "a failed case exits 1");
+    let console = common::text(&out.stderr);
+    assert!(!console.contains("restored from"), "{console}");
+    assert!(console.contains("booted on the same NVDIMM backing files"), "{console}");
+    let case = &results(&out)["cases"][0];
+    assert_eq!(case["id"], "wrong/store-lost-in-a-power-cut/xfs/dax=never");
+    let got = case["message"].as_str().unwrap();
+    assert!(got.starts_with("step 6 (line 265, read): expected every byte 'b', got"), "{got}");
 }
 
 #[test]
