@@ -107,8 +107,9 @@ fn dispatch(args: &[String]) -> anyhow::Result<i32> {
         ["dump"] => dump(),
         // First thing in a guest restored from the host's boot snapshot.
         ["restored", "--realtime-ns", ns] => {
-            let ns: u128 =
-                ns.parse().with_context(|| format!("--realtime-ns takes nanoseconds, not {ns:?}"))?;
+            let ns: u128 = ns
+                .parse()
+                .with_context(|| format!("--realtime-ns takes nanoseconds, not {ns:?}"))?;
             boot::after_restore(ns)?;
             Ok(0)
         }

@@ -20,7 +20,9 @@ impl flags::Bench {
             BenchWhat::Boot { vm, reps } => boot(ctx, &vm, reps.max(1)),
             BenchWhat::Run { vm, reps } => run(ctx, &vm, reps.max(1)),
             BenchWhat::Image { kernel, reps } => image(ctx, kernel.as_deref(), reps.max(1)),
-            BenchWhat::Suite { vm, jobs, no_boot_snapshot } => suite(ctx, vm, jobs, no_boot_snapshot),
+            BenchWhat::Suite { vm, jobs, no_boot_snapshot } => {
+                suite(ctx, vm, jobs, no_boot_snapshot)
+            }
             BenchWhat::Check { sizes, reps } => check(&sizes, reps.max(1)),
             BenchWhat::Faults { vm } => faults(ctx, vm),
         }

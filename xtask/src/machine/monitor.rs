@@ -23,8 +23,9 @@ impl Monitor {
                 Ok(s) => break s,
                 Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
                 Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("connecting to QEMU's monitor {}", path.display()))
+                    return Err(e).with_context(|| {
+                        format!("connecting to QEMU's monitor {}", path.display())
+                    })
                 }
             }
         };

@@ -22,8 +22,8 @@
 use crate::cleanup;
 use crate::machine::image::Image;
 use crate::machine::monitor::Monitor;
-use crate::machine::vm::{Booted, FsdaxTemplate, Vm, VmOptions};
 use crate::machine::qemu::{Nvdimm, Qemu};
+use crate::machine::vm::{Booted, FsdaxTemplate, Vm, VmOptions};
 use anyhow::{bail, Context};
 use daxtest_proto::{ReadyReport, AGENT_PATH};
 use std::io::{Read, Write};
@@ -52,7 +52,12 @@ impl Drop for BootSnapshot {
 
 impl BootSnapshot {
     /// A new backing file of `size` bytes starting as device `i`'s did at the snapshot.
-    pub(super) fn create_backing_file(&self, i: usize, path: &Path, size: u64) -> anyhow::Result<()> {
+    pub(super) fn create_backing_file(
+        &self,
+        i: usize,
+        path: &Path,
+        size: u64,
+    ) -> anyhow::Result<()> {
         let part = self.parts.get(i).context("the snapshot has fewer NVDIMMs than the VM")?;
         let mut f =
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -116,7 +121,8 @@ fn kernel_part(path: &Path) -> anyhow::Result<Vec<u8>> {
         return Ok(Vec::new());
     }
     let sb = &head[INFO_BLOCK];
-    let le = |at: usize, n: usize| sb[at..at + n].iter().rev().fold(0u64, |v, b| v << 8 | *b as u64);
+    let le =
+        |at: usize, n: usize| sb[at..at + n].iter().rev().fold(0u64, |v, b| v << 8 | *b as u64);
     // struct nd_pfn_sb: dataoff at 56 (8 bytes), start_pad at 76 (4 bytes).
     let end = le(76, 4) + le(56, 8);
     let size = std::fs::metadata(path)?.len();
@@ -188,9 +194,19 @@ impl Vm {
         snapshot: &BootSnapshot,
     ) -> anyhow::Result<(Vm, Booted)> {
         opts.validate()?;
-        let mut vm = Vm::spawn_from(image, root, opts, &image.initramfs(), true, Some(snapshot))?;
-        let ready = vm.resume(image, snapshot)?;
-        Ok((vm, ready))
+        let mut attempts = 0;
+        loop {
+            let mut vm =
+                Vm::spawn_from(image, root, opts, &image.initramfs(), true, Some(snapshot))?;
+            match vm.resume(image, snapshot) {
+                Ok(ready) => return Ok((vm, ready)),
+                Err(e) if attempts < 5 && vm.port_was_taken() => {
+                    attempts += 1;
+                    eprintln!("daxtest: port {} was taken, retrying: {e:#}", vm.port);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// After [`Vm::cut_power`]: restores `snapshot` on the same backing files (QEMU as before,
@@ -201,13 +217,22 @@ impl Vm {
         snapshot: &BootSnapshot,
     ) -> anyhow::Result<Booted> {
         snapshot.put_back_kernel_parts(&self.nvdimms)?;
-        self.prepare_restart()?;
-        self.config.incoming = true;
-        self.command_line = crate::machine::qemu::command_line(&self.config);
-        let spawned = Qemu::spawn(&self.config, &self.dir.path().join("qemu-stderr.log"));
-        self.config.incoming = false;
-        self.qemu = spawned?;
-        self.resume(image, snapshot)
+        let mut attempts = 0;
+        loop {
+            self.prepare_restart()?;
+            self.config.incoming = true;
+            self.command_line = crate::machine::qemu::command_line(&self.config);
+            let spawned = Qemu::spawn(&self.config, &self.dir.path().join("qemu-stderr.log"));
+            self.config.incoming = false;
+            self.qemu = spawned?;
+            match self.resume(image, snapshot) {
+                Err(e) if attempts < 5 && self.port_was_taken() => {
+                    attempts += 1;
+                    eprintln!("daxtest: port {} was taken, retrying: {e:#}", self.port);
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Loads the snapshot into the QEMU that waits for it, lets the guest run, and has the agent
@@ -229,8 +254,8 @@ impl Vm {
         }
         let connection = self.connect(image, deadline, false)?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-        let out =
-            connection.capture(&format!("{AGENT_PATH} restored --realtime-ns {}", now.as_nanos()))?;
+        let out = connection
+            .capture(&format!("{AGENT_PATH} restored --realtime-ns {}", now.as_nanos()))?;
         if out.status != 0 {
             bail!(self.failure(&format!(
                 "the restored guest's agent failed ({}): {}",
@@ -321,7 +346,8 @@ mod tests {
     #[test]
     fn struct_pages_go_back_and_the_filesystem_stays() {
         let d = tempfile::tempdir().unwrap();
-        let snapshot = vec![kernel_part(&backing(d.path(), "snap", 2 << 20, 1, 0x11).path).unwrap()];
+        let snapshot =
+            vec![kernel_part(&backing(d.path(), "snap", 2 << 20, 1, 0x11).path).unwrap()];
         // The killed kernel's struct pages, the same namespace.
         let cut = backing(d.path(), "cut", 2 << 20, 1, 0x99);
         put_back(&snapshot, std::slice::from_ref(&cut)).unwrap();

@@ -10,8 +10,8 @@ use crate::cleanup;
 use crate::exit;
 use crate::machine::image::Image;
 use crate::machine::monitor::Monitor;
-use crate::machine::snapshot::BootSnapshot;
 use crate::machine::qemu::{self, Accel, Nvdimm, Qemu, QemuConfig};
+use crate::machine::snapshot::BootSnapshot;
 use crate::machine::ssh::{self, Connection};
 use anyhow::{bail, Context};
 use daxtest_proto::{Device, ReadyReport, AGENT_PATH, CMDLINE_DEVICE, CMDLINE_PMEM_COUNT};
@@ -246,11 +246,7 @@ impl Vm {
                 Ok(ready) => return Ok((vm, ready)),
                 // Another process took the port between our check and QEMU's bind: pick again
                 // (unless the user chose the port).
-                Err(e)
-                    if attempts < 5
-                        && opts.ssh_port.is_none()
-                        && vm.qemu.stderr().contains("host forwarding rule") =>
-                {
+                Err(e) if attempts < 5 && vm.port_was_taken() => {
                     attempts += 1;
                     eprintln!("daxtest: port {} was taken, retrying: {e:#}", vm.port);
                 }
@@ -361,6 +357,12 @@ impl Vm {
         // The dead QEMU goes (its Drop reaps it) once the new one runs.
         self.qemu = Qemu::spawn(&self.config, &self.dir.path().join("qemu-stderr.log"))?;
         self.wait_ready(image)
+    }
+
+    /// QEMU could not listen on the SSH port it was given: another process took it after we
+    /// found it free (never retried for a port the user chose).
+    pub(super) fn port_was_taken(&mut self) -> bool {
+        self.options.ssh_port.is_none() && self.qemu.stderr().contains("host forwarding rule")
     }
 
     /// Before QEMU starts again on the same backing files: a new serial log and SSH port.

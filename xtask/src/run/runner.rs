@@ -432,7 +432,10 @@ impl Runner<'_> {
                 Ok((vm, ready)) => return Ok(self.booted(vm, ready, reason, lanes, emit)),
                 Err(e) => {
                     lanes.set_snapshot(None);
-                    failed(&e.context("restoring the boot snapshot (every VM boots from now)"), true);
+                    failed(
+                        &e.context("restoring the boot snapshot (every VM boots from now)"),
+                        true,
+                    );
                 }
             }
         }
@@ -577,7 +580,9 @@ impl Runner<'_> {
                         outside_cases(m.place(Some(&p.case.id)), report.kernel_log_before.clone());
                     merged = Some(report);
                 }
-                Some(into) => merge_after_cut(into, report, offset, m.ready.restored_from.as_deref()),
+                Some(into) => {
+                    merge_after_cut(into, report, offset, m.ready.restored_from.as_deref())
+                }
             }
             offset += part.steps.len();
             let into = merged.as_mut().expect("set above");
@@ -700,7 +705,10 @@ impl Runner<'_> {
             restored => {
                 if let Some(Err(e)) = restored {
                     guests.lanes.set_snapshot(None);
-                    failed(&e.context("restoring the boot snapshot (every VM boots from now)"), true);
+                    failed(
+                        &e.context("restoring the boot snapshot (every VM boots from now)"),
+                        true,
+                    );
                 }
                 crate::machine::vm::once_more(|| vm.boot_after_cut(self.image), &mut failed)?
             }
@@ -939,7 +947,9 @@ fn merge_after_cut(
         s
     }));
     let next_vm = match restored_from {
-        Some(source) => format!("the next one on the same NVDIMM backing files ({source}, restored)"),
+        Some(source) => {
+            format!("the next one on the same NVDIMM backing files ({source}, restored)")
+        }
         None => "the boot of the next one on the same NVDIMM backing files".into(),
     };
     into.kernel_log.push(format!(
