@@ -154,13 +154,7 @@ impl Vm {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        let tmp_root = crate::paths::tmp_root(root);
-        let dir = tempfile::Builder::new()
-            .prefix("vm-snapshot-")
-            .tempdir_in(&tmp_root)
-            .with_context(|| format!("creating a directory in {}", tmp_root.display()))?;
-        cleanup::register_dir(dir.path());
-        std::fs::write(dir.path().join("pid"), std::process::id().to_string())?;
+        let dir = crate::machine::vm::private_dir(root, "vm-snapshot-")?;
         let file = dir.path().join("boot.snapshot");
         let target = shell_word(&file)?;
         let took = Instant::now();
@@ -193,20 +187,7 @@ impl Vm {
         opts: &VmOptions,
         snapshot: &BootSnapshot,
     ) -> anyhow::Result<(Vm, Booted)> {
-        opts.validate()?;
-        let mut attempts = 0;
-        loop {
-            let mut vm =
-                Vm::spawn_from(image, root, opts, &image.initramfs(), true, Some(snapshot))?;
-            match vm.resume(image, snapshot) {
-                Ok(ready) => return Ok((vm, ready)),
-                Err(e) if attempts < 5 && vm.port_was_taken() => {
-                    attempts += 1;
-                    eprintln!("daxtest: port {} was taken, retrying: {e:#}", vm.port);
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        Vm::start_from(image, root, opts, Some(snapshot))
     }
 
     /// After [`Vm::cut_power`]: restores `snapshot` on the same backing files (QEMU as before,
@@ -237,7 +218,11 @@ impl Vm {
 
     /// Loads the snapshot into the QEMU that waits for it, lets the guest run, and has the agent
     /// forget what the snapshot's page cache held and take the host's time.
-    fn resume(&mut self, image: &Image, snapshot: &BootSnapshot) -> anyhow::Result<Booted> {
+    pub(super) fn resume(
+        &mut self,
+        image: &Image,
+        snapshot: &BootSnapshot,
+    ) -> anyhow::Result<Booted> {
         let deadline = self.started + self.options.boot_timeout;
         let source = shell_word(&snapshot.file)?;
         let mut monitor = Monitor::connect(&self.monitor_path(), Duration::from_secs(10))

@@ -238,11 +238,25 @@ impl Vm {
 
     /// Boots the image and waits until the agent reports a usable guest.
     pub fn start(image: &Image, root: &Path, opts: &VmOptions) -> anyhow::Result<(Vm, Booted)> {
+        Vm::start_from(image, root, opts, None)
+    }
+
+    /// [`Vm::start`], or with `snapshot` a VM restored from it.
+    pub(super) fn start_from(
+        image: &Image,
+        root: &Path,
+        opts: &VmOptions,
+        snapshot: Option<&BootSnapshot>,
+    ) -> anyhow::Result<(Vm, Booted)> {
         opts.validate()?;
         let mut attempts = 0;
         loop {
-            let mut vm = Vm::spawn(image, root, opts, &image.initramfs(), true)?;
-            match vm.wait_ready(image) {
+            let mut vm = Vm::spawn_from(image, root, opts, &image.initramfs(), true, snapshot)?;
+            let ready = match snapshot {
+                Some(s) => vm.resume(image, s),
+                None => vm.wait_ready(image),
+            };
+            match ready {
                 Ok(ready) => return Ok((vm, ready)),
                 // Another process took the port between our check and QEMU's bind: pick again
                 // (unless the user chose the port).
@@ -276,17 +290,8 @@ impl Vm {
         network: bool,
         snapshot: Option<&BootSnapshot>,
     ) -> anyhow::Result<Vm> {
-        let tmp_root = crate::paths::tmp_root(root);
-        std::fs::create_dir_all(&tmp_root)
-            .with_context(|| format!("creating {}", tmp_root.display()))?;
-        ensure_free_space(&tmp_root, opts)?;
-        let dir = tempfile::Builder::new()
-            .prefix("vm-")
-            .tempdir_in(&tmp_root)
-            .with_context(|| format!("creating a VM directory in {}", tmp_root.display()))?;
-        cleanup::register_dir(dir.path());
-        // Whose directory this is, for the sweep after a run killed with SIGKILL.
-        std::fs::write(dir.path().join("pid"), std::process::id().to_string())?;
+        ensure_free_space(&crate::paths::tmp_root(root), opts)?;
+        let dir = private_dir(root, "vm-")?;
         let templates = root.join("target/daxtest/cache/fsdax");
         let release = image.kernel.release.clone();
         let mut nvdimms = Vec::new();
@@ -599,6 +604,21 @@ pub fn ensure_free_space(dir: &Path, opts: &VmOptions) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A directory of this run's under the tmp root (`prefix` begins with "vm-"), removed when
+/// dropped, by Ctrl-C, or by the sweep after a run killed with SIGKILL (it holds its owner's pid).
+pub(super) fn private_dir(root: &Path, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    let tmp_root = crate::paths::tmp_root(root);
+    std::fs::create_dir_all(&tmp_root)
+        .with_context(|| format!("creating {}", tmp_root.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&tmp_root)
+        .with_context(|| format!("creating a directory in {}", tmp_root.display()))?;
+    cleanup::register_dir(dir.path());
+    std::fs::write(dir.path().join("pid"), std::process::id().to_string())?;
+    Ok(dir)
 }
 
 /// A sparse file of `size` bytes, starting with the fsdax template when there is one.
