@@ -24,6 +24,16 @@ pub const READY_PATH: &str = "/run/daxtest/ready.json";
 pub const PRELOADED_PATH: &str = "/run/daxtest/preloaded.json";
 /// The port sshd listens on in the guest (QEMU forwards a free host port to it).
 pub const GUEST_SSH_PORT: u16 = 22;
+/// The agent's lines on the serial console during boot, which the host reads before SSH answers
+/// and the HTML report reads from kept serial logs; the first three end with the uptime ("2.31s").
+pub mod console {
+    pub const INIT: &str = "daxtest-agent: init at ";
+    pub const SSHD_STARTED: &str = "daxtest-agent: sshd started at ";
+    pub const READY: &str = "daxtest-agent: ready at ";
+    /// Followed by why.
+    pub const NOT_READY: &str = "daxtest-agent: NOT READY: ";
+}
+
 /// Kernel command-line key telling the agent how many NVDIMMs QEMU was given.
 pub const CMDLINE_PMEM_COUNT: &str = "daxtest.pmem";
 

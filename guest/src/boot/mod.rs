@@ -16,7 +16,7 @@ mod tool;
 
 use anyhow::{bail, Context};
 use daxtest_proto::{
-    BootConfig, Phase, ReadyReport, BOOT_CONFIG_PATH, CMDLINE_PMEM_COUNT, GUEST_SSH_PORT,
+    console, BootConfig, Phase, ReadyReport, BOOT_CONFIG_PATH, CMDLINE_PMEM_COUNT, GUEST_SSH_PORT,
     PRELOADED_PATH, READY_PATH,
 };
 use latch::Latch;
@@ -39,7 +39,7 @@ pub fn run() -> ! {
         modules: Vec::new(),
         devices: Vec::new(),
     };
-    println!("daxtest-agent: init at {:.2}s", report.timeline[0].uptime_s);
+    println!("{}{:.2}s", console::INIT, report.timeline[0].uptime_s);
     let preload = match boot(&mut report) {
         Ok(modules) => modules,
         Err(e) => {
@@ -54,8 +54,8 @@ pub fn run() -> ! {
     }
     // One line on the serial console, so a boot log alone says how the boot ended.
     match report.ok {
-        true => println!("daxtest-agent: ready at {:.2}s", uptime()),
-        false => println!("daxtest-agent: NOT READY: {}", report.summary()),
+        true => println!("{}{:.2}s", console::READY, uptime()),
+        false => println!("{}{}", console::NOT_READY, report.summary()),
     }
     // A process of its own, not a thread: PID 1 reaps every child it can (reap_forever), and a
     // thread's wait for its modprobe would lose that race (ECHILD).
@@ -326,7 +326,7 @@ fn start_network_and_sshd(config: &BootConfig) -> anyhow::Result<Phase> {
         std::thread::sleep(Duration::from_millis(2));
     }
     // The host waits for this line before its first connection attempt.
-    println!("daxtest-agent: sshd started at {:.2}s", uptime());
+    println!("{}{:.2}s", console::SSHD_STARTED, uptime());
     Ok(phase("sshd"))
 }
 

@@ -10,6 +10,7 @@ use super::Ctx;
 use crate::flags::{self, BenchWhat};
 use anyhow::Context;
 use daxtest::machine::vm::{Vm, VmOptions};
+use daxtest::report::stats::median;
 use daxtest_proto::AGENT_PATH;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -64,7 +65,7 @@ fn boot(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
         full.push(r);
         xfs.push(x);
     }
-    let (mb, mf, mx) = (median(&mut bare), median(&mut full), median(&mut xfs));
+    let (mb, mf, mx) = (median_of(&bare), median_of(&full), median_of(&xfs));
     println!();
     println!("kernel:               {}", image.kernel.id);
     println!("accelerator:          {}", opts.accel);
@@ -86,9 +87,8 @@ fn boot(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
     if let Some(first) = phases.first() {
         println!("guest uptime at the end of each boot phase (median over {reps}):");
         for (i, (name, _)) in first.iter().enumerate() {
-            let mut v: Vec<f64> = phases.iter().filter_map(|p| p.get(i).map(|x| x.1)).collect();
-            v.sort_by(f64::total_cmp);
-            println!("  {name:<10} {:.2} s", v[v.len() / 2]);
+            let v: Vec<f64> = phases.iter().filter_map(|p| p.get(i).map(|x| x.1)).collect();
+            println!("  {name:<10} {:.2} s", median(&v).unwrap_or_default());
         }
     }
     Ok(0)
@@ -170,9 +170,10 @@ fn run(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
         );
         rows.push((whole, parts, bare, vng_took));
     }
-    let stats = |mut v: Vec<f64>| -> (f64, f64, f64) {
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 2], v[0], v[v.len() - 1])
+    let stats = |v: Vec<f64>| -> (f64, f64, f64) {
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (median(&v).unwrap_or_default(), min, max)
     };
     let show = |name: &str, v: Vec<f64>, what: &str| {
         let (med, min, max) = stats(v);
@@ -293,7 +294,7 @@ fn image(ctx: &Ctx, kernel: Option<&str>, reps: usize) -> anyhow::Result<i32> {
         cold.push(c);
         cached.push(h);
     }
-    let (mc, mh) = (median(&mut cold), median(&mut cached));
+    let (mc, mh) = (median_of(&cold), median_of(&cached));
     println!();
     println!("kernel:               {spec}");
     println!("rebuild (median):     {:.2} s  every input already fetched and unpacked", secs(mc));
@@ -341,14 +342,11 @@ fn suite(ctx: &Ctx, vm: flags::Vm, jobs: u16, no_boot_snapshot: bool) -> anyhow:
     }
     // Where a case's time goes in the guest, part by part (the rest of a case's time is the
     // host's: sending it, reading and judging its report).
-    let mut parts: Vec<(String, f64)> = Vec::new();
-    for p in results.cases.iter().flat_map(|c| &c.phases) {
-        let micros = p.micros as f64;
-        match parts.iter_mut().find(|(n, _)| *n == p.name) {
-            Some((_, total)) => *total += micros,
-            None => parts.push((p.name.clone(), micros)),
-        }
-    }
+    let parts: Vec<(&str, f64)> = results
+        .phase_totals()
+        .into_iter()
+        .map(|(name, per_kernel)| (name, per_kernel.iter().sum::<u64>() as f64))
+        .collect();
     if !parts.is_empty() {
         println!("  a case's mean, part by part (ms):");
         for (name, micros) in &parts {
@@ -429,13 +427,13 @@ fn check(sizes: &[usize], reps: usize) -> anyhow::Result<i32> {
             let cases: usize = scenarios.iter().map(|s| s.cases.len()).sum();
             anyhow::ensure!(cases == n, "the generated file made {cases} cases, not {n}");
         }
-        let cpu = secs(median(&mut cpu));
+        let cpu = secs(median_of(&cpu));
         let per_case = cpu / n as f64;
         let base = *smallest.get_or_insert(per_case);
         last = per_case / base;
         println!(
             "{n:>7} {:>10.3} {cpu:>10.3} {:>10.0} {:>12.1} {last:>12.2}",
-            secs(median(&mut wall)),
+            secs(median_of(&wall)),
             1.0 / per_case,
             per_case * 1e6,
         );
@@ -494,7 +492,7 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+/// The median of durations measured at least once.
+fn median_of(v: &[Duration]) -> Duration {
+    median(v).unwrap_or_default()
 }

@@ -14,7 +14,7 @@ use crate::machine::qemu::{self, Accel, Nvdimm, Qemu, QemuConfig};
 use crate::machine::snapshot::BootSnapshot;
 use crate::machine::ssh::{self, Connection};
 use anyhow::{bail, Context};
-use daxtest_proto::{Device, ReadyReport, AGENT_PATH, CMDLINE_DEVICE, CMDLINE_PMEM_COUNT};
+use daxtest_proto::{console, Device, ReadyReport, AGENT_PATH, CMDLINE_DEVICE, CMDLINE_PMEM_COUNT};
 use std::io::{Read, Seek, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -407,12 +407,12 @@ impl Vm {
                 )));
             }
             let serial = self.serial();
-            if let Some(line) = serial.lines().find(|l| l.contains("daxtest-agent: NOT READY")) {
+            if let Some(line) = serial.lines().find(|l| l.contains(console::NOT_READY)) {
                 bail!(self.failure(&format!("the guest could not get ready: {}", line.trim())));
             }
             // Connect only once sshd runs: a SYN sent earlier is retransmitted by QEMU's slirp
             // with a backoff of seconds, which would dominate boot-to-ready time.
-            if after_marker && !serial.contains("daxtest-agent: sshd started") {
+            if after_marker && !serial.contains(console::SSHD_STARTED) {
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }

@@ -11,10 +11,11 @@
 //! failures, each cut to its head and tail and all of them to [`LOG_BUDGET`] bytes.
 
 use super::results::{self, CaseEntry, Results};
-use super::stats::RunStats;
+use super::stats::{median, RunStats};
 use super::Reporter;
 use crate::run::events::{Event, Problem, Status};
 use anyhow::Context;
+use daxtest_proto::console;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -557,20 +558,9 @@ fn shorten(s: &str, chars: usize) -> String {
 
 /// Where the cases' time went in the guest: each phase's total over the cases, per kernel.
 fn phases(r: &Results) -> Markup {
-    let kernel_index: HashMap<&str, usize> =
-        r.kernels.iter().enumerate().map(|(i, k)| (k.kernel_release.as_str(), i)).collect();
-    let mut names: Vec<&str> = Vec::new();
-    let mut totals: HashMap<&str, Vec<u64>> = HashMap::new();
-    for c in &r.cases {
-        let Some(&k) = kernel_index.get(c.kernel.as_str()) else { continue };
-        for p in &c.phases {
-            let t = totals.entry(&p.name).or_insert_with(|| {
-                names.push(&p.name);
-                vec![0; r.kernels.len()]
-            });
-            t[k] += p.micros;
-        }
-    }
+    let ordered = r.phase_totals();
+    let names: Vec<&str> = ordered.iter().map(|(n, _)| *n).collect();
+    let totals: HashMap<&str, Vec<u64>> = ordered.into_iter().collect();
     if names.is_empty() {
         return html! {};
     }
@@ -628,22 +618,17 @@ pub fn boots_of(serial: &str) -> Vec<Boot> {
         rest.trim().trim_end_matches('s').parse().ok()
     };
     for l in serial.lines() {
-        if let Some(t) = at(l, "daxtest-agent: init at ") {
+        if let Some(t) = at(l, console::INIT) {
             boots.push(Boot { init: Some(t), ..Boot::default() });
         } else if let Some(b) = boots.last_mut() {
-            if let Some(t) = at(l, "daxtest-agent: sshd started at ") {
+            if let Some(t) = at(l, console::SSHD_STARTED) {
                 b.sshd = Some(t);
-            } else if let Some(t) = at(l, "daxtest-agent: ready at ") {
+            } else if let Some(t) = at(l, console::READY) {
                 b.ready = Some(t);
             }
         }
     }
     boots
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied()
 }
 
 /// The VMs' boot phases, per kernel: a stacked bar per boot (kernel to init, init to sshd, sshd
@@ -682,9 +667,9 @@ fn boots(run_dir: &Path, r: &Results) -> Markup {
             p {
                 code { (release) } ": " (boots.len()) " boots; median "
                 @for (name, v) in [
-                    ("init", median(boots.iter().filter_map(|b| b.init).collect())),
-                    ("sshd", median(boots.iter().filter_map(|b| b.sshd).collect())),
-                    ("ready", median(boots.iter().filter_map(|b| b.ready).collect())),
+                    ("init", median(&boots.iter().filter_map(|b| b.init).collect::<Vec<_>>())),
+                    ("sshd", median(&boots.iter().filter_map(|b| b.sshd).collect::<Vec<_>>())),
+                    ("ready", median(&boots.iter().filter_map(|b| b.ready).collect::<Vec<_>>())),
                 ] {
                     @if let Some(v) = v { (name) " at " (secs(v)) "; " }
                 }

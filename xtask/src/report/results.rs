@@ -118,6 +118,30 @@ pub fn read(run_dir: &Path) -> anyhow::Result<Results> {
         .with_context(|| format!("{}: not results.json schema {SCHEMA_VERSION}", path.display()))
 }
 
+impl Results {
+    /// Each case phase's time (µs) summed over each kernel's cases, the kernels in their order:
+    /// the phases in the order they first appear.
+    pub fn phase_totals(&self) -> Vec<(&str, Vec<u64>)> {
+        let mut totals: Vec<(&str, Vec<u64>)> = Vec::new();
+        for c in &self.cases {
+            let Some(k) = self.kernels.iter().position(|k| k.kernel_release == c.kernel) else {
+                continue;
+            };
+            for p in &c.phases {
+                let at = match totals.iter().position(|(n, _)| *n == p.name) {
+                    Some(at) => at,
+                    None => {
+                        totals.push((&p.name, vec![0; self.kernels.len()]));
+                        totals.len() - 1
+                    }
+                };
+                totals[at].1[k] += p.micros;
+            }
+        }
+        totals
+    }
+}
+
 /// `path` under `dir`, where `dir` may be `.`.
 pub fn under(dir: &Path, path: &Path) -> PathBuf {
     if dir == Path::new(".") {

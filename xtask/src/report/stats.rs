@@ -6,6 +6,14 @@
 use crate::run::events::{Event, Status};
 use std::collections::{BTreeMap, HashMap};
 
+/// The median of `values`: the middle one, the upper of the two middle ones for an even count
+/// (every median daxtest prints); `None` for none.
+pub fn median<T: PartialOrd + Copy>(values: &[T]) -> Option<T> {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v.get(v.len() / 2).copied()
+}
+
 /// Cases per status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts([usize; Status::ALL.len()]);
