@@ -506,6 +506,7 @@ mod tests {
             vm: Some(1),
             measurements: vec![],
             profiles: vec![],
+            known_bug: None,
         };
         let r = results::Results {
             schema_version: results::SCHEMA_VERSION,
@@ -565,7 +566,9 @@ mod tests {
         .unwrap();
         let e = find(root.path(), &format!("{}/a/b", root.path().display())).err().unwrap();
         let e = e.to_string();
-        assert!(e.contains("schema_version absent, where this daxtest reads 3"), "{e}");
+        let want =
+            format!("schema_version absent, where this daxtest reads {}", results::SCHEMA_VERSION);
+        assert!(e.contains(&want), "{e}");
         assert!(e.contains("run the case again with `cargo xtask test`"), "{e}");
     }
 }

@@ -159,6 +159,7 @@ impl Reporter for Files {
                     vm: r.vm,
                     measurements: r.measurements.clone(),
                     profiles: r.profiles.clone(),
+                    known_bug: r.known_bug.clone(),
                 });
             }
             Event::KernelFinished { elapsed, serial_logs, boot_failures } => {

@@ -17,7 +17,7 @@
 //! hash of its results.json is added to it).
 
 use super::results::{self, CaseEntry, KernelEntry};
-use crate::run::events::{Problem, Status};
+use crate::run::events::{KnownBug, Problem, Status};
 use anyhow::{bail, Context};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -48,8 +48,7 @@ pub fn document(run_dir: &Path, opts: &Options) -> anyhow::Result<Value> {
         bail!("origin {:?}: KCIDB origins are lower-case letters, digits and _", opts.origin);
     }
     let results = results::read(run_dir)?;
-    let bytes = std::fs::read(run_dir.join("results.json"))?;
-    let run = run_key(&results.run_id, &bytes);
+    let run = run_key(&results.run_id, &serde_json::to_vec(&results)?);
     let start = start_time(&results.run_id);
     let dir = run_dir.canonicalize().with_context(|| format!("{}", run_dir.display()))?;
     let logs = Logs { dir: &dir, base: opts.log_url_base.as_deref() };
@@ -86,7 +85,9 @@ pub fn document(run_dir: &Path, opts: &Options) -> anyhow::Result<Value> {
         let test_id = format!("{build_id}/{}", c.id);
         let mut t = test(&test_id, build_id, origin, c, k, &path, &logs, start.as_deref());
         if c.status == Status::Xfail {
-            let (reason, link) = known_bug(&c.message).unwrap_or((c.message.as_str(), ""));
+            let Some(KnownBug { reason, link }) = &c.known_bug else {
+                bail!("case {} is an xfail without its known bug in results.json", c.id);
+            };
             let issue_id = format!(
                 "{origin}:known-bug-{}",
                 crate::names::hash(format!("{reason}\0{link}").as_bytes())
@@ -165,33 +166,13 @@ fn split_repeat(id: &str) -> (&str, Option<u64>) {
     }
 }
 
-/// The reason and link of an xfail's message, `known bug: REASON (LINK): ...` as
-/// run/verdict.rs writes it. A link has no white space or parentheses; a reason may have both.
-pub fn known_bug(message: &str) -> Option<(&str, &str)> {
-    let rest = message.strip_prefix("known bug: ")?;
-    let mut from = 0;
-    while let Some(open) = rest[from..].find(" (").map(|i| from + i) {
-        let after = &rest[open + 2..];
-        if let Some(close) = after.find(')') {
-            let link = &after[..close];
-            let tail = &after[close + 1..];
-            let plain = !link.is_empty() && !link.contains(|c: char| c.is_whitespace() || c == '(');
-            if plain && (tail.is_empty() || tail.starts_with(": ")) {
-                return Some((&rest[..open], link));
-            }
-        }
-        from = open + 2;
-    }
-    None
-}
-
 /// The origin pattern of the schema.
 fn valid_origin(o: &str) -> bool {
     !o.is_empty() && o.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// What makes the run's ids unique: its id when that holds its start time (`YYYYMMDD-HHMMSS-PID`,
-/// or `.../KERNEL` for a kernel's share), else the id with a hash of results.json (a merged run
+/// or `.../KERNEL` for a kernel's share), else the id with a hash of the results (a merged run
 /// is `merge-of-N`, the same for every merge of N runs).
 fn run_key(run_id: &str, results_json: &[u8]) -> String {
     match start_time(run_id) {
@@ -517,22 +498,6 @@ mod tests {
         assert_eq!(split_repeat("a/b#12"), ("a/b", Some(12)));
         assert_eq!(split_repeat("a/b#"), ("a/b#", None));
         assert_eq!(split_repeat("a/b"), ("a/b", None));
-    }
-
-    #[test]
-    fn an_xfail_message_gives_its_reason_and_link() {
-        let m = "known bug: 6.0/6.1 fsdax reflink: trips a check (WARN at fs/dax.c x, then y); \
-                 fixed in 6.2 (https://lore.kernel.org/all/1-2/): step 2 (line 3, read): expected";
-        assert_eq!(
-            known_bug(m),
-            Some((
-                "6.0/6.1 fsdax reflink: trips a check (WARN at fs/dax.c x, then y); fixed in 6.2",
-                "https://lore.kernel.org/all/1-2/"
-            ))
-        );
-        assert_eq!(known_bug("known bug: r (l): "), Some(("r", "l")));
-        assert_eq!(known_bug("step 2: expected"), None);
-        assert_eq!(known_bug("known bug: no link here"), None);
     }
 
     #[test]

@@ -240,5 +240,6 @@ fn emit_case(
         measurements: c.measurements.clone(),
         profiles: c.profiles.clone(),
         vm,
+        known_bug: c.known_bug.clone(),
     }))
 }

@@ -3,7 +3,9 @@
 //! its kernel, each kernel its run directory, and every path is relative to the directory that
 //! holds the file. README's "results.json" section documents it field by field.
 
-use crate::run::events::{OutsideCases, Problem, RerunInfo, Selection, Status, StepProfile};
+use crate::run::events::{
+    KnownBug, OutsideCases, Problem, RerunInfo, Selection, Status, StepProfile,
+};
 use anyhow::Context;
 use daxtest_proto::case::CasePhase;
 use serde::{Deserialize, Serialize};
@@ -11,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Raised when a field changes meaning, goes or moves; a reader refuses other versions.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// A run's results.json.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +89,9 @@ pub struct CaseEntry {
     /// The figures of its `store_profile` steps: samples, faults by size, metadata work.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<StepProfile>,
+    /// The known bug its status refers to (an xfail; a pass of an intermittent one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_bug: Option<KnownBug>,
 }
 
 /// Kernel messages outside every case window that failed the run, and the kernel that logged

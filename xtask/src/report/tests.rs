@@ -23,6 +23,11 @@ fn case(id: &str, status: Status, message: &str) -> CaseResult {
         },
         kernel_log: vec!["[   3.100000] XFS (pmem0): Mounting V5 Filesystem".into()],
         seed: 42,
+        // As the verdict writes it: the message names the bug, and so does known_bug.
+        known_bug: message.strip_prefix("known bug: ").map(|_| crate::run::events::KnownBug {
+            reason: "WARN in dax_insert_entry".into(),
+            link: "https://example.org".into(),
+        }),
         ..fixtures::result(id, status)
     }
 }

@@ -193,6 +193,16 @@ pub struct CaseResult {
     /// The VM that ran it (after a power cut, the one booted after the last cut), as numbered
     /// by [`Event::VmBooted`]; none for a case that no VM ran.
     pub vm: Option<usize>,
+    /// The scenario's known bug its status refers to: an xfail, or a pass of an intermittent
+    /// one.
+    pub known_bug: Option<KnownBug>,
+}
+
+/// A known bug (a scenario's `xfail`) as results carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownBug {
+    pub reason: String,
+    pub link: String,
 }
 
 /// A `store_profile` step's figures, as results.json keeps them.
@@ -248,6 +258,7 @@ pub mod fixtures {
             measurements: vec![],
             profiles: vec![],
             vm: Some(1),
+            known_bug: None,
         }
     }
 

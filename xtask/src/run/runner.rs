@@ -872,6 +872,7 @@ impl Runner<'_> {
             measurements: vec![],
             profiles: vec![],
             vm: None,
+            known_bug: None,
         }
     }
 }

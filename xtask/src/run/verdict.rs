@@ -51,13 +51,15 @@ pub fn judge(
     r.message = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
     match (status, xfail) {
         (Status::Xfail, Some(x)) => {
-            r.message = format!("known bug: {} ({}): {}", x.reason, x.link, r.message)
+            r.message = format!("known bug: {} ({}): {}", x.reason, x.link, r.message);
+            r.known_bug = Some(x.known_bug());
         }
         (Status::Pass, Some(x)) => {
             r.message = format!(
                 "the known bug did not show this time (it needs a lost race): {} ({})",
                 x.reason, x.link
-            )
+            );
+            r.known_bug = Some(x.known_bug());
         }
         _ => {}
     }
@@ -195,6 +197,7 @@ pub fn judge_hang(r: &mut CaseResult, xfail: Option<&Xfail>) {
     if covered {
         r.status = Status::Xfail;
         r.message = format!("known bug: {} ({}): {}", x.reason, x.link, r.message);
+        r.known_bug = Some(x.known_bug());
     }
 }
 

@@ -66,6 +66,13 @@ pub struct Xfail {
     pub intermittent: bool,
 }
 
+impl Xfail {
+    /// The bug as results name it.
+    pub fn known_bug(&self) -> crate::run::events::KnownBug {
+        crate::run::events::KnownBug { reason: self.reason.clone(), link: self.link.clone() }
+    }
+}
+
 /// How a known bug shows: a step's errno or signal, or a message (a step's observation or a
 /// kernel-log line) matching a regular expression.
 #[derive(Debug, Clone, PartialEq)]

@@ -52,6 +52,7 @@ fn entry(id: &str, status: Status, p: Option<FaultProfile>) -> CaseEntry {
         vm: Some(1),
         measurements: vec![],
         profiles: p.into_iter().map(|profile| StepProfile { step: 4, line: 30, profile }).collect(),
+        known_bug: None,
     }
 }
 

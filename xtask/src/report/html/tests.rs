@@ -41,6 +41,7 @@ fn case(id: &str, kernel: &str, status: Status, duration_s: f64) -> CaseEntry {
         vm: Some(1),
         measurements: vec![],
         profiles: vec![],
+        known_bug: None,
     }
 }
 

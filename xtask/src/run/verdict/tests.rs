@@ -182,8 +182,12 @@ fn a_known_bug_turns_its_symptom_into_xfail_and_a_pass_into_a_failure() {
         "{}",
         r.message
     );
+    // As data too, for KCIDB's issue.
+    let bug = r.known_bug.unwrap();
+    assert_eq!((bug.reason.as_str(), bug.link.as_str()), ("bug X", "https://example.org/bug"));
     let r = judged(OLD, &report(bytes(&[b'a'; 4096])));
     assert_eq!(r.status, Status::Fail);
+    assert_eq!(r.known_bug, None);
     assert!(r.message.starts_with("passed, but the scenario expects it to fail"), "{}", r.message);
     assert!(matches!(r.problems[..], [Problem::UnexpectedPass { .. }]), "{:?}", r.problems);
     // The xfail names 6.1 only: on 6.12 a failure is a failure.
