@@ -360,6 +360,10 @@ pub enum BenchWhat {
     Faults {
         #[command(flatten)]
         vm: Vm,
+        /// Also copy the table (table.md) and the CDFs to DIR, replacing the CDFs there: the
+        /// README's figures are `--figures xtask/figures/faults`.
+        #[arg(long, value_name = "DIR")]
+        figures: Option<std::path::PathBuf>,
     },
     /// Scenario validation time: generated files of each size, loaded and validated as `check`
     /// does; cases per CPU second at each size and the per-case cost against the smallest (a

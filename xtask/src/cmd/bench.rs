@@ -25,7 +25,7 @@ impl flags::Bench {
                 suite(ctx, vm, jobs, no_boot_snapshot)
             }
             BenchWhat::Check { sizes, reps } => check(&sizes, reps.max(1)),
-            BenchWhat::Faults { vm } => faults(ctx, vm),
+            BenchWhat::Faults { vm, figures } => faults(ctx, vm, figures.as_deref()),
         }
     }
 }
@@ -364,10 +364,12 @@ fn suite(ctx: &Ctx, vm: flags::Vm, jobs: u16, no_boot_snapshot: bool) -> anyhow:
 
 /// The fault-cost grid as generated cases, run by `test` on one VM per kernel; then its table,
 /// raw samples and plots in the run directory, and report.html again to show them.
-fn faults(ctx: &Ctx, vm: flags::Vm) -> anyhow::Result<i32> {
+fn faults(ctx: &Ctx, vm: flags::Vm, figures: Option<&Path>) -> anyhow::Result<i32> {
     use daxtest::report::faults;
+    let figures_args = figures.map(|d| format!("--figures {}", d.display()));
     let command = std::iter::once("cargo xtask bench faults".to_string())
         .chain(vm.to_args())
+        .chain(figures_args)
         .collect::<Vec<_>>()
         .join(" ");
     // Under target/, where `repro` finds it again from results.json's `file`.
@@ -390,12 +392,38 @@ fn faults(ctx: &Ctx, vm: flags::Vm) -> anyhow::Result<i32> {
     print!("{}", faults::table(&faults::cells(&results)));
     println!();
     println!(
-        "written: {}/faults/ (table.txt, samples.json, faults.toml and {} latency CDFs as SVG), \
-         report.html",
+        "written: {}/faults/ (table.txt, table.md, samples.json, faults.toml and {} latency CDFs \
+         as SVG), report.html",
         dir.display(),
         written.iter().filter(|p| p.extension().is_some_and(|e| e == "svg")).count()
     );
+    if let Some(to) = figures {
+        let copied = copy_figures(&written, &ctx.root.join(to))?;
+        println!("copied: table.md and {copied} CDFs to {}", to.display());
+    }
     Ok(status)
+}
+
+/// Copies table.md and the CDFs among `written` to `to`, whose old CDFs go first: what is there
+/// afterwards is this run's.
+fn copy_figures(written: &[std::path::PathBuf], to: &Path) -> anyhow::Result<usize> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for old in std::fs::read_dir(to)?.flatten() {
+        if old.path().extension().is_some_and(|e| e == "svg") {
+            std::fs::remove_file(old.path())?;
+        }
+    }
+    let mut cdfs = 0;
+    for p in written {
+        let name = p.file_name().expect("a file name");
+        let is_cdf = p.extension().is_some_and(|e| e == "svg");
+        if is_cdf || name == "table.md" {
+            std::fs::copy(p, to.join(name))
+                .with_context(|| format!("copying {} to {}", p.display(), to.display()))?;
+            cdfs += usize::from(is_cdf);
+        }
+    }
+    Ok(cdfs)
 }
 
 /// Loads and validates a generated file of each size, as `check` does (read, parse, expand,

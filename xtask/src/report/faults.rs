@@ -435,6 +435,62 @@ pub fn table(cells: &[Cell]) -> String {
     s
 }
 
+/// The table as the README shows it: a row per filesystem, page size, layout and mapping, a
+/// column per kernel (by its version, "6.12"); each cell "p50 x / total x; faults by size,
+/// metadata work", or why the cell has no figures.
+pub fn markdown(cells: &[Cell]) -> String {
+    let mut kernels: Vec<&str> = cells.iter().map(|c| c.kernel.as_str()).collect();
+    kernels.dedup();
+    let mut rows: Vec<(Fs, Page, Layout, Mapping)> =
+        cells.iter().map(|c| (c.fs, c.page, c.layout, c.mapping)).collect();
+    rows.sort();
+    rows.dedup();
+    let mut s = String::from("| fs | page | layout | mapping |");
+    for k in &kernels {
+        let _ = write!(s, " {} |", version_of(k));
+    }
+    s.push_str("\n| --- | --- | --- | --- |");
+    s.push_str(&" --- |".repeat(kernels.len()));
+    s.push('\n');
+    for (fs, page, layout, mapping) in rows {
+        let size = if page == Page::Pte { "4 KiB" } else { "2 MiB" };
+        let _ = write!(s, "| {} | {size} | {} | {} |", fs.name(), layout.name(), mapping.label());
+        for k in &kernels {
+            let cell = cells.iter().find(|c| {
+                c.kernel == *k && (c.fs, c.page, c.layout, c.mapping) == (fs, page, layout, mapping)
+            });
+            let text = cell.map_or("-".to_string(), |c| markdown_cell(cells, c));
+            let _ = write!(s, " {text} |");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn markdown_cell(cells: &[Cell], c: &Cell) -> String {
+    let (Some(p), Some(sum)) = (&c.profile, c.summary()) else {
+        let why = c.message.split(',').next().unwrap_or_default();
+        return format!("{} ({why})", c.status.name());
+    };
+    let base = baseline(cells, c).and_then(Cell::summary);
+    let ratios = base.map_or("-".into(), |b| {
+        format!("{} / {}", ratio(sum.p50, b.p50), ratio(sum.total, b.total))
+    });
+    let faults = match (c.mapping, c.page) {
+        (Mapping::SharedPageCache, _) => format!("{} faults", p.faults),
+        (_, Page::Pte) => format!("{} PTE", p.pte_faults),
+        (_, Page::Pmd) => format!("{} PMD", p.pmd_faults),
+    };
+    let what = if c.fs == Fs::Xfs { "forces" } else { "commits" };
+    let meta = p.metadata.as_ref().map_or("-".into(), |m| m.count.to_string());
+    format!("{ratios}; {faults}, {meta} {what}")
+}
+
+/// "6.12" of "6.12.117+deb12-amd64": the kernel's version as a column names it.
+fn version_of(release: &str) -> String {
+    release.split(['.', '-', '+']).take(2).collect::<Vec<_>>().join(".")
+}
+
 /// The raw figures, as `faults/samples.json` holds them.
 #[derive(Serialize)]
 struct Raw<'a> {
@@ -451,7 +507,7 @@ struct RawCell<'a> {
     summary: Option<Summary>,
 }
 
-/// Writes `dir/faults/`: table.txt, samples.json (every cell with its samples) and a latency CDF
+/// Writes `dir/faults/`: table.txt, table.md (the README's form), samples.json (every cell with its samples) and a latency CDF
 /// per kernel, filesystem, page size and layout (`cdf-KERNEL-FS-PAGE-LAYOUT.svg`, a line per
 /// mapping). Returns the files written.
 pub fn write(dir: &Path, results: &Results, command: &str) -> anyhow::Result<Vec<PathBuf>> {
@@ -466,6 +522,7 @@ pub fn write(dir: &Path, results: &Results, command: &str) -> anyhow::Result<Vec
         Ok(())
     };
     put("table.txt".into(), format!("{command}\n\n{}", table(&cells)))?;
+    put("table.md".into(), markdown(&cells))?;
     let raw = Raw {
         command,
         run_id: &results.run_id,

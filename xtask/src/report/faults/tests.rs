@@ -113,6 +113,39 @@ fn cells_come_from_the_case_ids_and_ratios_from_the_written_shared_dax_cell() {
     assert!(line("reflinked").contains("skipped: needs kernel >=6.2"), "{t}");
 }
 
+/// The README's form of the same cells: a column per kernel, a row per cell of the grid.
+#[test]
+fn the_markdown_table_has_a_column_per_kernel_and_the_ratios() {
+    let mut cases = vec![
+        entry(
+            "faults/sparse-sync-4k/xfs/dax=always",
+            Status::Pass,
+            Some(profile(vec![40_000, 40_000, 80_000], 3, 3)),
+        ),
+        entry(
+            "faults/written-shared-4k/xfs/dax=always",
+            Status::Pass,
+            Some(profile(vec![10_000, 10_000, 20_000], 3, 0)),
+        ),
+        entry("faults/sparse-sync-4k/xfs/dax=always", Status::Skip, None),
+    ];
+    cases[2].kernel = "6.1.0-55-amd64".into();
+    let md = markdown(&cells(&results(cases)));
+    let lines: Vec<&str> = md.lines().collect();
+    assert_eq!(lines[0], "| fs | page | layout | mapping | 6.1 | 6.12 |");
+    assert_eq!(lines[1], "| --- | --- | --- | --- | --- | --- |");
+    assert_eq!(
+        lines[2],
+        "| xfs | 4 KiB | written | MAP_SHARED dax | - | 1.0 / 1.0; 3 PTE, 0 forces |"
+    );
+    assert_eq!(
+        lines[3],
+        "| xfs | 4 KiB | sparse | MAP_SYNC dax | skip (needs kernel >=6.2) | 4.0 / 4.0; 3 PTE, 3 \
+         forces |"
+    );
+    assert_eq!(lines.len(), 4);
+}
+
 #[test]
 fn the_generated_grid_is_a_valid_scenario_file_with_every_cell() {
     let dir = tempfile::tempdir().unwrap();
