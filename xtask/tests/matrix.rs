@@ -27,7 +27,7 @@ fn two_kernels_give_one_table_and_the_difference_is_marked() {
     assert!(stderr.contains("expected success, got error EINVAL"), "6.1's message is shown");
 
     let results = results(&out);
-    assert_eq!(results["schema_version"], 3);
+    assert_eq!(results["schema_version"], 4);
     assert_eq!(results["counts"], serde_json::json!({"fail": 1, "pass": 1}));
     let kernels = results["kernels"].as_array().unwrap();
     assert_eq!(kernels.len(), 2);
@@ -44,7 +44,7 @@ fn two_kernels_give_one_table_and_the_difference_is_marked() {
         assert!(k["qemu_command_lines"][0].as_str().unwrap().contains("nvdimm"), "{k}");
         let mine: serde_json::Value =
             serde_json::from_slice(&std::fs::read(own.join("results.json")).unwrap()).unwrap();
-        assert_eq!(mine["schema_version"], 3);
+        assert_eq!(mine["schema_version"], 4);
         assert_eq!(mine["kernels"].as_array().unwrap().len(), 1);
         assert_eq!(mine["kernels"][0]["dir"], ".");
         assert_eq!(mine["kernels"][0]["counts"], k["counts"]);

@@ -79,6 +79,6 @@ fn bad_targets_say_what_to_give() {
     let out = run(&["repro", &format!("{}/a/b", dir.path().display())]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("schema_version absent, where this daxtest reads 3"), "{stderr}");
+    assert!(stderr.contains("schema_version absent, where this daxtest reads 4"), "{stderr}");
     assert!(stderr.contains("run the case again with `cargo xtask test`"), "{stderr}");
 }

@@ -1,4 +1,4 @@
-//! results.json, schema 3: its types, written by the files reporter and read by `repro`,
+//! results.json, schema 4: its types, written by the files reporter and read by `repro`,
 //! `bench suite` and the tests. One shape for a run on one kernel and on several: each case says
 //! its kernel, each kernel its run directory, and every path is relative to the directory that
 //! holds the file. README's "results.json" section documents it field by field.
