@@ -66,8 +66,11 @@ impl Monitor {
 /// The answer without the terminal's escape sequences and the echoed command line: QEMU's
 /// readline redraws the line as it is typed.
 fn plain(raw: &str, command: &str) -> String {
-    let escapes = regex::Regex::new(r"\x1b\[[0-9;]*[A-Za-z]").expect("a valid pattern");
-    let text = escapes.replace_all(raw, "");
+    // Compiled once: `info migrate` is polled every 10 ms during a restore.
+    static ESCAPES: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\x1b\[[0-9;]*[A-Za-z]").expect("a valid pattern")
+    });
+    let text = ESCAPES.replace_all(raw, "");
     let text = text.replace('\r', "");
     let answer = match text.rfind(command) {
         Some(at) => &text[at + command.len()..],

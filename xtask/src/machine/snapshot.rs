@@ -23,7 +23,7 @@
 use crate::cleanup;
 use crate::machine::image::Image;
 use crate::machine::monitor::Monitor;
-use crate::machine::qemu::{Nvdimm, Qemu};
+use crate::machine::qemu::Nvdimm;
 use crate::machine::vm::{Booted, FsdaxTemplate, Vm, VmOptions};
 use anyhow::{bail, Context};
 use daxtest_proto::{ReadyReport, AGENT_PATH};
@@ -79,8 +79,10 @@ fn put_back(parts: &[Vec<u8>], nvdimms: &[Nvdimm]) -> anyhow::Result<()> {
         bail!("the VM has {} pmem devices, the snapshot {}", nvdimms.len(), parts.len());
     }
     for (nv, part) in nvdimms.iter().zip(parts) {
-        let now = kernel_part(&nv.path)?;
-        let same = match (now.get(INFO_BLOCK), part.get(INFO_BLOCK)) {
+        // The info block only: the whole part is megabytes of struct pages.
+        let head = read_start(&nv.path, FsdaxTemplate::LEN)?;
+        let now = FsdaxTemplate::is_valid(&head).then(|| &head[INFO_BLOCK]);
+        let same = match (now, part.get(INFO_BLOCK)) {
             (Some(a), Some(b)) => a == b,
             (None, None) => true,
             _ => false,
@@ -108,14 +110,7 @@ const INFO_BLOCK: std::ops::Range<usize> = 4096..8192;
 /// dataoff` of the info block), or nothing without one (a raw namespace is the filesystem's
 /// from its first byte).
 fn kernel_part(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let read = |len: usize| -> anyhow::Result<Vec<u8>> {
-        let mut bytes = vec![0u8; len];
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut bytes))
-            .with_context(|| format!("reading the start of {}", path.display()))?;
-        Ok(bytes)
-    };
-    let head = read(FsdaxTemplate::LEN)?;
+    let head = read_start(path, FsdaxTemplate::LEN)?;
     if !FsdaxTemplate::is_valid(&head) {
         return Ok(Vec::new());
     }
@@ -128,7 +123,16 @@ fn kernel_part(path: &Path) -> anyhow::Result<Vec<u8>> {
     if end < INFO_BLOCK.end as u64 || end > size / 2 {
         bail!("{}: an fsdax info block whose data offset is {end}", path.display());
     }
-    read(end as usize)
+    read_start(path, end as usize)
+}
+
+/// The first `len` bytes of a backing file.
+fn read_start(path: &Path, len: usize) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = vec![0u8; len];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .with_context(|| format!("reading the start of {}", path.display()))?;
+    Ok(bytes)
 }
 
 /// The monitor's commands wait at most this long (a migration of 1 GiB of guest RAM, mostly
@@ -197,12 +201,7 @@ impl Vm {
         snapshot.put_back_kernel_parts(&self.nvdimms)?;
         let mut attempts = 0;
         loop {
-            self.prepare_restart()?;
-            self.config.incoming = true;
-            self.command_line = crate::machine::qemu::command_line(&self.config);
-            let spawned = Qemu::spawn(&self.config, &self.dir.path().join("qemu-stderr.log"));
-            self.config.incoming = false;
-            self.qemu = spawned?;
+            self.restart(true)?;
             match self.resume(image, snapshot) {
                 Err(e) if attempts < 5 && self.port_was_taken() => {
                     attempts += 1;

@@ -357,21 +357,14 @@ impl Vm {
     /// After [`Vm::cut_power`]: boots again on the same backing files (QEMU as before, a new
     /// serial log and SSH port) and waits until the agent answers.
     pub fn boot_after_cut(&mut self, image: &Image) -> anyhow::Result<Booted> {
-        self.prepare_restart()?;
-        self.command_line = qemu::command_line(&self.config);
-        // The dead QEMU goes (its Drop reaps it) once the new one runs.
-        self.qemu = Qemu::spawn(&self.config, &self.dir.path().join("qemu-stderr.log"))?;
+        self.restart(false)?;
         self.wait_ready(image)
     }
 
-    /// QEMU could not listen on the SSH port it was given: another process took it after we
-    /// found it free (never retried for a port the user chose).
-    pub(super) fn port_was_taken(&mut self) -> bool {
-        self.options.ssh_port.is_none() && self.qemu.stderr().contains("host forwarding rule")
-    }
-
-    /// Before QEMU starts again on the same backing files: a new serial log and SSH port.
-    pub(super) fn prepare_restart(&mut self) -> anyhow::Result<()> {
+    /// Starts QEMU again in this VM's directory, on the same backing files, with a new serial
+    /// log and SSH port; `incoming`: waiting for a boot snapshot instead of booting. The dead
+    /// QEMU goes (its Drop reaps it) once the new one runs.
+    pub(super) fn restart(&mut self, incoming: bool) -> anyhow::Result<()> {
         if !self.options.device.persistent() {
             bail!(
                 "a power cut on --device {}: its pmem was guest RAM and is gone (the plan skips \
@@ -385,7 +378,16 @@ impl Vm {
             self.config.ssh_port = Some(self.port);
         }
         self.started = Instant::now();
+        self.config.incoming = incoming;
+        self.command_line = qemu::command_line(&self.config);
+        self.qemu = Qemu::spawn(&self.config, &self.dir.path().join("qemu-stderr.log"))?;
         Ok(())
+    }
+
+    /// QEMU could not listen on the SSH port it was given: another process took it after we
+    /// found it free (never retried for a port the user chose).
+    pub(super) fn port_was_taken(&mut self) -> bool {
+        self.options.ssh_port.is_none() && self.qemu.stderr().contains("host forwarding rule")
     }
 
     /// The SSH connection to the guest's sshd, once it answers. `after_marker`: connect only

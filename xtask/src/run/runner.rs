@@ -148,6 +148,24 @@ impl Lanes<'_> {
         wanted
     }
 
+    /// `restore` from the snapshot, when there is one; a failure is reported like a failed boot
+    /// (one that is tried again: the caller boots) and no snapshot is used after it.
+    fn restore<T>(
+        &self,
+        failed: &mut dyn FnMut(&anyhow::Error, bool),
+        restore: impl FnOnce(&BootSnapshot) -> anyhow::Result<T>,
+    ) -> Option<T> {
+        let snapshot = self.snapshot()?;
+        match restore(&snapshot) {
+            Ok(up) => Some(up),
+            Err(e) => {
+                self.set_snapshot(None);
+                failed(&e.context("restoring the boot snapshot (every VM boots from now)"), true);
+                None
+            }
+        }
+    }
+
     fn set_snapshot(&self, snapshot: Option<BootSnapshot>) {
         *self.snapshot.lock().expect("snapshot state poisoned") =
             snapshot.map_or(Snapshot::Unwanted, |s| Snapshot::Ready(Arc::new(s)));
@@ -427,17 +445,10 @@ impl Runner<'_> {
         let mut failed = |e: &anyhow::Error, retrying: bool| {
             self.boot_failed(lanes, failures, emit, e, retrying)
         };
-        if let Some(snapshot) = lanes.snapshot() {
-            match Vm::restore(self.image, self.root, self.vm_options, &snapshot) {
-                Ok((vm, ready)) => return Ok(self.booted(vm, ready, reason, lanes, emit)),
-                Err(e) => {
-                    lanes.set_snapshot(None);
-                    failed(
-                        &e.context("restoring the boot snapshot (every VM boots from now)"),
-                        true,
-                    );
-                }
-            }
+        let restored =
+            lanes.restore(&mut failed, |s| Vm::restore(self.image, self.root, self.vm_options, s));
+        if let Some((vm, ready)) = restored {
+            return Ok(self.booted(vm, ready, reason, lanes, emit));
         }
         let (vm, ready) = Vm::start_or_retry(self.image, self.root, self.vm_options, &mut failed)?;
         let mut guest = self.booted(vm, ready, reason, lanes, emit);
@@ -701,19 +712,10 @@ impl Runner<'_> {
             self.boot_failed(lanes, failures, emit, e, retrying)
         };
         let vm = &mut g.vm;
-        let restored = guests.lanes.snapshot().map(|s| vm.restore_after_cut(self.image, &s));
-        let ready = match restored {
-            Some(Ok(ready)) => ready,
-            restored => {
-                if let Some(Err(e)) = restored {
-                    guests.lanes.set_snapshot(None);
-                    failed(
-                        &e.context("restoring the boot snapshot (every VM boots from now)"),
-                        true,
-                    );
-                }
-                crate::machine::vm::once_more(|| vm.boot_after_cut(self.image), &mut failed)?
-            }
+        let ready = match guests.lanes.restore(&mut failed, |s| vm.restore_after_cut(self.image, s))
+        {
+            Some(ready) => ready,
+            None => crate::machine::vm::once_more(|| vm.boot_after_cut(self.image), &mut failed)?,
         };
         let reason = format!(
             "power cut in {case} after step {steps_done}: {} on the same NVDIMM backing files",
