@@ -1,5 +1,5 @@
 //! daxtest guest agent. As PID 1 it boots the test VM (see `boot`); over SSH the host calls its
-//! subcommands: `probe` (readiness and boot report), `serve` and `case` (cases), `stat` (DAX
+//! subcommands: `probe` (readiness and boot report), `serve` and `case` (cases), `mkfs` (a case's mkfs alone), `stat` (DAX
 //! state of a file), `prove-dax` (the boot's DAX proof, again), `kmsg-rest`, `poweroff`.
 //!
 //! The folders follow the flow and neither uses the other: `boot` (PID 1 until the guest is
@@ -35,7 +35,7 @@ fn main() {
 }
 
 const USAGE: &str =
-    "usage: daxtest-agent probe [--wait-ms N] | preloaded --wait-ms N | stat PATH... | prove-dax DEVICE | case < CASE.json | serve | dump | wait-kmsg TEXT [--ready FILE [--then-log MESSAGE]] | kmsg-rest | restored --realtime-ns N | poweroff | version";
+    "usage: daxtest-agent probe [--wait-ms N] | preloaded --wait-ms N | stat PATH... | prove-dax DEVICE | case < CASE.json | mkfs < CASE.json | serve | dump | wait-kmsg TEXT [--ready FILE [--then-log MESSAGE]] | kmsg-rest | restored --realtime-ns N | poweroff | version";
 
 fn dispatch(args: &[String]) -> anyhow::Result<i32> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -102,6 +102,16 @@ fn dispatch(args: &[String]) -> anyhow::Result<i32> {
                 writeln!(out, "{report}")?;
                 out.flush()?;
             }
+            Ok(0)
+        }
+        // The case's mkfs alone (its set-up's, with the device's cached blocks written and
+        // dropped): the host copies what it wrote, for the later cases that ask for it.
+        ["mkfs"] => {
+            let mut input = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
+            let spec: daxtest_proto::case::CaseSpec =
+                serde_json::from_str(&input).context("the case on stdin is not a CaseSpec")?;
+            exec::mkfs(&spec).map_err(anyhow::Error::msg)?;
             Ok(0)
         }
         ["dump"] => dump(),

@@ -2,7 +2,7 @@
 //! unmount, eviction, freezing, swap, and shell steps.
 
 use super::{sys, Executor};
-use daxtest_proto::case::{Fs, Observed, RecordCheck, Records, RECORD};
+use daxtest_proto::case::{CaseSpec, Fs, Observed, RecordCheck, Records, RECORD};
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
@@ -11,25 +11,20 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 impl Executor<'_> {
-    /// mkfs and mount. Returns the mount's options.
+    /// mkfs (or, when the host already wrote mkfs's blocks onto the device, dropping the
+    /// device's cached blocks) and mount. Returns the mount's options.
     pub(super) fn setup(&mut self, clock: &mut super::Clock) -> Result<String, String> {
         let s = self.spec;
-        let mut mkfs = match s.fs {
-            Fs::Xfs => Command::new("mkfs.xfs"),
-            Fs::Ext4 => Command::new("mkfs.ext4"),
-        };
-        mkfs.arg(if s.fs == Fs::Xfs { "-f" } else { "-F" }).arg("-q").args(&s.mkfs_options);
-        mkfs.arg(&s.device);
-        let out = mkfs.stdin(Stdio::null()).output().map_err(|e| format!("mkfs: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mkfs.{} {}: {}",
-                s.fs,
-                s.mkfs_options.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+        if s.formatted {
+            // What the last case's filesystem left in the block device's page cache (ext4's
+            // metadata) is not what the device holds now.
+            sys::flush_buffers(Path::new(&s.device))
+                .map_err(|e| format!("flushing {}'s buffers: {e}", s.device))?;
+            clock.lap("flush-buffers");
+        } else {
+            mkfs(s)?;
+            clock.lap("mkfs");
         }
-        clock.lap("mkfs");
         self.mount_point()?;
         self.mount()?;
         clock.lap("mount");
@@ -162,6 +157,32 @@ impl Executor<'_> {
     }
 }
 
+/// The case's mkfs on its device. The device's cached blocks are dropped before (what the page
+/// cache holds of an earlier filesystem is not read into this one) and after it (all it wrote
+/// is on the device: the host may copy it from the backing file).
+pub fn mkfs(s: &CaseSpec) -> Result<(), String> {
+    let device = Path::new(&s.device);
+    let flush =
+        || sys::flush_buffers(device).map_err(|e| format!("flushing {}'s buffers: {e}", s.device));
+    flush()?;
+    let mut mkfs = match s.fs {
+        Fs::Xfs => Command::new("mkfs.xfs"),
+        Fs::Ext4 => Command::new("mkfs.ext4"),
+    };
+    mkfs.arg(if s.fs == Fs::Xfs { "-f" } else { "-F" }).arg("-q").args(&s.mkfs_options);
+    mkfs.arg(&s.device);
+    let out = mkfs.stdin(Stdio::null()).output().map_err(|e| format!("mkfs: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mkfs.{} {}: {}",
+            s.fs,
+            s.mkfs_options.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    flush()
+}
+
 /// How many of the records a store_loop completed are not in the file: record i holds i + 1
 /// (little-endian) at `offset + i * RECORD`; a file that ends before it lost it.
 fn lost_records(path: &Path, check: &RecordCheck) -> std::io::Result<u64> {
@@ -185,7 +206,7 @@ fn lost_records(path: &Path, check: &RecordCheck) -> std::io::Result<u64> {
 
 /// The filesystem checker's verdict on the unmounted device: `xfs_repair -n` or `e2fsck -fn`
 /// (change nothing); what it reports when it finds something.
-pub fn fsck(spec: &daxtest_proto::case::CaseSpec) -> Option<String> {
+pub fn fsck(spec: &CaseSpec) -> Option<String> {
     let mut cmd = match spec.fs {
         Fs::Xfs => Command::new("xfs_repair"),
         Fs::Ext4 => Command::new("e2fsck"),

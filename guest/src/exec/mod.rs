@@ -23,6 +23,7 @@ mod trace;
 use daxtest_proto::case::{
     CasePhase, CaseReport, CaseSpec, Expect, Extent, Observed, Op, StepReport,
 };
+pub use filesystem::mkfs;
 use mapping::{Holder, Map};
 use std::collections::HashMap;
 use std::fs::File;

@@ -25,6 +25,9 @@ const FICLONERANGE: libc::c_ulong = 0x4020_940d;
 const FS_IOC_FIEMAP: libc::c_ulong = 0xc020_660b;
 const FIFREEZE: libc::c_ulong = 0xc004_5877;
 const FITHAW: libc::c_ulong = 0xc004_5878;
+/// BLKFLSBUF (include/uapi/linux/fs.h, _IO(0x12, 97)): writes the block device's dirty page
+/// cache and drops what is clean (block/ioctl.c, blkdev_flushbuf).
+const BLKFLSBUF: libc::c_ulong = 0x1261;
 /// mman.h: MAP_SYNC works only with MAP_SHARED_VALIDATE, which rejects unknown flags.
 pub const MAP_SHARED_VALIDATE: libc::c_int = 0x03;
 pub const MAP_SYNC: libc::c_int = 0x80000;
@@ -693,6 +696,14 @@ pub fn wait(pid: libc::pid_t) -> io::Result<Ended> {
 pub fn kill(pid: libc::pid_t) {
     // SAFETY: a signal to our own child, which has not been reaped.
     unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// Writes out a block device's cached blocks and drops them: the next reads come from the
+/// device.
+pub fn flush_buffers(dev: &Path) -> io::Result<()> {
+    let f = std::fs::File::open(dev)?;
+    // SAFETY: an ioctl without argument on an open block device.
+    result(unsafe { libc::ioctl(f.as_raw_fd(), BLKFLSBUF, 0) })
 }
 
 /// Opens a block device with O_EXCL, which fails with EBUSY while it is mounted or claimed:

@@ -68,6 +68,11 @@ pub struct CaseSpec {
     pub mount_point: String,
     /// Seed for every random choice (race jitter, patterns).
     pub seed: u64,
+    /// The host wrote onto the zeroed device the blocks this case's mkfs wrote there once (on
+    /// a zeroed device, in this run): set-up drops the device's cached blocks and mounts,
+    /// without mkfs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub formatted: bool,
     /// After the unmount, check the filesystem (xfs_repair -n, e2fsck -fn): what it finds fails
     /// the case, as a teardown that could not undo the case.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -21,8 +21,8 @@ impl flags::Bench {
             BenchWhat::Boot { vm, reps } => boot(ctx, &vm, reps.max(1)),
             BenchWhat::Run { vm, reps } => run(ctx, &vm, reps.max(1)),
             BenchWhat::Image { kernel, reps } => image(ctx, kernel.as_deref(), reps.max(1)),
-            BenchWhat::Suite { vm, jobs, no_boot_snapshot } => {
-                suite(ctx, vm, jobs, no_boot_snapshot)
+            BenchWhat::Suite { vm, jobs, no_boot_snapshot, mkfs_in_guest } => {
+                suite(ctx, vm, jobs, no_boot_snapshot, mkfs_in_guest)
             }
             BenchWhat::Check { sizes, reps } => check(&sizes, reps.max(1)),
             BenchWhat::Faults { vm, figures } => faults(ctx, vm, figures.as_deref()),
@@ -308,8 +308,15 @@ fn image(ctx: &Ctx, kernel: Option<&str>, reps: usize) -> anyhow::Result<i32> {
 }
 
 /// The catalogue as `cargo xtask test` runs it; the split comes from the run's results.
-fn suite(ctx: &Ctx, vm: flags::Vm, jobs: u16, no_boot_snapshot: bool) -> anyhow::Result<i32> {
-    let test = flags::Test { jobs, no_boot_snapshot, ..flags::Test::plain(vm, Vec::new()) };
+fn suite(
+    ctx: &Ctx,
+    vm: flags::Vm,
+    jobs: u16,
+    no_boot_snapshot: bool,
+    mkfs_in_guest: bool,
+) -> anyhow::Result<i32> {
+    let test =
+        flags::Test { jobs, no_boot_snapshot, mkfs_in_guest, ..flags::Test::plain(vm, Vec::new()) };
     let t = Instant::now();
     // This run's own directory: runs/latest may already be another run's.
     let (status, dir) = test.run_in_dir(ctx)?;

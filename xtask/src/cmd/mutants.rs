@@ -217,6 +217,7 @@ impl flags::Mutants {
             selection: None,
             jobs: 1,
             boot_snapshot: true,
+            mkfs_images: true,
         };
         let mut outcomes = Vec::new();
         let (_, run_dir) = execute(ctx, &setup, &kernels, &mut |r| {

@@ -90,6 +90,8 @@ impl flags::Repro {
             jobs: 1,
             // Every VM booted: qemu.sh gives the command line of the case's VM to run by hand.
             boot_snapshot: false,
+            // Every case's own mkfs, as the bundle's script runs it.
+            mkfs_images: false,
         };
         let mut result: Option<CaseResult> = None;
         let (_, run_dir) =

@@ -173,6 +173,7 @@ impl flags::Test {
             selection: Some(selection(&cases, self.shard)?),
             jobs: self.jobs.into(),
             boot_snapshot: !self.no_boot_snapshot,
+            mkfs_images: !self.mkfs_in_guest,
         };
         execute(ctx, &setup, &kernels, &mut |_| {})
     }
@@ -259,6 +260,8 @@ pub(super) struct RunSetup {
     pub jobs: usize,
     /// VMs after the first may be restored from a boot snapshot (`--no-boot-snapshot`: no).
     pub boot_snapshot: bool,
+    /// Filesystems may be copies of the run's first mkfs of each kind (`--mkfs-in-guest`: no).
+    pub mkfs_images: bool,
 }
 
 /// A kernel's share of a run: its image and VM options, the spec it was asked as, the cases
@@ -356,6 +359,7 @@ pub(super) fn execute(
             stop_at_failure: setup.stop_at_failure,
             jobs: setup.jobs,
             boot_snapshot: setup.boot_snapshot,
+            mkfs_images: setup.mkfs_images,
         };
         let outcome = runner.run(info, &k.planned, &mut emit);
         status = status.max(exit_status(&outcome));

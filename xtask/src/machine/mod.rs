@@ -6,6 +6,7 @@ pub mod accel;
 pub mod host;
 pub mod image;
 pub mod kernel;
+pub mod mkfs_image;
 pub mod monitor;
 pub mod qemu;
 pub mod snapshot;

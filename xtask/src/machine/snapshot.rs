@@ -24,7 +24,7 @@ use crate::cleanup;
 use crate::machine::image::Image;
 use crate::machine::monitor::Monitor;
 use crate::machine::qemu::Nvdimm;
-use crate::machine::vm::{Booted, FsdaxTemplate, Vm, VmOptions};
+use crate::machine::vm::{Booted, FsdaxTemplate, Vm, VmOptions, INFO_BLOCK};
 use anyhow::{bail, Context};
 use daxtest_proto::{ReadyReport, AGENT_PATH};
 use std::io::{Read, Write};
@@ -102,32 +102,17 @@ fn put_back(parts: &[Vec<u8>], nvdimms: &[Nvdimm]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where an fsdax namespace's info block (struct nd_pfn_sb, drivers/nvdimm/pfn.h) lies in a
-/// backing file (a label-less NVDIMM is one namespace from its first byte).
-const INFO_BLOCK: std::ops::Range<usize> = 4096..8192;
-
-/// The kernel's part of a backing file: up to the data of its fsdax namespace (`start_pad +
-/// dataoff` of the info block), or nothing without one (a raw namespace is the filesystem's
-/// from its first byte).
+/// The kernel's part of a backing file: up to the data of its fsdax namespace, or nothing
+/// without one (a raw namespace is the filesystem's from its first byte).
 fn kernel_part(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let head = read_start(path, FsdaxTemplate::LEN)?;
-    if !FsdaxTemplate::is_valid(&head) {
-        return Ok(Vec::new());
+    match FsdaxTemplate::data_start(path)? {
+        Some(end) => read_start(path, end as usize),
+        None => Ok(Vec::new()),
     }
-    let sb = &head[INFO_BLOCK];
-    let le =
-        |at: usize, n: usize| sb[at..at + n].iter().rev().fold(0u64, |v, b| v << 8 | *b as u64);
-    // struct nd_pfn_sb: dataoff at 56 (8 bytes), start_pad at 76 (4 bytes).
-    let end = le(76, 4) + le(56, 8);
-    let size = std::fs::metadata(path)?.len();
-    if end < INFO_BLOCK.end as u64 || end > size / 2 {
-        bail!("{}: an fsdax info block whose data offset is {end}", path.display());
-    }
-    read_start(path, end as usize)
 }
 
 /// The first `len` bytes of a backing file.
-fn read_start(path: &Path, len: usize) -> anyhow::Result<Vec<u8>> {
+pub(super) fn read_start(path: &Path, len: usize) -> anyhow::Result<Vec<u8>> {
     let mut bytes = vec![0u8; len];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut bytes))

@@ -208,7 +208,30 @@ impl FsdaxTemplate {
     pub(super) fn is_valid(head: &[u8]) -> bool {
         head.len() == Self::LEN && head[4096..4096 + Self::SIGNATURE.len()] == *Self::SIGNATURE
     }
+
+    /// Where the data of the fsdax namespace in a backing file begins (`start_pad + dataoff` of
+    /// its info block): the device's first byte. None without an info block.
+    pub(super) fn data_start(path: &Path) -> anyhow::Result<Option<u64>> {
+        let head = super::snapshot::read_start(path, Self::LEN)?;
+        if !Self::is_valid(&head) {
+            return Ok(None);
+        }
+        let sb = &head[INFO_BLOCK];
+        let le =
+            |at: usize, n: usize| sb[at..at + n].iter().rev().fold(0u64, |v, b| v << 8 | *b as u64);
+        // struct nd_pfn_sb: dataoff at 56 (8 bytes), start_pad at 76 (4 bytes).
+        let start = le(76, 4) + le(56, 8);
+        let size = std::fs::metadata(path)?.len();
+        if start < INFO_BLOCK.end as u64 || start > size / 2 {
+            anyhow::bail!("{}: an fsdax info block whose data offset is {start}", path.display());
+        }
+        Ok(Some(start))
+    }
 }
+
+/// Where an fsdax namespace's info block (struct nd_pfn_sb, drivers/nvdimm/pfn.h) lies in a
+/// backing file (a label-less NVDIMM is one namespace from its first byte).
+pub(super) const INFO_BLOCK: std::ops::Range<usize> = 4096..8192;
 
 impl Vm {
     /// `start`, and once more if that boot fails; `failed` hears of each failure (and whether
@@ -540,6 +563,16 @@ impl Vm {
 
     /// Presses Alt+SysRq+`key` on the guest's PS/2 keyboard through QEMU's monitor: works when
     /// nothing in the guest answers any more, as long as the kernel takes interrupts.
+    /// Device `i` as the host can write it: its backing file and the offset of its first byte
+    /// there (the fsdax namespace's data). None for the kinds without an fsdax info block in a
+    /// backing file.
+    pub fn device_file(&self, i: usize) -> anyhow::Result<Option<(&Path, u64)>> {
+        let Some(nv) = self.nvdimms.get(i).filter(|_| self.options.device.is_nvdimm()) else {
+            return Ok(None);
+        };
+        Ok(FsdaxTemplate::data_start(&nv.path)?.map(|start| (nv.path.as_path(), start)))
+    }
+
     pub fn sysrq_key(&self, key: char) -> anyhow::Result<()> {
         let mut monitor = Monitor::connect(&self.monitor_path(), Duration::ZERO)?;
         monitor.run(&format!("sendkey alt-sysrq-{key}"), Duration::from_secs(5))?;

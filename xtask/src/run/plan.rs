@@ -88,6 +88,7 @@ pub fn resolve(
             mount_point: MOUNT_POINT.into(),
             seed: seed.unwrap_or(case.seed),
             fsck: case.fsck,
+            formatted: false,
             cut_at_end: false,
             after_cut: false,
             records: None,

@@ -6,6 +6,7 @@
 //! power kills its VM on purpose and goes on in one booted on the same backing files.
 
 use crate::machine::image::Image;
+use crate::machine::mkfs_image::MkfsImage;
 use crate::machine::snapshot::BootSnapshot;
 use crate::machine::ssh::Conversation;
 use crate::machine::vm::{Booted, Vm, VmOptions};
@@ -17,11 +18,12 @@ use crate::run::verdict::{doubt, judge, judge_hang, outside_cases};
 use crate::run::watch::{Limits, Stop, Watch};
 use crate::scenario::{Case, CaseTimeouts, Xfail};
 use anyhow::Context;
+use daxtest_proto::case::Fs;
 use daxtest_proto::case::{
     CasePhase, CaseReport, CaseSpec, Extent, Observed, Op, RecordCheck, PROGRESS, RECORD_MARK,
 };
 use daxtest_proto::AGENT_PATH;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,6 +45,9 @@ pub struct Runner<'a> {
     pub jobs: usize,
     /// VMs after the first may be restored from a boot snapshot (off: `--no-boot-snapshot`).
     pub boot_snapshot: bool,
+    /// A case's filesystem may be written from the host, a copy of the same mkfs's
+    /// (machine::mkfs_image; off: `--mkfs-in-guest`).
+    pub mkfs_images: bool,
 }
 
 /// How the run went for the exit status.
@@ -107,7 +112,13 @@ struct Lanes<'p> {
     /// Lanes whose VM still boots: a lane that cannot boot leaves its cases to those.
     booting: AtomicUsize,
     snapshot: Mutex<Snapshot>,
+    /// What each mkfs (filesystem and options) wrote on a zeroed device; None when it could not
+    /// be taken (the cases run that mkfs themselves).
+    mkfs_images: Mutex<HashMap<MkfsKey, Option<Arc<MkfsImage>>>>,
 }
+
+/// A mkfs as a case asks for it: the filesystem and the extra arguments.
+type MkfsKey = (Fs, Vec<String>);
 
 /// The kernel's boot snapshot (machine::snapshot), wanted when cases need VMs after the first
 /// (power cuts, fresh VMs): the first VM booted takes it before its first case, and every VM
@@ -244,6 +255,7 @@ impl Runner<'_> {
                 true => Snapshot::Wanted,
                 false => Snapshot::Unwanted,
             }),
+            mkfs_images: Mutex::default(),
         };
         let jobs = self.jobs.clamp(1, planned.len().max(1));
         lanes.booting.store(jobs, Ordering::SeqCst);
@@ -574,6 +586,11 @@ impl Runner<'_> {
             let m = guests.up.as_mut().expect("run_case runs on a guest that is up");
             // The VM may have run other cases: records count from where this part began.
             let console_from = std::fs::metadata(&m.vm.serial_log).map_or(0, |f| f.len() as usize);
+            // After a cut the device holds what the cut left.
+            let format = match part.after_cut {
+                false => self.format(m, guests.lanes, part),
+                true => None,
+            };
             let report = match self.run_part(m, p, spec, part, offset, t) {
                 Ok(report) => report,
                 Err(mut run) => {
@@ -587,6 +604,8 @@ impl Runner<'_> {
                     return *run;
                 }
             };
+            let mut report = report;
+            report.phases.splice(0..0, format);
             match merged.as_mut() {
                 None => {
                     before =
@@ -654,6 +673,46 @@ impl Runner<'_> {
             None => After::Fine,
         };
         CaseRun { result, after, before }
+    }
+
+    /// Writes the case's filesystem onto its device from the host (machine::mkfs_image) and
+    /// marks the case `formatted`, when it can: the first case of the run asking for a mkfs has
+    /// it run alone in the guest on the zeroed device, and what it wrote is kept for every case
+    /// asking for the same. The host's time, as the case's "format" phase; None leaves mkfs to
+    /// the case (its failure is the case's to report).
+    fn format(&self, m: &mut Guest, lanes: &Lanes, part: &mut CaseSpec) -> Option<CasePhase> {
+        if !self.mkfs_images {
+            return None;
+        }
+        let t = Instant::now();
+        let index = part.device.strip_prefix("/dev/pmem")?.parse().ok()?;
+        let (file, start) = match m.vm.device_file(index) {
+            Ok(Some(found)) => found,
+            Ok(None) => return None,
+            Err(e) => {
+                eprintln!("daxtest: {e:#}; the case runs its own mkfs");
+                return None;
+            }
+        };
+        let key = (part.fs, part.mkfs_options.clone());
+        let known = lanes.mkfs_images.lock().expect("mkfs images poisoned").get(&key).cloned();
+        let image = match known {
+            Some(image) => image?,
+            None => {
+                let taken = take_mkfs_image(m, part, file, start)
+                    .map_err(|e| eprintln!("daxtest: {e:#}; cases run their own mkfs {key:?}"))
+                    .ok()
+                    .map(Arc::new);
+                lanes.mkfs_images.lock().expect("mkfs images poisoned").insert(key, taken.clone());
+                taken?
+            }
+        };
+        if let Err(e) = image.write(file, start) {
+            eprintln!("daxtest: {e:#}; the case runs its own mkfs");
+            return None;
+        }
+        part.formatted = true;
+        Some(CasePhase { name: "format".into(), micros: t.elapsed().as_micros() as u64 })
     }
 
     /// Runs one part of a case (the whole case, unless it cuts the power) in the guest's agent:
@@ -883,6 +942,44 @@ impl Runner<'_> {
 
 /// How long a store_loop runs before the power is cut: 200 ms to 1.2 s, drawn from the case's
 /// seed (SplitMix64), so that a run with the same seed cuts at about the same moment.
+/// The case's mkfs, run alone by the agent on its device zeroed by the host, and what it wrote.
+fn take_mkfs_image(
+    m: &Guest,
+    spec: &CaseSpec,
+    file: &Path,
+    start: u64,
+) -> anyhow::Result<MkfsImage> {
+    crate::machine::mkfs_image::zero(file, start)?;
+    let input = serde_json::to_vec(spec).expect("a case spec serializes");
+    let deadline = Instant::now() + MKFS_TIMEOUT;
+    let out =
+        m.ready.connection.capture_watched(&format!("{AGENT_PATH} mkfs"), &input, &mut |_| {
+            match Instant::now() > deadline {
+                true => anyhow::bail!("mkfs took more than {MKFS_TIMEOUT:?}"),
+                false => Ok(()),
+            }
+        })?;
+    anyhow::ensure!(
+        out.status == 0,
+        "the agent's mkfs failed (exit {}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let image = MkfsImage::capture(file, start)?;
+    anyhow::ensure!(
+        image.holds(spec.fs),
+        "{} holds no {} superblock after mkfs on {}",
+        file.display(),
+        spec.fs,
+        spec.device
+    );
+    Ok(image)
+}
+
+/// mkfs on a device of a few GiB takes a second under TCG; longer, the guest is in trouble
+/// and the case's own mkfs meets it under the case's limits.
+const MKFS_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn cut_delay(seed: u64) -> Duration {
     let mut z = seed.wrapping_add(0x9e3779b97f4a7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);

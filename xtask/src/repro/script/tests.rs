@@ -14,6 +14,7 @@ fn spec(steps: Vec<(Op, Expect)>) -> CaseSpec {
         mount_point: "/mnt/test".into(),
         seed: 7,
         fsck: false,
+        formatted: false,
         cut_at_end: false,
         after_cut: false,
         records: None,
