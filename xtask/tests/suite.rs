@@ -101,7 +101,7 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
         (
             "wrong/fsck-finds-damage/xfs/dax=always",
             "fail",
-            "teardown: xfs_repair -n /dev/pmem0: exit status: 1: ",
+            "teardown: xfs_repair -n -P /dev/pmem0: exit status: 1: ",
         ),
         // PMD faults, counted from the fs_dax tracepoints.
         (
@@ -166,7 +166,7 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
             "wrong/damage-found-after-a-power-cut/xfs/dax=always",
             "fail",
             "step 3 (line 275, power_cut): expected success, got after the cut: xfs_repair -n \
-             /dev/pmem0: exit status: 1: ",
+             -P /dev/pmem0: exit status: 1: ",
         ),
         (
             "wrong/records-lost-in-a-power-cut/xfs/dax=never",

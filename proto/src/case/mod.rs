@@ -73,7 +73,7 @@ pub struct CaseSpec {
     /// without mkfs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub formatted: bool,
-    /// After the unmount, check the filesystem (xfs_repair -n, e2fsck -fn): what it finds fails
+    /// After the unmount, check the filesystem (xfs_repair -n -P, e2fsck -fn): what it finds fails
     /// the case, as a teardown that could not undo the case.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fsck: bool,

@@ -338,7 +338,7 @@ pub enum Op {
     /// Power loss: the host kills the VM with no warning (no sync, no unmount) once the steps
     /// before it have run, and boots a new one on the same NVDIMM backing files: what reached
     /// the NVDIMM stays, the page cache and uncommitted metadata are lost. In the new VM the
-    /// agent mounts the filesystem (log recovery), unmounts it, checks it (xfs_repair -n,
+    /// agent mounts the filesystem (log recovery), unmounts it, checks it (xfs_repair -n -P,
     /// e2fsck -fn) and mounts it again; the check's findings are this step's observation.
     /// Handles, mappings and the processes of earlier steps do not survive it.
     PowerCut,

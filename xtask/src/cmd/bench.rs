@@ -12,6 +12,7 @@ use anyhow::Context;
 use daxtest::machine::vm::{Vm, VmOptions};
 use daxtest::report::stats::median;
 use daxtest_proto::AGENT_PATH;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -365,6 +366,17 @@ fn suite(
             "host",
             (in_cases - guest) * 1000.0 / cases.max(1) as f64
         );
+    }
+    // By scenario (the id's first part): where the mean comes from.
+    let mut by_scenario: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
+    for c in &results.cases {
+        let e = by_scenario.entry(c.id.split('/').next().unwrap_or_default()).or_default();
+        e.0 += 1;
+        e.1 += c.duration_s;
+    }
+    println!("  a case's mean, by scenario:");
+    for (name, (n, total)) in &by_scenario {
+        println!("    {name:<20} {n:>4} cases  {:>6.3} s", total / *n as f64);
     }
     Ok(status)
 }

@@ -446,7 +446,7 @@ fn readme(
                  second or two, as daxtest does, or the kernel's periodic log force may commit \
                  what the case says is lost), boot again with `VMDIR=... ./qemu.sh` (the same \
                  backing file), and run `PART=2 sh -s < reproduce.sh` in the new guest: it \
-                 mounts the filesystem (log recovery), unmounts it, checks it (`xfs_repair -n`, \
+                 mounts the filesystem (log recovery), unmounts it, checks it (`xfs_repair -n -P`, \
                  `e2fsck -fn`), mounts it again and runs the remaining steps.\n\n",
             );
         }

@@ -144,7 +144,7 @@ pub struct Case {
     pub seed: u64,
     /// Runs on a VM of its own, booted for it and ended after it.
     pub fresh_vm: bool,
-    /// The filesystem is checked after the unmount (xfs_repair -n, e2fsck -fn).
+    /// The filesystem is checked after the unmount (xfs_repair -n -P, e2fsck -fn).
     pub fsck: bool,
     /// The case's own timeouts, else the file's; unset: the recipe's.
     pub timeout: CaseTimeouts,
