@@ -14,19 +14,25 @@ const RAM_FLOOR: u64 = 4 << 30;
 /// tmpfs, 6.12 under TCG); else target/daxtest/tmp. A directory of our own, because the sweep
 /// after a killed run removes what it finds there.
 pub fn tmp_root(root: &Path) -> PathBuf {
-    match std::env::var_os("DAXTEST_TMPDIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("daxtest"),
-        _ => ram_root(root).filter(|_| ram_has_room()).unwrap_or_else(|| disk_root(root)),
-    }
+    chosen_root().unwrap_or_else(|| {
+        ram_root(root).filter(|_| ram_has_room()).unwrap_or_else(|| disk_root(root))
+    })
 }
 
 /// Every place [`tmp_root`] may have chosen for this checkout (its choice follows free space):
 /// where the sweep after a killed run and the tests look for VM directories.
 pub fn tmp_roots(root: &Path) -> Vec<PathBuf> {
-    match std::env::var_os("DAXTEST_TMPDIR") {
-        Some(dir) if !dir.is_empty() => vec![PathBuf::from(dir).join("daxtest")],
-        _ => [ram_root(root), Some(disk_root(root))].into_iter().flatten().collect(),
+    match chosen_root() {
+        Some(dir) => vec![dir],
+        None => [ram_root(root), Some(disk_root(root))].into_iter().flatten().collect(),
     }
+}
+
+/// `$DAXTEST_TMPDIR/daxtest`, when the user set it: then the only place.
+fn chosen_root() -> Option<PathBuf> {
+    std::env::var_os("DAXTEST_TMPDIR")
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(d).join("daxtest"))
 }
 
 fn disk_root(root: &Path) -> PathBuf {

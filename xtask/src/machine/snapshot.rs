@@ -184,17 +184,7 @@ impl Vm {
         snapshot: &BootSnapshot,
     ) -> anyhow::Result<Booted> {
         snapshot.put_back_kernel_parts(&self.nvdimms)?;
-        let mut attempts = 0;
-        loop {
-            self.restart(true)?;
-            match self.resume(image, snapshot) {
-                Err(e) if attempts < 5 && self.port_was_taken() => {
-                    attempts += 1;
-                    eprintln!("daxtest: port {} was taken, retrying: {e:#}", self.port);
-                }
-                done => return done,
-            }
-        }
+        self.restart_then(true, |vm| vm.resume(image, snapshot))
     }
 
     /// Loads the snapshot into the QEMU that waits for it, lets the guest run, and has the agent

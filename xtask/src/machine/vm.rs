@@ -380,14 +380,33 @@ impl Vm {
     /// After [`Vm::cut_power`]: boots again on the same backing files (QEMU as before, a new
     /// serial log and SSH port) and waits until the agent answers.
     pub fn boot_after_cut(&mut self, image: &Image) -> anyhow::Result<Booted> {
-        self.restart(false)?;
-        self.wait_ready(image)
+        self.restart_then(false, |vm| vm.wait_ready(image))
+    }
+
+    /// [`Vm::restart`], then `up` (the guest waited for); again with another port, up to 5
+    /// times, when QEMU found its SSH port taken.
+    pub(super) fn restart_then(
+        &mut self,
+        incoming: bool,
+        mut up: impl FnMut(&mut Vm) -> anyhow::Result<Booted>,
+    ) -> anyhow::Result<Booted> {
+        let mut attempts = 0;
+        loop {
+            self.restart(incoming)?;
+            match up(self) {
+                Err(e) if attempts < 5 && self.port_was_taken() => {
+                    attempts += 1;
+                    eprintln!("daxtest: port {} was taken, retrying: {e:#}", self.port);
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Starts QEMU again in this VM's directory, on the same backing files, with a new serial
     /// log and SSH port; `incoming`: waiting for a boot snapshot instead of booting. The dead
     /// QEMU goes (its Drop reaps it) once the new one runs.
-    pub(super) fn restart(&mut self, incoming: bool) -> anyhow::Result<()> {
+    fn restart(&mut self, incoming: bool) -> anyhow::Result<()> {
         if !self.options.device.persistent() {
             bail!(
                 "a power cut on --device {}: its pmem was guest RAM and is gone (the plan skips \

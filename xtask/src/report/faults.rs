@@ -287,10 +287,22 @@ impl Cell {
 pub fn cells(results: &Results) -> Vec<Cell> {
     let mut out: Vec<Cell> = results.cases.iter().filter_map(cell).collect();
     out.sort_by(|a, b| {
-        (&a.kernel, a.fs, a.page, a.layout, a.mapping)
-            .cmp(&(&b.kernel, b.fs, b.page, b.layout, b.mapping))
+        (release_order(&a.kernel), a.fs, a.page, a.layout, a.mapping).cmp(&(
+            release_order(&b.kernel),
+            b.fs,
+            b.page,
+            b.layout,
+            b.mapping,
+        ))
     });
     out
+}
+
+/// Releases in version order (6.9 before 6.12), by the numbers that begin them; the whole
+/// string breaks ties.
+fn release_order(release: &str) -> (Vec<u64>, &str) {
+    let end = release.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(release.len());
+    (release[..end].split('.').filter_map(|n| n.parse().ok()).collect(), release)
 }
 
 fn cell(c: &CaseEntry) -> Option<Cell> {
