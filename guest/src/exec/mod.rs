@@ -1,9 +1,9 @@
 //! Owns a case: `daxtest-agent case` and `serve` run a [`CaseSpec`] and report each step.
 //! May use the root's support modules (`kmsg`, `stat`) and `daxtest_proto`; never `boot`.
 //!
-//! Steps run with real system calls. Set-up makes a fresh filesystem and verifies that DAX is in
-//! the state the mount asks for; every process the case starts runs in its cgroup and is swept
-//! at the end; teardown always runs and must leave the guest as the case found it, except where
+//! Steps run with real system calls. Set-up makes a fresh filesystem (or mounts the one the host
+//! wrote, `CaseSpec::formatted`) and verifies that DAX is in the state the mount asks for; every
+//! process the case starts runs in its cgroup and is swept at the end; teardown always runs and must leave the guest as the case found it, except where
 //! the host cuts the power (`CaseSpec::cut_at_end`): there everything is left to die with the
 //! VM, and the part after the cut mounts what it left instead of making a filesystem; the kernel
 //! messages of the case's window, and of the stretch before it, come from PID 1's copy of

@@ -18,9 +18,8 @@ use crate::run::verdict::{doubt, judge, judge_hang, outside_cases};
 use crate::run::watch::{Limits, Stop, Watch};
 use crate::scenario::{Case, CaseTimeouts, Xfail};
 use anyhow::Context;
-use daxtest_proto::case::Fs;
 use daxtest_proto::case::{
-    CasePhase, CaseReport, CaseSpec, Extent, Observed, Op, RecordCheck, PROGRESS, RECORD_MARK,
+    CasePhase, CaseReport, CaseSpec, Extent, Fs, Observed, Op, RecordCheck, PROGRESS, RECORD_MARK,
 };
 use daxtest_proto::AGENT_PATH;
 use std::collections::{BTreeMap, HashMap};
@@ -591,7 +590,7 @@ impl Runner<'_> {
                 false => self.format(m, guests.lanes, part),
                 true => None,
             };
-            let report = match self.run_part(m, p, spec, part, offset, t) {
+            let mut report = match self.run_part(m, p, spec, part, offset, t) {
                 Ok(report) => report,
                 Err(mut run) => {
                     // What the parts before the cut logged belongs to the case too.
@@ -604,7 +603,6 @@ impl Runner<'_> {
                     return *run;
                 }
             };
-            let mut report = report;
             report.phases.splice(0..0, format);
             match merged.as_mut() {
                 None => {
@@ -940,8 +938,6 @@ impl Runner<'_> {
     }
 }
 
-/// How long a store_loop runs before the power is cut: 200 ms to 1.2 s, drawn from the case's
-/// seed (SplitMix64), so that a run with the same seed cuts at about the same moment.
 /// The case's mkfs, run alone by the agent on its device zeroed by the host, and what it wrote.
 fn take_mkfs_image(
     m: &Guest,
@@ -980,6 +976,8 @@ fn take_mkfs_image(
 /// and the case's own mkfs meets it under the case's limits.
 const MKFS_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a store_loop runs before the power is cut: 200 ms to 1.2 s, drawn from the case's
+/// seed (SplitMix64), so that a run with the same seed cuts at about the same moment.
 fn cut_delay(seed: u64) -> Duration {
     let mut z = seed.wrapping_add(0x9e3779b97f4a7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
