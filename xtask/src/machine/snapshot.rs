@@ -126,13 +126,14 @@ const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Vm {
     /// Takes the boot snapshot of this guest, which must have run nothing yet: waits until its
-    /// modules are loaded, stops it, saves its state (guest RAM and devices, not the NVDIMMs),
-    /// and lets it go on.
+    /// modules are loaded, takes its kernel log so far into `boot_log`, stops it, saves its
+    /// state (guest RAM and devices, not the NVDIMMs), and lets it go on.
     pub fn take_snapshot(
         &mut self,
         root: &Path,
         ready: &Booted,
         source: String,
+        boot_log: &mut Vec<String>,
     ) -> anyhow::Result<BootSnapshot> {
         // The modules the payload loads after ready (xfs, ext4) are in the snapshot too.
         let out = ready.connection.capture(&format!("{AGENT_PATH} preloaded --wait-ms 60000"))?;
@@ -142,6 +143,9 @@ impl Vm {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
+        // The boot's kernel lines leave the guest's log first: the VMs restored from the
+        // snapshot must not show them again. They are the caller's, whatever becomes of it.
+        boot_log.extend(ready.kernel_log_rest()?);
         let dir = crate::machine::vm::private_dir(root, "vm-snapshot-")?;
         let file = dir.path().join("boot.snapshot");
         let target = shell_word(&file)?;

@@ -188,6 +188,24 @@ pub struct Booted {
     pub restored_from: Option<String>,
 }
 
+impl Booted {
+    /// The kernel's lines that no case window took, up to now; they leave the guest's log.
+    pub fn kernel_log_rest(&self) -> anyhow::Result<Vec<String>> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let out = self
+            .connection
+            .capture_until(&format!("{AGENT_PATH} kmsg-rest"), deadline)
+            .context("reading the rest of the kernel log")?;
+        anyhow::ensure!(
+            out.status == 0,
+            "reading the rest of the kernel log: exit {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+    }
+}
+
 /// Where the first bytes of an fsdax-formatted backing file are kept, per kernel and size.
 pub(super) struct FsdaxTemplate;
 
