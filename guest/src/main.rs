@@ -1,6 +1,7 @@
 //! daxtest guest agent. As PID 1 it boots the test VM (see `boot`); over SSH the host calls its
-//! subcommands: `probe` (readiness and boot report), `serve` and `case` (cases), `mkfs` (a case's mkfs alone), `stat` (DAX
-//! state of a file), `prove-dax` (the boot's DAX proof, again), `kmsg-rest`, `poweroff`.
+//! subcommands: `probe` (readiness and boot report), `serve` and `case` (cases), `mkfs` (a
+//! case's mkfs alone), `stat` (DAX state of a file), `prove-dax` (the boot's DAX proof, again),
+//! `kmsg-rest`, `poweroff`.
 //!
 //! The folders follow the flow and neither uses the other: `boot` (PID 1 until the guest is
 //! ready), then `exec` (the cases). The modules at the root are support for both: `kmsg` (the

@@ -24,10 +24,10 @@ use crate::cleanup;
 use crate::machine::image::Image;
 use crate::machine::monitor::Monitor;
 use crate::machine::qemu::Nvdimm;
-use crate::machine::vm::{Booted, FsdaxTemplate, Vm, VmOptions, INFO_BLOCK};
+use crate::machine::vm::{read_start, Booted, FsdaxTemplate, Vm, VmOptions, INFO_BLOCK};
 use anyhow::{bail, Context};
 use daxtest_proto::{ReadyReport, AGENT_PATH};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -109,15 +109,6 @@ fn kernel_part(path: &Path) -> anyhow::Result<Vec<u8>> {
         Some(end) => read_start(path, end as usize),
         None => Ok(Vec::new()),
     }
-}
-
-/// The first `len` bytes of a backing file.
-pub(super) fn read_start(path: &Path, len: usize) -> anyhow::Result<Vec<u8>> {
-    let mut bytes = vec![0u8; len];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .with_context(|| format!("reading the start of {}", path.display()))?;
-    Ok(bytes)
 }
 
 /// The monitor's commands wait at most this long (a migration of 1 GiB of guest RAM, mostly

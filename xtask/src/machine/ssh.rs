@@ -121,9 +121,14 @@ impl Connection {
         self.pump(&mut channel, with_stdin, stdout, stderr)
     }
 
-    /// Runs `command`; fails with [`Timeout`] past `deadline`.
-    pub fn capture_until(&self, command: &str, deadline: Instant) -> anyhow::Result<Output> {
-        self.capture_watched(command, &[], &mut |_| match Instant::now() > deadline {
+    /// Runs `command` with `input` on its stdin; fails with [`Timeout`] past `deadline`.
+    pub fn capture_until(
+        &self,
+        command: &str,
+        input: &[u8],
+        deadline: Instant,
+    ) -> anyhow::Result<Output> {
+        self.capture_watched(command, input, &mut |_| match Instant::now() > deadline {
             true => Err(Timeout.into()),
             false => Ok(()),
         })

@@ -194,7 +194,7 @@ impl Booted {
         let deadline = Instant::now() + Duration::from_secs(20);
         let out = self
             .connection
-            .capture_until(&format!("{AGENT_PATH} kmsg-rest"), deadline)
+            .capture_until(&format!("{AGENT_PATH} kmsg-rest"), &[], deadline)
             .context("reading the rest of the kernel log")?;
         anyhow::ensure!(
             out.status == 0,
@@ -230,7 +230,7 @@ impl FsdaxTemplate {
     /// Where the data of the fsdax namespace in a backing file begins (`start_pad + dataoff` of
     /// its info block): the device's first byte. None without an info block.
     pub(super) fn data_start(path: &Path) -> anyhow::Result<Option<u64>> {
-        let head = super::snapshot::read_start(path, Self::LEN)?;
+        let head = read_start(path, Self::LEN)?;
         if !Self::is_valid(&head) {
             return Ok(None);
         }
@@ -245,6 +245,15 @@ impl FsdaxTemplate {
         }
         Ok(Some(start))
     }
+}
+
+/// The first `len` bytes of a backing file.
+pub(super) fn read_start(path: &Path, len: usize) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = vec![0u8; len];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .with_context(|| format!("reading the start of {}", path.display()))?;
+    Ok(bytes)
 }
 
 /// Where an fsdax namespace's info block (struct nd_pfn_sb, drivers/nvdimm/pfn.h) lies in a
@@ -557,8 +566,7 @@ impl Vm {
     }
 
     fn save_template(&self, nv: &Nvdimm) -> anyhow::Result<()> {
-        let mut head = vec![0u8; FsdaxTemplate::LEN];
-        std::fs::File::open(&nv.path)?.read_exact(&mut head)?;
+        let head = read_start(&nv.path, FsdaxTemplate::LEN)?;
         if !FsdaxTemplate::is_valid(&head) {
             eprintln!("daxtest: {} holds no fsdax info block; not keeping it", nv.path.display());
             return Ok(());
@@ -598,8 +606,6 @@ impl Vm {
         Ok(())
     }
 
-    /// Presses Alt+SysRq+`key` on the guest's PS/2 keyboard through QEMU's monitor: works when
-    /// nothing in the guest answers any more, as long as the kernel takes interrupts.
     /// Device `i` as the host can write it: its backing file and the offset of its first byte
     /// there (the fsdax namespace's data). None for the kinds without an fsdax info block in a
     /// backing file.
@@ -610,6 +616,8 @@ impl Vm {
         Ok(FsdaxTemplate::data_start(&nv.path)?.map(|start| (nv.path.as_path(), start)))
     }
 
+    /// Presses Alt+SysRq+`key` on the guest's PS/2 keyboard through QEMU's monitor: works when
+    /// nothing in the guest answers any more, as long as the kernel takes interrupts.
     pub fn sysrq_key(&self, key: char) -> anyhow::Result<()> {
         let mut monitor = Monitor::connect(&self.monitor_path(), Duration::ZERO)?;
         monitor.run(&format!("sendkey alt-sysrq-{key}"), Duration::from_secs(5))?;

@@ -8,6 +8,7 @@
 
 use super::results::{CaseEntry, Results};
 use crate::run::events::Status;
+use crate::version::KernelVersion;
 use daxtest_proto::case::{FaultProfile, Fs};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -298,11 +299,9 @@ pub fn cells(results: &Results) -> Vec<Cell> {
     out
 }
 
-/// Releases in version order (6.9 before 6.12), by the numbers that begin them; the whole
-/// string breaks ties.
-fn release_order(release: &str) -> (Vec<u64>, &str) {
-    let end = release.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(release.len());
-    (release[..end].split('.').filter_map(|n| n.parse().ok()).collect(), release)
+/// Releases in version order (6.9 before 6.12); the whole string breaks ties.
+fn release_order(release: &str) -> (Option<KernelVersion>, &str) {
+    (KernelVersion::parse(release), release)
 }
 
 fn cell(c: &CaseEntry) -> Option<Cell> {

@@ -864,7 +864,7 @@ impl Runner<'_> {
     /// case), else through the monitor's keyboard (what reaches the console).
     fn hang_dump(&self, m: &mut Guest, watch: &Watch) -> (Vec<String>, &'static str) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        match m.ready.connection.capture_until(&format!("{AGENT_PATH} dump"), deadline) {
+        match m.ready.connection.capture_until(&format!("{AGENT_PATH} dump"), &[], deadline) {
             Ok(out) if out.status == 0 => {
                 let text = String::from_utf8_lossy(&out.stdout).into_owned();
                 (text.lines().map(str::to_string).collect(), "sysrq w and l over SSH")
@@ -946,14 +946,11 @@ fn take_mkfs_image(
 ) -> anyhow::Result<MkfsImage> {
     crate::machine::mkfs_image::zero(file, start)?;
     let input = serde_json::to_vec(spec).expect("a case spec serializes");
-    let deadline = Instant::now() + MKFS_TIMEOUT;
-    let out =
-        m.ready.connection.capture_watched(&format!("{AGENT_PATH} mkfs"), &input, &mut |_| {
-            match Instant::now() > deadline {
-                true => anyhow::bail!("mkfs took more than {MKFS_TIMEOUT:?}"),
-                false => Ok(()),
-            }
-        })?;
+    let out = m
+        .ready
+        .connection
+        .capture_until(&format!("{AGENT_PATH} mkfs"), &input, Instant::now() + MKFS_TIMEOUT)
+        .with_context(|| format!("the agent's mkfs (limit {MKFS_TIMEOUT:?})"))?;
     anyhow::ensure!(
         out.status == 0,
         "the agent's mkfs failed (exit {}): {}",
