@@ -30,6 +30,10 @@ pub mod console {
     pub const INIT: &str = "daxtest-agent: init at ";
     pub const SSHD_STARTED: &str = "daxtest-agent: sshd started at ";
     pub const READY: &str = "daxtest-agent: ready at ";
+    /// Followed by the ready report as one line of JSON, just before [`READY`]: the host reads
+    /// it there instead of asking `daxtest-agent probe` over SSH (a program started under
+    /// TCG), and asks only when the line is not whole (a kernel message written into it).
+    pub const REPORT: &str = "daxtest-agent: report ";
     /// Followed by why.
     pub const NOT_READY: &str = "daxtest-agent: NOT READY: ";
 }

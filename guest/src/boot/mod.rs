@@ -22,6 +22,7 @@ use daxtest_proto::{
 use latch::Latch;
 use modules::Loader;
 use rustix::mount::{mount, MountFlags};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,7 +55,13 @@ pub fn run() -> ! {
     }
     // One line on the serial console, so a boot log alone says how the boot ended.
     match report.ok {
-        true => println!("{}{:.2}s", console::READY, uptime()),
+        true => {
+            match serde_json::to_string(&report) {
+                Ok(json) => println!("{}{json}", console::REPORT),
+                Err(e) => println!("daxtest-agent: cannot encode the report: {e}"),
+            }
+            println!("{}{:.2}s", console::READY, uptime())
+        }
         false => println!("{}{}", console::NOT_READY, report.summary()),
     }
     // A process of its own, not a thread: PID 1 reaps every child it can (reap_forever), and a
@@ -300,6 +307,7 @@ fn start_network_and_sshd(config: &BootConfig) -> anyhow::Result<Phase> {
     let (program, args) = config.sshd.split_first().context("empty sshd command")?;
     let log = std::fs::File::create("/run/daxtest/sshd.log")?;
     Command::new(program)
+        .arg0(Path::new(program).file_name().context("sshd command without a file name")?)
         .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)

@@ -247,6 +247,12 @@ impl FsdaxTemplate {
     }
 }
 
+/// The last ready report on a serial log, if its line is whole JSON.
+fn report_on_console(serial: &str) -> Option<ReadyReport> {
+    let line = serial.lines().rev().find_map(|l| l.trim_end().strip_prefix(console::REPORT))?;
+    serde_json::from_str(line).ok()
+}
+
 /// The first `len` bytes of a backing file.
 pub(super) fn read_start(path: &Path, len: usize) -> anyhow::Result<Vec<u8>> {
     let mut bytes = vec![0u8; len];
@@ -499,22 +505,43 @@ impl Vm {
     fn wait_ready(&mut self, image: &Image) -> anyhow::Result<Booted> {
         let deadline = self.started + self.options.boot_timeout;
         let connection = self.connect(image, deadline, true)?;
-        let wait_ms = deadline.saturating_duration_since(Instant::now()).as_millis();
-        let out = connection.capture(&format!("{AGENT_PATH} probe --wait-ms {wait_ms}"))?;
+        let report = match self.console_report(deadline)? {
+            Some(report) => report,
+            None => {
+                let wait_ms = deadline.saturating_duration_since(Instant::now()).as_millis();
+                let out = connection.capture(&format!("{AGENT_PATH} probe --wait-ms {wait_ms}"))?;
+                serde_json::from_slice(&out.stdout).with_context(|| {
+                    self.failure(&format!(
+                        "the agent's probe answered no report (exit {}): {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ))
+                })?
+            }
+        };
         let boot_time = self.started.elapsed();
-        let report: ReadyReport = serde_json::from_slice(&out.stdout).with_context(|| {
-            self.failure(&format!(
-                "the agent's probe answered no report (exit {}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        })?;
         if !report.ok {
             bail!(
                 self.failure(&format!("the guest booted but is not usable: {}", report.summary()))
             );
         }
         Ok(Booted { connection, report, boot_time, restored_from: None })
+    }
+
+    /// The ready report init wrote on the console, once the boot's end is there; None when the
+    /// boot did not end ready (the probe says why) or the line is not whole JSON.
+    fn console_report(&mut self, deadline: Instant) -> anyhow::Result<Option<ReadyReport>> {
+        loop {
+            self.ensure_alive("before the guest was ready")?;
+            let serial = self.serial();
+            if serial.contains(console::NOT_READY) || Instant::now() > deadline {
+                return Ok(None);
+            }
+            if serial.contains(console::READY) {
+                return Ok(report_on_console(&serial));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// [`Vm::shutdown`], then copies the serial log (complete, QEMU having exited) to `dest`.
@@ -728,6 +755,32 @@ pub(super) fn free_port() -> anyhow::Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ready_report_is_read_from_the_console_only_when_its_line_is_whole() {
+        let report = ReadyReport {
+            agent_version: "0.1.0".into(),
+            kernel_release: "6.12.117+deb12-amd64".into(),
+            ok: true,
+            errors: Vec::new(),
+            timeline: vec![daxtest_proto::Phase { name: "ready".into(), uptime_s: 2.9 }],
+            modules: Vec::new(),
+            devices: Vec::new(),
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        let serial = format!(
+            "{}2.31s\r\n{}{json}\r\n{}2.93s\r\n",
+            console::INIT,
+            console::REPORT,
+            console::READY
+        );
+        assert_eq!(report_on_console(&serial), Some(report));
+        // A kernel message written into the line: the probe is asked instead.
+        let (head, tail) = json.split_at(json.len() / 2);
+        let cut = format!("{}{head}[    2.9] WARNING: at x\r\n{tail}\r\n", console::REPORT);
+        assert_eq!(report_on_console(&cut), None);
+        assert_eq!(report_on_console(&format!("{}2.93s\n", console::READY)), None);
+    }
 
     fn opts(count: usize, size: u64) -> VmOptions {
         VmOptions {
