@@ -15,8 +15,12 @@ pub const TIMINGS_ENV: &str = "DAXTEST_RUN_TIMINGS";
 pub struct Timings {
     /// Image check, accelerator, VM options.
     pub prepare: f64,
-    /// QEMU start to the agent's report over SSH.
+    /// QEMU start to the guest's ready report and an SSH connection.
     pub boot: f64,
+    /// Of the boot, as the guest's clock says: the kernel's part (uptime when init began) and
+    /// init's (to ready).
+    pub kernel: f64,
+    pub init: f64,
     pub command: f64,
     /// QEMU stopped.
     pub stop: f64,
@@ -34,6 +38,8 @@ impl flags::Run {
         lap(&mut timings.prepare);
         let (vm, ready) = Vm::start_reporting(&image, &ctx.root, &opts)?;
         lap(&mut timings.boot);
+        let uptime = |phase| ready.report.phase(phase).unwrap_or_default();
+        (timings.kernel, timings.init) = (uptime("init"), uptime("ready") - uptime("init"));
         eprintln!(
             "daxtest: guest {} ready in {:.2} s ({} x {} MiB {})",
             ready.report.kernel_release,
