@@ -77,7 +77,10 @@ fn boot(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
         opts.device.describe()
     );
     println!("bare boot (median):   {:.2} s  QEMU start to exit; init only powers off", secs(mb));
-    println!("boot-to-ready (med):  {:.2} s  QEMU start to the agent's report over SSH", secs(mf));
+    println!(
+        "boot-to-ready (med):  {:.2} s  QEMU start to the ready report and an SSH session",
+        secs(mf)
+    );
     println!("ratio:                {:.2}", secs(mf) / secs(mb));
     println!("failed boots:         {failed_boots}  each shown above and done once more");
     println!(
