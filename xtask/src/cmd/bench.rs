@@ -100,11 +100,11 @@ fn boot(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
 
 /// `run -- true` as a user runs it (this program again, as a process of its own), against a bare
 /// boot and virtme-ng's `vng --run` of the same kernel, in turns, so that a change in the
-/// machine's load touches all three alike. Under TCG this machine's boots drift by a third
-/// from one minute to the next (in clusters about 0.6 s apart), so a rep's run and bare boot
-/// are a pair, back to back, in alternating order (neither always follows vng), and the
-/// ratio is each pair's: the median of those is what a slow minute moves least. The ratio of
-/// the medians is shown beside it.
+/// machine's load touches all three alike. A rep's run and bare boot are a pair, back to back,
+/// in alternating order (neither always follows vng), and each pair's ratio is shown: under TCG
+/// here a single boot varies by a third, and the two boots of a pair were no more alike than
+/// any two (correlation 0.25 to 0.9 over six runs), so the summary is the ratio of the medians,
+/// with the pairs' median and range beside it for the spread.
 fn run(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
     let (image, opts) = ctx.prepare(flags)?;
     let mut failed = |e: &anyhow::Error, retrying: bool| {
@@ -231,10 +231,10 @@ fn run(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
     );
     let (paired, min, max) = stats(rows.iter().map(|r| secs(r.0) / secs(r.2)).collect());
     println!(
-        "run / bare boot:      {paired:.2}  (min {min:.2}, max {max:.2})  median of the {} pairs' \
-         ratios; of the medians: {:.2}",
+        "run / bare boot:      {:.2}  of the medians; the {} pairs' ratios: median {paired:.2}, \
+         min {min:.2}, max {max:.2}",
+        run_med / bare_med,
         rows.len(),
-        run_med / bare_med
     );
     if rows.iter().all(|r| r.3.is_some()) {
         let vng_med = show(
@@ -245,8 +245,8 @@ fn run(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
         let (paired, min, max) =
             stats(rows.iter().filter_map(|r| r.3.map(|v| secs(r.0) / secs(v))).collect());
         println!(
-            "run / vng:            {paired:.2}  (min {min:.2}, max {max:.2})  median of the \
-             pairs' ratios; of the medians: {:.2}",
+            "run / vng:            {:.2}  of the medians; the pairs' ratios: median {paired:.2}, \
+             min {min:.2}, max {max:.2}",
             run_med / vng_med
         );
     }

@@ -1,8 +1,8 @@
 //! Builds the guest image: a small uncompressed initramfs with what the boot needs (the agent as
-//! /init, busybox, dropbear, mkfs.ext4, the boot modules, keys) and a read-only squashfs "payload" disk
-//! with everything else (xfsprogs, ndctl, kmod, on-demand modules such as xfs.ko), which the agent
-//! mounts at /payload; every payload file has a symlink at its own path in the initramfs, so the
-//! guest sees one ordinary tree.
+//! /init, busybox, dropbear, mkfs.ext4, the boot modules, keys) and a read-only squashfs
+//! "payload" disk with everything else (xfsprogs, ndctl, kmod, on-demand modules such as xfs.ko),
+//! which the agent mounts at /payload; every payload file has a symlink at its own path in the
+//! initramfs, so the guest sees one ordinary tree.
 //!
 //! Why two parts: under TCG the kernel writes the initramfs into RAM at about 40 MB/s (measured:
 //! a 30 MB archive starts init 0.7 s later than a 2 MB one, compressed or not), while a squashfs
