@@ -50,7 +50,8 @@ fn boot(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
     let mut phases: Vec<Vec<(String, f64)>> = Vec::new();
     println!("{:>4} {:>12} {:>16} {:>15}", "rep", "bare boot s", "boot-to-ready s", "fs ready s");
     for rep in 1..=reps {
-        let b = daxtest::machine::vm::once_more(|| bare_boot(ctx, &image, &opts), &mut failed)?;
+        let (b, _) =
+            daxtest::machine::vm::once_more(|| bare_boot(ctx, &image, &opts), &mut failed)?;
 
         let (vm, ready) = Vm::start_or_retry(&image, &ctx.root, &opts, &mut failed)?;
         let r = ready.boot_time;
@@ -120,19 +121,24 @@ fn run(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
     }
     let exe = std::env::current_exe()?;
     let timings = tempfile::NamedTempFile::new()?;
-    let mut rows: Vec<(Duration, crate::cmd::run::Timings, Duration, Option<Duration>)> =
-        Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
+    // "outside": of a boot, what the guest's clock did not see (QEMU's start, the firmware,
+    // loading the kernel and initramfs; for a run also the host noticing the ready report, for
+    // a bare boot QEMU's exit). Both kinds of boot run the same QEMU configuration.
     println!(
-        "{:>4} {:>7} {:>8} {:>6} {:>7} {:>6} {:>8} {:>5} {:>7} {:>9} {:>7}",
+        "{:>4} {:>6} {:>7} {:>5} {:>7} {:>6} {:>5} {:>7} {:>4} {:>6} {:>7} {:>6} {:>8} {:>6}",
         "rep",
         "run s",
         "prepare",
         "boot",
+        "outside",
         "kernel",
         "init",
         "command",
         "stop",
         "bare s",
+        "outside",
+        "kernel",
         "run/bare",
         "vng s"
     );
@@ -158,7 +164,7 @@ fn run(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
         };
         let mut bare_once =
             || daxtest::machine::vm::once_more(|| bare_boot(ctx, &image, &opts), &mut failed);
-        let ((whole, parts), bare) = match rep % 2 {
+        let ((whole, parts), (bare, bare_up)) = match rep % 2 {
             1 => (run_true()?, bare_once()?),
             _ => {
                 let bare = bare_once()?;
@@ -185,20 +191,25 @@ fn run(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
             }
             None => None,
         };
+        let row = Row { whole, parts, bare, bare_up, vng: vng_took };
+        let or_dash = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
         println!(
-            "{rep:>4} {:>7.2} {:>8.2} {:>6.2} {:>7.2} {:>6.2} {:>8.2} {:>5.2} {:>7.2} {:>9.2} {:>7}",
+            "{rep:>4} {:>6.2} {:>7.2} {:>5.2} {:>7.2} {:>6.2} {:>5.2} {:>7.2} {:>4.2} {:>6.2} {:>7} {:>6} {:>8.2} {:>6}",
             secs(whole),
-            parts.prepare,
-            parts.boot,
-            parts.kernel,
-            parts.init,
-            parts.command,
-            parts.stop,
+            row.parts.prepare,
+            row.parts.boot,
+            row.run_outside(),
+            row.parts.kernel,
+            row.parts.init,
+            row.parts.command,
+            row.parts.stop,
             secs(bare),
+            or_dash(row.bare_outside()),
+            or_dash(bare_up),
             secs(whole) / secs(bare),
-            vng_took.map_or("-".to_string(), |d| format!("{:.2}", secs(d)))
+            or_dash(vng_took.map(secs)),
         );
-        rows.push((whole, parts, bare, vng_took));
+        rows.push(row);
     }
     let stats = |v: Vec<f64>| -> (f64, f64, f64) {
         let min = v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -215,35 +226,44 @@ fn run(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
     println!("accelerator:          {}", opts.accel);
     let run_med = show(
         "run -- true (median):",
-        rows.iter().map(|r| secs(r.0)).collect(),
+        rows.iter().map(|r| secs(r.whole)).collect(),
         "invoking it to its exit",
     );
-    show("  prepare:", rows.iter().map(|r| r.1.prepare).collect(), "image check, accelerator");
-    show("  boot:", rows.iter().map(|r| r.1.boot).collect(), "QEMU start to ready");
-    show("    kernel:", rows.iter().map(|r| r.1.kernel).collect(), "guest uptime at init");
-    show("    init:", rows.iter().map(|r| r.1.init).collect(), "guest: init to ready");
-    show("  command:", rows.iter().map(|r| r.1.command).collect(), "the command over SSH");
-    show("  stop:", rows.iter().map(|r| r.1.stop).collect(), "QEMU stopped");
+    show("  prepare:", rows.iter().map(|r| r.parts.prepare).collect(), "image check, accelerator");
+    show("  boot:", rows.iter().map(|r| r.parts.boot).collect(), "QEMU start to ready");
+    show("    outside:", rows.iter().map(Row::run_outside).collect(), "not on the guest's clock");
+    show("    kernel:", rows.iter().map(|r| r.parts.kernel).collect(), "guest uptime at init");
+    show("    init:", rows.iter().map(|r| r.parts.init).collect(), "guest: init to ready");
+    show("  command:", rows.iter().map(|r| r.parts.command).collect(), "the command over SSH");
+    show("  stop:", rows.iter().map(|r| r.parts.stop).collect(), "QEMU stopped");
     let bare_med = show(
         "bare boot (median):",
-        rows.iter().map(|r| secs(r.2)).collect(),
+        rows.iter().map(|r| secs(r.bare)).collect(),
         "QEMU start to exit, init only powers off",
     );
-    let (paired, min, max) = stats(rows.iter().map(|r| secs(r.0) / secs(r.2)).collect());
+    if rows.iter().all(|r| r.bare_up.is_some()) {
+        show("    outside:", rows.iter().filter_map(Row::bare_outside).collect(), "as above");
+        show(
+            "    kernel:",
+            rows.iter().filter_map(|r| r.bare_up).collect(),
+            "guest uptime at power-off",
+        );
+    }
+    let (paired, min, max) = stats(rows.iter().map(|r| secs(r.whole) / secs(r.bare)).collect());
     println!(
         "run / bare boot:      {:.2}  of the medians; the {} pairs' ratios: median {paired:.2}, \
          min {min:.2}, max {max:.2}",
         run_med / bare_med,
         rows.len(),
     );
-    if rows.iter().all(|r| r.3.is_some()) {
+    if rows.iter().all(|r| r.vng.is_some()) {
         let vng_med = show(
             "vng --run (median):",
-            rows.iter().filter_map(|r| r.3.map(secs)).collect(),
+            rows.iter().filter_map(|r| r.vng.map(secs)).collect(),
             "virtme-ng, same kernel, --disable-kvm --force-9p -- echo",
         );
         let (paired, min, max) =
-            stats(rows.iter().filter_map(|r| r.3.map(|v| secs(r.0) / secs(v))).collect());
+            stats(rows.iter().filter_map(|r| r.vng.map(|v| secs(r.whole) / secs(v))).collect());
         println!(
             "run / vng:            {:.2}  of the medians; the pairs' ratios: median {paired:.2}, \
              min {min:.2}, max {max:.2}",
@@ -251,6 +271,26 @@ fn run(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// One rep of `bench run`: `run -- true` (its whole time and parts), the bare boot beside it
+/// (with its guest's uptime at power-off) and virtme-ng's run.
+struct Row {
+    whole: Duration,
+    parts: crate::cmd::run::Timings,
+    bare: Duration,
+    bare_up: Option<f64>,
+    vng: Option<Duration>,
+}
+
+impl Row {
+    fn run_outside(&self) -> f64 {
+        self.parts.boot - self.parts.kernel - self.parts.init
+    }
+
+    fn bare_outside(&self) -> Option<f64> {
+        self.bare_up.map(|up| secs(self.bare) - up)
+    }
 }
 
 /// `vng --run VMLINUZ -- echo MARK`, as virtme-ng's users start it (the host's root over 9p, no
@@ -309,19 +349,33 @@ fn preloaded(ready: &daxtest::machine::vm::Booted) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64((done.uptime_s - ready_at).max(0.0)))
 }
 
-/// QEMU start to exit with an init that only powers off. A kernel that panicked exits QEMU
-/// too (panic=-1 with -no-reboot), sooner: that is a failed boot, not a fast one.
+/// QEMU start to exit with an init that only powers off, and the guest's uptime when it powered
+/// off (None if the kernel's line is not on the console). A kernel that panicked exits QEMU too
+/// (panic=-1 with -no-reboot), sooner: that is a failed boot, not a fast one.
 fn bare_boot(
     ctx: &Ctx,
     image: &daxtest::machine::image::Image,
     opts: &VmOptions,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, Option<f64>)> {
     let mut vm = Vm::spawn(image, &ctx.root, opts, &image.bare_initramfs(), true)?;
     let took = vm.wait_exit(opts.boot_timeout)?;
-    if let Some(crash) = daxtest::run::kernel_log::crash_report(&vm.serial()) {
+    let serial = vm.serial();
+    if let Some(crash) = daxtest::run::kernel_log::crash_report(&serial) {
         anyhow::bail!(vm.failure(&format!("the kernel crashed during a bare boot: {crash}")));
     }
-    Ok(took)
+    Ok((took, power_down_uptime(&serial)))
+}
+
+/// The timestamp of the kernel's "reboot: Power down" (printed at emergency level, so a quiet
+/// console shows it): how long the bare boot's guest was up.
+fn power_down_uptime(serial: &str) -> Option<f64> {
+    serial.lines().rev().find_map(|l| {
+        let (stamp, rest) = l.trim_start().strip_prefix('[')?.split_once(']')?;
+        match rest.trim() {
+            "reboot: Power down" => stamp.trim().parse().ok(),
+            _ => None,
+        }
+    })
 }
 
 fn image(ctx: &Ctx, kernel: Option<&str>, reps: usize) -> anyhow::Result<i32> {
@@ -589,4 +643,18 @@ fn secs(d: Duration) -> f64 {
 /// The median of durations measured at least once.
 fn median_of(v: &[Duration]) -> Duration {
     median(v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::power_down_uptime;
+
+    #[test]
+    fn the_bare_guests_uptime_is_its_power_down_line() {
+        let serial = "[    0.000000] Linux version 6.12\r\n[    2.118293] reboot: Power down\r\n";
+        assert_eq!(power_down_uptime(serial), Some(2.118293));
+        // Another line at the end, or none at all: no figure rather than a wrong one.
+        assert_eq!(power_down_uptime("[    1.5] Kernel panic - not syncing\r\n"), None);
+        assert_eq!(power_down_uptime(""), None);
+    }
 }
