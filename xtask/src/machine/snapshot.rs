@@ -9,7 +9,8 @@
 //!   shared file-backed memory), so a restored guest sees the backing files as they are now.
 //! - The kernel in the snapshot has mounted nothing on them: only the boot's DAX proof read and
 //!   wrote their first 64 KiB through the block device, and the restored guest drops every clean
-//!   page cache page (`vm.drop_caches`) before it answers.
+//!   page cache page (`vm.drop_caches`) before its first case or mkfs (the agent's `restored`,
+//!   run ahead of that command: [`Booted::agent_command`]).
 //! - Its namespaces are the ones the backing files describe: a VM is restored only onto backing
 //!   files whose fsdax info block (which the kernel read at boot) is the snapshot's.
 //! - The kernel's part of each backing file is put back as it was at the snapshot: an fsdax
@@ -18,7 +19,8 @@
 //!   them as the killed kernel left them (page->mapping of its files: "WARNING at
 //!   fs/dax.c:372 dax_insert_entry" on 6.12 in the first try). The filesystem's part, from the
 //!   namespace's data offset on, is the backing file's as it is.
-//! - Its wall clock is set to the host's (a snapshot's clock stopped when it was taken).
+//! - Its wall clock is set to the host's (a snapshot's clock stopped when it was taken), by the
+//!   same `restored`.
 
 use crate::cleanup;
 use crate::machine::image::Image;
@@ -204,21 +206,12 @@ impl Vm {
             bail!(self.failure(&format!("restoring the boot snapshot: {e:#}")));
         }
         let connection = self.connect(image, deadline, false)?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-        let out = connection
-            .capture(&format!("{AGENT_PATH} restored --realtime-ns {}", now.as_nanos()))?;
-        if out.status != 0 {
-            bail!(self.failure(&format!(
-                "the restored guest's agent failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
         Ok(Booted {
             connection,
             report: snapshot.report.clone(),
             boot_time: self.started.elapsed(),
             restored_from: Some(snapshot.source.clone()),
+            unsettled: true,
         })
     }
 }

@@ -186,9 +186,27 @@ pub struct Booted {
     pub boot_time: Duration,
     /// Not booted but restored from a boot snapshot: what the snapshot is of.
     pub restored_from: Option<String>,
+    /// Restored, and its clock and page cache are still the snapshot's: the first agent command
+    /// ([`Booted::agent_command`]) runs `daxtest-agent restored` first.
+    pub unsettled: bool,
 }
 
 impl Booted {
+    /// The shell command that runs the agent with `args`. On a guest restored from the boot
+    /// snapshot the first such command runs `daxtest-agent restored` before it, in the same SSH
+    /// session (a session of its own cost 0.1 s a restore under TCG): the wall clock is the
+    /// host's and the snapshot's cached pages are gone before any case or mkfs runs.
+    pub fn agent_command(&mut self, args: &str) -> String {
+        let command = format!("{AGENT_PATH} {args}");
+        if !std::mem::take(&mut self.unsettled) {
+            return command;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{AGENT_PATH} restored --realtime-ns {now} && {command}")
+    }
+
     /// The kernel's lines that no case window took, up to now; they leave the guest's log.
     pub fn kernel_log_rest(&self) -> anyhow::Result<Vec<String>> {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -525,7 +543,7 @@ impl Vm {
                 self.failure(&format!("the guest booted but is not usable: {}", report.summary()))
             );
         }
-        Ok(Booted { connection, report, boot_time, restored_from: None })
+        Ok(Booted { connection, report, boot_time, restored_from: None, unsettled: false })
     }
 
     /// The ready report init wrote on the console, once the boot's end is there; None when the

@@ -83,7 +83,8 @@ impl Guest {
         let agent = match &mut self.agent {
             Some(agent) => agent,
             None => {
-                self.agent.insert(self.ready.connection.converse(&format!("{AGENT_PATH} serve"))?)
+                let serve = self.ready.agent_command("serve");
+                self.agent.insert(self.ready.connection.converse(&serve)?)
             }
         };
         self.ready.connection.ask(agent, case, watch)
@@ -696,7 +697,7 @@ impl Runner<'_> {
         let image = match known {
             Some(image) => image?,
             None => {
-                let taken = take_mkfs_image(m, part, file, start)
+                let taken = take_mkfs_image(&mut m.ready, part, file, start)
                     .map_err(|e| eprintln!("daxtest: {e:#}; cases run their own mkfs {key:?}"))
                     .ok()
                     .map(Arc::new);
@@ -939,17 +940,17 @@ impl Runner<'_> {
 
 /// The case's mkfs, run alone by the agent on its device zeroed by the host, and what it wrote.
 fn take_mkfs_image(
-    m: &Guest,
+    ready: &mut Booted,
     spec: &CaseSpec,
     file: &Path,
     start: u64,
 ) -> anyhow::Result<MkfsImage> {
     crate::machine::mkfs_image::zero(file, start)?;
     let input = serde_json::to_vec(spec).expect("a case spec serializes");
-    let out = m
-        .ready
+    let mkfs = ready.agent_command("mkfs");
+    let out = ready
         .connection
-        .capture_until(&format!("{AGENT_PATH} mkfs"), &input, Instant::now() + MKFS_TIMEOUT)
+        .capture_until(&mkfs, &input, Instant::now() + MKFS_TIMEOUT)
         .with_context(|| format!("the agent's mkfs (limit {MKFS_TIMEOUT:?})"))?;
     anyhow::ensure!(
         out.status == 0,
