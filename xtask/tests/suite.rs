@@ -231,6 +231,16 @@ fn each_kind_of_wrong_expectation_fails_with_step_expectation_and_observation() 
     assert!(log.contains("(the snapshot of VM 1's boot, restored)"), "{log}");
 }
 
+/// A VM restored after a power cut runs on the host's clock, not the snapshot's.
+#[test]
+fn a_vm_restored_after_a_cut_has_the_hosts_clock() {
+    let out = run(&["test", "xtask/tests/fixtures/restore.toml"]);
+    let console = common::text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{console}");
+    assert!(console.contains("restored from the snapshot of VM 1's boot"), "{console}");
+    assert_eq!(results(&out)["cases"][0]["status"], "pass");
+}
+
 /// `--no-boot-snapshot`: the VM after a power cut boots, and a store lost in the cut is lost
 /// there too.
 #[test]
