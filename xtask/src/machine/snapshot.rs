@@ -184,8 +184,9 @@ impl Vm {
         self.restart_then(true, |vm| vm.resume(image, snapshot))
     }
 
-    /// Loads the snapshot into the QEMU that waits for it, lets the guest run, and has the agent
-    /// forget what the snapshot's page cache held and take the host's time.
+    /// Loads the snapshot into the QEMU that waits for it, lets the guest run and connects. The
+    /// guest's clock and page cache are still the snapshot's: the first agent command sets them
+    /// right (`unsettled`, [`Booted::agent_command`]).
     pub(super) fn resume(
         &mut self,
         image: &Image,
