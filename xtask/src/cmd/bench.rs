@@ -195,7 +195,7 @@ fn run(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
         let or_dash = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
         println!(
             "{rep:>4} {:>6.2} {:>7.2} {:>5.2} {:>7.2} {:>6.2} {:>5.2} {:>7.2} {:>4.2} {:>6.2} {:>7} {:>6} {:>8.2} {:>6}",
-            secs(whole),
+            secs(row.whole),
             row.parts.prepare,
             row.parts.boot,
             row.run_outside(),
@@ -203,11 +203,11 @@ fn run(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
             row.parts.init,
             row.parts.command,
             row.parts.stop,
-            secs(bare),
+            secs(row.bare),
             or_dash(row.bare_outside()),
-            or_dash(bare_up),
-            secs(whole) / secs(bare),
-            or_dash(vng_took.map(secs)),
+            or_dash(row.bare_up),
+            row.run_over_bare(),
+            or_dash(row.vng.map(secs)),
         );
         rows.push(row);
     }
@@ -249,7 +249,7 @@ fn run(ctx: &Ctx, flags: &flags::Vm, reps: usize) -> anyhow::Result<i32> {
             "guest uptime at power-off",
         );
     }
-    let (paired, min, max) = stats(rows.iter().map(|r| secs(r.whole) / secs(r.bare)).collect());
+    let (paired, min, max) = stats(rows.iter().map(Row::run_over_bare).collect());
     println!(
         "run / bare boot:      {:.2}  of the medians; the {} pairs' ratios: median {paired:.2}, \
          min {min:.2}, max {max:.2}",
@@ -290,6 +290,11 @@ impl Row {
 
     fn bare_outside(&self) -> Option<f64> {
         self.bare_up.map(|up| secs(self.bare) - up)
+    }
+
+    /// The pair's ratio.
+    fn run_over_bare(&self) -> f64 {
+        secs(self.whole) / secs(self.bare)
     }
 }
 

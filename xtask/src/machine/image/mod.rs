@@ -5,9 +5,10 @@
 //! initramfs, so the guest sees one ordinary tree.
 //!
 //! Why two parts: under TCG a large initramfs delays init (measured: a 30 MB archive starts init
-//! 0.7 s later than a 2 MB one, compressed or not; the boot's 10 MB, uncompressed, no later than
-//! the 2 MB one: see `build`), while a squashfs on virtio-blk costs only what is read. Modules are stored decompressed (in-kernel xz is slow
-//! under TCG) with a fresh depmod index, so the guest's modprobe (kmod) loads on-demand modules.
+//! 0.7 s later than a 2 MB one, compressed or not; the boot's 12 MB, uncompressed, no later than
+//! the 2 MB one: see `build`), while a squashfs on virtio-blk costs only what is read. Modules
+//! are stored decompressed (in-kernel xz is slow under TCG) with a fresh depmod index, so the
+//! guest's modprobe (kmod) loads on-demand modules.
 //!
 //! Cached under a content hash of every input; built in a private directory and renamed into
 //! place, so concurrent builds never see half an image. Every file is owned by root in the guest
