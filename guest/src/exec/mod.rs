@@ -64,6 +64,7 @@ pub fn run(spec: &CaseSpec) -> CaseReport {
         // After a power cut, the power_cut step mounts what the cut left.
         Ok(_) if spec.after_cut => match ex.mount_point() {
             Ok(()) => {
+                clock.lap("mount");
                 ex.steps(&mut report.steps);
                 clock.lap("steps");
             }

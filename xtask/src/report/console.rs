@@ -1,7 +1,8 @@
-//! The console: a line per case as it finishes, then for each kernel a summary table and the
-//! totals; after a run on several kernels, the case x kernel table and its differences. On a
-//! terminal, a progress line (see [`super::progress`]) stays below those lines, redrawn each
-//! second; elsewhere (CI logs, pipes, the tests) the lines are all there is.
+//! The console: a line per case as it finishes, then for each kernel a summary table, the
+//! totals and the cases that did not pass, again (a CI log is read from its end); after a run
+//! on several kernels, the case x kernel table and its differences. On a terminal, a progress
+//! line (see [`super::progress`]) stays below those lines, redrawn each second; elsewhere (CI
+//! logs, pipes, the tests) the lines are all there is.
 
 use super::progress::{fit, latest, PlannedKernel, Progress};
 use super::stats::{Counts, RunStats};
@@ -188,6 +189,17 @@ fn totals(c: &Counts) -> String {
     )
 }
 
+/// What the summary says of a case: the failed step, or else the message.
+fn details(r: &CaseResult) -> String {
+    match r.failed_step() {
+        Some(s) if r.status == Status::Fail || r.status == Status::Xfail => format!(
+            "step {} (line {}, {}): expected {}, got {}",
+            s.number, s.line, s.op, s.expected, s.observed
+        ),
+        _ => r.message.clone(),
+    }
+}
+
 fn secs(d: std::time::Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
@@ -247,22 +259,13 @@ impl Console {
         let width = self.results.iter().map(|r| r.id.len()).max().unwrap_or(4).max(4);
         writeln!(self.out, "{:<width$}  {:<6} {:>7}  details", "case", "status", "time")?;
         for r in &self.results {
-            let details = match r.failed_step() {
-                Some(s) if r.status == Status::Fail || r.status == Status::Xfail => {
-                    format!(
-                        "step {} (line {}, {}): expected {}, got {}",
-                        s.number, s.line, s.op, s.expected, s.observed
-                    )
-                }
-                _ => r.message.clone(),
-            };
             writeln!(
                 self.out,
                 "{:<width$}  {:<6} {:>7}  {}",
                 r.id,
                 r.status.name(),
                 secs(r.duration),
-                details
+                details(r)
             )?;
             for line in r.bad_kernel_lines() {
                 writeln!(self.out, "{:<width$}  {:<6} {:>7}    | {line}", "", "", "")?;
@@ -285,6 +288,16 @@ impl Console {
             )?;
         }
         let runs = run.runs_per_case;
+        // The failures again, last: a CI log is read from its end, and a table of a hundred
+        // cases hides its one error.
+        let failures: Vec<&CaseResult> =
+            self.results.iter().filter(|r| r.status.is_failure()).collect();
+        if runs == 1 && !failures.is_empty() {
+            writeln!(self.out, "not passed, {} of {}:", failures.len(), self.results.len())?;
+            for r in failures {
+                writeln!(self.out, "  {:<6} {}: {}", r.status.name(), r.id, details(r))?;
+            }
+        }
         if runs > 1 {
             writeln!(
                 self.out,
