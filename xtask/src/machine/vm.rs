@@ -11,7 +11,7 @@ use crate::exit;
 use crate::machine::image::Image;
 use crate::machine::monitor::Monitor;
 use crate::machine::qemu::{self, Accel, Nvdimm, Qemu, QemuConfig};
-use crate::machine::snapshot::BootSnapshot;
+use crate::machine::snapshot::{BootSnapshot, Standby};
 use crate::machine::ssh::{self, Connection};
 use anyhow::{bail, Context};
 use daxtest_proto::{console, Device, ReadyReport, AGENT_PATH, CMDLINE_DEVICE, CMDLINE_PMEM_COUNT};
@@ -166,6 +166,8 @@ fn memmap_ranges(memory_mib: u64, count: usize, size_mib: u64) -> (Vec<(u64, u64
 pub struct Vm {
     // Field order matters: QEMU must die before its directory is removed.
     pub(super) qemu: Qemu,
+    /// A QEMU waiting to take over after a power cut ([`Vm::prepare_restore`]).
+    pub(super) standby: Option<Standby>,
     pub(super) dir: tempfile::TempDir,
     pub serial_log: PathBuf,
     pub port: u16,
@@ -405,6 +407,7 @@ impl Vm {
         let qemu = Qemu::spawn(&config, &dir.path().join("qemu-stderr.log"))?;
         Ok(Vm {
             qemu,
+            standby: None,
             dir,
             serial_log,
             port,

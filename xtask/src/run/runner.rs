@@ -589,9 +589,18 @@ impl Runner<'_> {
                 false => self.format(m, guests.lanes, part),
                 true => None,
             };
+            // The VM after the cut gets ready while this part runs.
+            if let (true, Some(snapshot)) = (part.cut_at_end, guests.lanes.snapshot()) {
+                if let Err(e) = m.vm.prepare_restore(&snapshot) {
+                    eprintln!("daxtest: no standby VM for the power cut: {e:#}");
+                }
+            }
             let mut report = match self.run_part(m, p, spec, part, offset, t) {
                 Ok(report) => report,
                 Err(mut run) => {
+                    if let Some(g) = guests.up.as_mut() {
+                        g.vm.drop_standby();
+                    }
                     // What the parts before the cut logged belongs to the case too.
                     if let Some(earlier) = merged {
                         let mut log = earlier.kernel_log;
@@ -617,6 +626,9 @@ impl Runner<'_> {
             offset += part.steps.len();
             let into = merged.as_mut().expect("set above");
             if !into.awaiting_power_cut {
+                if let Some(g) = guests.up.as_mut() {
+                    g.vm.drop_standby();
+                }
                 break;
             }
             // A store_loop runs on: the cut comes at a moment drawn from the case's seed.
