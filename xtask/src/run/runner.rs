@@ -368,7 +368,6 @@ impl Runner<'_> {
     ) -> CaseResult {
         let mut first_attempt = true;
         loop {
-            let booting = guests.up.is_none().then(Instant::now);
             let Some(guest) = self.guest(guests, emit) else {
                 let log = guests
                     .boot_failures
@@ -381,13 +380,7 @@ impl Runner<'_> {
                 return self.result(p, Status::Error, why, t.elapsed());
             };
             let started_on = guest.number;
-            let waited = booting.map(|b| b.elapsed());
             let mut run = self.run_case(guests, p, spec, xfail, emit);
-            // The case waited for its VM (a boot or a restore): its time, not the host's.
-            if let Some(waited) = waited {
-                let micros = waited.as_micros() as u64;
-                run.result.phases.insert(0, CasePhase { name: "vm-ready".into(), micros });
-            }
             // The VM that is up now, unless the case ended it (or no VM came after a cut).
             run.result.vm = Some(guests.up.as_ref().map_or(started_on, |g| g.number));
             if let Some(guest) = guests.up.as_mut() {
