@@ -166,7 +166,7 @@ pub struct Test {
     pub jobs: u16,
     /// Boot every VM. By default, when cases need VMs after the first (power cuts, fresh VMs),
     /// the first VM's state is saved once it is ready and the later ones are restored from it
-    /// (about 1 s instead of a boot and module loading; the NVDIMMs are not in the snapshot).
+    /// (0.2 to 0.8 s instead of a boot and module loading; the NVDIMMs are not in the snapshot).
     #[arg(long)]
     pub no_boot_snapshot: bool,
     /// Run every case's mkfs in the guest. By default (NVDIMM kinds) the run's first case with
