@@ -103,9 +103,20 @@ mod tests {
                 std::fs::write(d.path().join(n).join("pid"), pid.to_string()).unwrap();
             }
         }
-        let mut removed = sweep(d.path(), &[".tmp-", "vm-"]);
+        // The KVM probe's directories: tempfile's random part, then the pid.
+        for n in [format!("kvm-probe-x9Yz-{me}"), format!("kvm-probe-x9Yz-{dead}")] {
+            std::fs::create_dir(d.path().join(n)).unwrap();
+        }
+        let mut removed = sweep(d.path(), &[".tmp-", "vm-", "kvm-probe-"]);
         removed.sort();
         let dp = d.path().display();
-        assert_eq!(removed, [format!("{dp}/.tmp-abc-{dead}"), format!("{dp}/vm-dead")]);
+        assert_eq!(
+            removed,
+            [
+                format!("{dp}/.tmp-abc-{dead}"),
+                format!("{dp}/kvm-probe-x9Yz-{dead}"),
+                format!("{dp}/vm-dead")
+            ]
+        );
     }
 }

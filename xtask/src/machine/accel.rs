@@ -85,7 +85,12 @@ fn probe_kvm(image: &Image, cache: &Path) -> anyhow::Result<(bool, String)> {
     }
     eprintln!("daxtest: checking whether KVM works here (once; the verdict is cached)");
     std::fs::create_dir_all(cache)?;
-    let dir = tempfile::Builder::new().prefix("kvm-probe-").tempdir_in(cache)?;
+    // Named with our pid last: another run's sweep removes only the probe directories of runs
+    // that are gone (a name without a pid read as a dead run's, and went under a live probe).
+    let dir = tempfile::Builder::new()
+        .prefix("kvm-probe-")
+        .suffix(&format!("-{}", std::process::id()))
+        .tempdir_in(cache)?;
     let serial = dir.path().join("serial.log");
     let config = QemuConfig {
         accel: Accel::Kvm,
