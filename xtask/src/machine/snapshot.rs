@@ -191,11 +191,9 @@ impl Vm {
         let _ = std::fs::remove_file(&serial_log);
         let _ = std::fs::remove_file(&monitor);
         let mut config = self.config.clone();
-        let port = match config.ssh_port {
-            Some(_) => crate::machine::vm::free_port()?,
-            None => 0,
-        };
-        config.ssh_port = config.ssh_port.map(|_| port);
+        if config.ssh_port.is_some() {
+            config.ssh_port = Some(crate::machine::vm::free_port()?);
+        }
         config.serial_log = serial_log.clone();
         config.monitor = Some(monitor.clone());
         config.incoming = true;
@@ -207,7 +205,7 @@ impl Vm {
             start_loading(&mut m, &source)?;
             Ok(m)
         });
-        self.standby = Some(Standby { qemu, config, port, serial_log, monitor, loading });
+        self.standby = Some(Standby { qemu, config, serial_log, monitor, loading });
         Ok(())
     }
 
@@ -265,8 +263,8 @@ impl Vm {
         standby.config.serial_log = self.serial_log.clone();
         standby.config.monitor = Some(self.monitor_path());
         self.command_line = crate::machine::qemu::command_line(&standby.config);
+        self.port = standby.config.ssh_port.unwrap_or(self.port);
         self.config = standby.config;
-        self.port = standby.port;
         // The killed QEMU is reaped as it goes.
         self.qemu = standby.qemu;
         // The snapshot was taken of a stopped guest: it comes back stopped.
@@ -324,7 +322,6 @@ impl Vm {
 pub(super) struct Standby {
     qemu: Qemu,
     config: QemuConfig,
-    port: u16,
     serial_log: PathBuf,
     monitor: PathBuf,
     /// Connects to the monitor and starts the load; the monitor, once the load began.
