@@ -1,11 +1,14 @@
 //! Host packages: finds which of the recipe's host and guest files are missing and installs their
 //! Debian packages when running as root on Debian/Ubuntu, or says the exact command to run.
-//! Installing never removes a package: on a fresh machine, installing qemu-system-x86 once removed
-//! an installed newer qemu-utils. apt's plan is simulated first, and a plan that removes anything
-//! is left to the user, with the command that would carry it out.
+//! Installing never removes a package: on a fresh machine, installing qemu-system-x86 from Debian 12
+//! would remove the qemu-utils 10.0 from bookworm-backports that the machine came with (it breaks
+//! qemu-system-common << 8.0). apt's plan is simulated first; a plan that removes anything is tried
+//! again with the release's backports preferred (what such a package came from), and one that
+//! still removes something is left to the user, with the command that would carry it out.
 
+use crate::machine::kernel::apt::Apt;
 use crate::recipe::{HostFile, Recipe};
-use anyhow::bail;
+use anyhow::{bail, Context};
 use std::collections::BTreeSet;
 use std::path::Path;
 use xshell::{cmd, Shell};
@@ -55,6 +58,58 @@ fn removal_refused(packages: &[String], removed: &[String]) -> String {
     )
 }
 
+/// apt's plan for installing `packages` (`apt-get -s install`, in the C locale so that its lines
+/// can be read).
+fn simulate(
+    sh: &Shell,
+    apt: &Apt,
+    target: &[String],
+    packages: &[String],
+) -> anyhow::Result<String> {
+    let o = apt.options();
+    cmd!(sh, "apt-get {o...} -s install --no-install-recommends {target...} {packages...}")
+        .env("LC_ALL", "C")
+        .read()
+        .with_context(|| format!("simulating the install from {}", apt.describe()))
+}
+
+/// The host's release's backports beside its sources, when installing `packages` from there
+/// (`-t CODENAME-backports`) removes nothing: the lists' directory, the apt and the suite. The
+/// lists are fetched into a directory of their own: the host's apt configuration is not changed.
+fn backports(
+    sh: &Shell,
+    packages: &[String],
+) -> anyhow::Result<Option<(tempfile::TempDir, Apt, String)>> {
+    let release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let Some(codename) = codename(&release) else { return Ok(None) };
+    let suite = format!("{codename}-backports");
+    let dir = tempfile::Builder::new().prefix("daxtest-apt-").tempdir()?;
+    let apt = Apt::beside_host(dir.path(), &backports_line(&suite));
+    apt.update(sh)?;
+    let plan = simulate(sh, &apt, &["-t".into(), suite.clone()], packages)?;
+    Ok(removals(&plan).is_empty().then_some((dir, apt, suite)))
+}
+
+/// A Debian release's codename from /etc/os-release (`VERSION_CODENAME=bookworm`); None on
+/// another distribution, whose backports, if any, live elsewhere.
+pub fn codename(os_release: &str) -> Option<&str> {
+    let field = |key: &str| {
+        os_release.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().trim_matches('"'))
+    };
+    (field("ID=")? == "debian")
+        .then(|| field("VERSION_CODENAME="))
+        .flatten()
+        .filter(|c| !c.is_empty())
+}
+
+/// The sources.list line of a Debian backports suite.
+fn backports_line(suite: &str) -> String {
+    format!(
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+         http://deb.debian.org/debian {suite} main"
+    )
+}
+
 /// Makes sure every host and guest tool of the recipe is present.
 pub fn ensure(sh: &Shell, recipe: &Recipe) -> anyhow::Result<()> {
     let all: Vec<HostFile> = recipe
@@ -85,16 +140,31 @@ pub fn ensure_files(sh: &Shell, files: &[HostFile]) -> anyhow::Result<()> {
     }
     eprintln!("daxtest: installing missing host packages: {}", missing.join(" "));
     cmd!(sh, "apt-get update -q").env("DEBIAN_FRONTEND", "noninteractive").run()?;
-    // The plan first, in the C locale so that its lines can be read.
-    let plan = cmd!(sh, "apt-get -s install --no-install-recommends {packages...}")
-        .env("LC_ALL", "C")
-        .read()?;
-    let removed = removals(&plan);
-    if !removed.is_empty() {
-        bail!("{}", removal_refused(&missing, &removed));
-    }
+    let removed = removals(&simulate(sh, &Apt::Host, &[], packages)?);
+    // Kept until the install is done: the backports' lists and downloads.
+    let mut lists = None;
+    let (apt, target) = match removed.is_empty() {
+        true => (Apt::Host, vec![]),
+        false => match backports(sh, packages) {
+            Ok(Some((dir, apt, suite))) => {
+                eprintln!(
+                    "daxtest: from the host's sources they would remove {}; from {suite} they \
+                     remove nothing: installing from there",
+                    removed.join(" ")
+                );
+                lists = Some(dir);
+                (apt, vec!["-t".to_string(), suite])
+            }
+            Ok(None) => bail!(
+                "{}\n(nor did the release's backports offer them without a removal)",
+                removal_refused(&missing, &removed)
+            ),
+            Err(e) => bail!("{}\n({e:#})", removal_refused(&missing, &removed)),
+        },
+    };
+    let o = apt.options();
     // --no-remove as well: the plan may change between the simulation and the install.
-    cmd!(sh, "apt-get install -y -q --no-install-recommends --no-remove {packages...}")
+    cmd!(sh, "apt-get {o...} install -y -q --no-install-recommends --no-remove {target...} {packages...}")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .run()
         .map_err(|e| {
@@ -106,6 +176,7 @@ pub fn ensure_files(sh: &Shell, files: &[HostFile]) -> anyhow::Result<()> {
                 missing.join(" ")
             )
         })?;
+    drop(lists);
     let still = missing_packages(files);
     if !still.is_empty() {
         bail!("installed {} but files of {} are still missing", missing.join(" "), still.join(" "));
@@ -168,5 +239,20 @@ Conf chrony (4.3-2+deb12u3 Debian:12.15/oldstable [amd64])
         // Several removals, each named once by its package (not its version).
         let two = "Remv qemu-utils [1:9.2+ds-1]\nRemv qemu-block-extra [1:9.2+ds-1]\nInst x (1)\n";
         assert_eq!(removals(two), vec!["qemu-utils", "qemu-block-extra"]);
+    }
+
+    #[test]
+    fn the_codename_is_debians_only() {
+        let bookworm = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\n\
+                        VERSION_CODENAME=bookworm\nID=debian\n";
+        assert_eq!(codename(bookworm), Some("bookworm"));
+        assert_eq!(
+            backports_line("bookworm-backports").split(' ').nth(3),
+            Some("bookworm-backports")
+        );
+        // Ubuntu's backports are a suite of its own archive, not Debian's.
+        assert_eq!(codename("ID=ubuntu\nVERSION_CODENAME=noble\n"), None);
+        assert_eq!(codename("ID=debian\nVERSION_CODENAME=\n"), None);
+        assert_eq!(codename(""), None);
     }
 }

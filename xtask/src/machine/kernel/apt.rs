@@ -12,8 +12,9 @@ use xshell::{cmd, Shell};
 pub enum Apt {
     /// The host's apt configuration, as `apt-get` uses it.
     Host,
-    /// One sources.list line (`deb [signed-by=...] URI SUITE COMPONENT`) in a directory of its own.
-    Private { line: String, dir: PathBuf },
+    /// One sources.list line (`deb [signed-by=...] URI SUITE COMPONENT`) in a directory of its own;
+    /// with `and_host`, the host's sources beside it (read, never written).
+    Private { line: String, dir: PathBuf, and_host: bool },
 }
 
 impl Apt {
@@ -21,21 +22,27 @@ impl Apt {
     /// lists rather than the old source's.
     pub fn private(cache: &Path, line: &str) -> Apt {
         let hash = crate::names::hash(line.as_bytes());
-        Apt::Private { line: line.to_string(), dir: cache.join("apt").join(hash) }
+        Apt::Private { line: line.to_string(), dir: cache.join("apt").join(hash), and_host: false }
+    }
+
+    /// The host's sources and `line`, with lists and cache of their own in `dir`.
+    pub fn beside_host(dir: &Path, line: &str) -> Apt {
+        Apt::Private { line: line.to_string(), dir: dir.to_path_buf(), and_host: true }
     }
 
     /// `-o` options that point apt at the private source's files alone.
     pub fn options(&self) -> Vec<String> {
-        let Apt::Private { dir, .. } = self else { return vec![] };
+        let Apt::Private { dir, and_host, .. } = self else { return vec![] };
         let d = dir.display();
         [
-            format!("Dir::Etc::SourceList={d}/sources.list"),
+            Some(format!("Dir::Etc::SourceList={d}/sources.list")),
             // No sources.list.d: the host's other sources stay out.
-            "Dir::Etc::SourceParts=/dev/null".into(),
-            format!("Dir::State::Lists={d}/lists"),
-            format!("Dir::Cache={d}/cache"),
+            (!and_host).then(|| "Dir::Etc::SourceParts=/dev/null".into()),
+            Some(format!("Dir::State::Lists={d}/lists")),
+            Some(format!("Dir::Cache={d}/cache")),
         ]
         .into_iter()
+        .flatten()
         .flat_map(|o| ["-o".to_string(), o])
         .collect()
     }
@@ -44,7 +51,10 @@ impl Apt {
     pub fn describe(&self) -> String {
         match self {
             Apt::Host => "the host's apt sources".into(),
-            Apt::Private { line, .. } => format!("`{line}`"),
+            Apt::Private { line, and_host: false, .. } => format!("`{line}`"),
+            Apt::Private { line, and_host: true, .. } => {
+                format!("the host's apt sources and `{line}`")
+            }
         }
     }
 
@@ -55,7 +65,7 @@ impl Apt {
 
     /// `apt-get update` (for a private source: of that source alone, into its own lists).
     pub fn update(&self, sh: &Shell) -> anyhow::Result<()> {
-        if let Apt::Private { line, dir } = self {
+        if let Apt::Private { line, dir, .. } = self {
             for sub in ["lists/partial", "cache/archives/partial"] {
                 std::fs::create_dir_all(dir.join(sub))
                     .with_context(|| format!("creating {}", dir.join(sub).display()))?;
@@ -170,6 +180,10 @@ mod tests {
             ]
         );
         assert!(Apt::Host.options().is_empty());
+        // Beside the host's sources: sources.list.d stays in.
+        let beside = Apt::beside_host(Path::new("/b"), "deb http://deb.debian.org/debian x main");
+        assert_eq!(beside.options().len(), 6);
+        assert!(!beside.options().iter().any(|o| o.contains("SourceParts")));
         assert_ne!(apt, Apt::private(Path::new("/c"), "deb http://deb.debian.org/debian sid main"));
     }
 
