@@ -50,6 +50,15 @@ fn check_isolation(file: &str) {
         0,
         "the late warning was never logged: its process died with its case"
     );
+    // The run's mkfs image is kept beside the guest image for later runs (machine::mkfs_image).
+    let line = results["kernels"][0]["qemu_command_lines"][0].as_str().unwrap();
+    let initrd = line.split(' ').skip_while(|w| *w != "-initrd").nth(1).unwrap();
+    let kept = std::path::Path::new(initrd).with_file_name("mkfs");
+    let names: Vec<String> = std::fs::read_dir(&kept)
+        .unwrap_or_else(|e| panic!("{}: {e}", kept.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("xfs-") && n.ends_with(".img")), "{names:?}");
     let console = text(&out.stderr);
     assert!(
         console.contains(

@@ -99,6 +99,68 @@ impl MkfsImage {
     }
 }
 
+/// The first line of a saved image: a file that does not begin so is no image of ours.
+const MAGIC: &[u8] = b"daxtest mkfs image 1\n";
+
+impl MkfsImage {
+    /// Writes the image to `path` (a temporary file renamed into place: a run reading it at the
+    /// same time sees the old file or the new one). After the magic line, each run as its offset
+    /// and length (8 bytes each, little-endian), then its bytes.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let mut bytes = MAGIC.to_vec();
+        for (off, run) in &self.runs {
+            bytes.extend(off.to_le_bytes());
+            bytes.extend((run.len() as u64).to_le_bytes());
+            bytes.extend(run);
+        }
+        let dir = path.parent().context("an image file's directory")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+    }
+
+    /// The image [`MkfsImage::save`] wrote to `path`; None when there is none. A file that is not
+    /// one whole image is an error (the caller takes the image anew).
+    pub fn load(path: &Path) -> anyhow::Result<Option<MkfsImage>> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).context(format!("reading {}", path.display())),
+        };
+        let mut rest = bytes
+            .strip_prefix(MAGIC)
+            .with_context(|| format!("{} is not a saved mkfs image", path.display()))?;
+        let mut runs = Vec::new();
+        while !rest.is_empty() {
+            let number = |at: &[u8]| at.try_into().map(u64::from_le_bytes).ok();
+            let run = (|| {
+                let (off, len) = (number(rest.get(..8)?)?, number(rest.get(8..16)?)?);
+                let data = rest.get(16..16usize.checked_add(usize::try_from(len).ok()?)?)?;
+                Some((off, data))
+            })();
+            let (off, data) =
+                run.with_context(|| format!("{} ends inside a run", path.display()))?;
+            runs.push((off, data.to_vec()));
+            rest = &rest[16 + data.len()..];
+        }
+        Ok(Some(MkfsImage { runs }))
+    }
+}
+
+/// Where the image of one mkfs (`fs` and its `options`) on a device of `kind` and `size` bytes is
+/// kept, in the guest image's directory `image_dir`.
+pub fn cache_path(
+    image_dir: &Path,
+    kind: daxtest_proto::Device,
+    size: u64,
+    fs: daxtest_proto::case::Fs,
+    options: &[String],
+) -> std::path::PathBuf {
+    let key = format!("{kind} {size} {fs} {}", options.join("\0"));
+    image_dir.join("mkfs").join(format!("{fs}-{}.img", crate::names::hash(key.as_bytes())))
+}
+
 /// Zeroes `file` from `start` to its end: punched out, so the blocks cost nothing until written.
 pub fn zero(file: &Path, start: u64) -> anyhow::Result<()> {
     let f = OpenOptions::new()
@@ -152,6 +214,43 @@ mod tests {
         f.write_all_at(&vec![0xee; 8 << 20], START).unwrap();
         image.write(&path, START).unwrap();
         assert!(read(&path) == made, "the device differs from mkfs's on zeroes");
+    }
+
+    #[test]
+    fn a_saved_image_loads_as_it_was_and_a_damaged_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = MkfsImage { runs: vec![(0, b"XFSB".repeat(1024)), (3 << 20, vec![7; 8192])] };
+        let path = dir.path().join("mkfs").join("xfs.img");
+        assert_eq!(MkfsImage::load(&path).unwrap(), None);
+        image.save(&path).unwrap();
+        assert_eq!(MkfsImage::load(&path).unwrap(), Some(image));
+        // Cut short, or not ours at all.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        let e = MkfsImage::load(&path).unwrap_err().to_string();
+        assert!(e.ends_with("ends inside a run"), "{e}");
+        std::fs::write(&path, b"XFSB").unwrap();
+        assert!(MkfsImage::load(&path).is_err());
+        // An empty image (mkfs wrote nothing) is one too.
+        let empty = MkfsImage { runs: vec![] };
+        empty.save(&path).unwrap();
+        assert_eq!(MkfsImage::load(&path).unwrap(), Some(empty));
+    }
+
+    #[test]
+    fn each_mkfs_device_kind_and_size_has_a_file_of_its_own() {
+        use daxtest_proto::Device;
+        let d = Path::new("/img");
+        let p = |kind, size, fs, opts: &[&str]| {
+            cache_path(d, kind, size, fs, &opts.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        };
+        let xfs = p(Device::Nvdimm, 1 << 30, Fs::Xfs, &["-m", "reflink=1"]);
+        assert!(xfs.starts_with("/img/mkfs") && xfs.to_string_lossy().contains("/xfs-"));
+        assert_eq!(xfs, p(Device::Nvdimm, 1 << 30, Fs::Xfs, &["-m", "reflink=1"]));
+        assert_ne!(xfs, p(Device::Nvdimm4k, 1 << 30, Fs::Xfs, &["-m", "reflink=1"]));
+        assert_ne!(xfs, p(Device::Nvdimm, 2 << 30, Fs::Xfs, &["-m", "reflink=1"]));
+        assert_ne!(xfs, p(Device::Nvdimm, 1 << 30, Fs::Xfs, &["-m reflink=1"]));
+        assert_ne!(xfs, p(Device::Nvdimm, 1 << 30, Fs::Ext4, &["-m", "reflink=1"]));
     }
 
     #[test]

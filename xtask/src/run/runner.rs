@@ -709,7 +709,8 @@ impl Runner<'_> {
         let image = match known {
             Some(image) => image?,
             None => {
-                let taken = take_mkfs_image(&mut m.ready, part, file, start)
+                let taken = self
+                    .saved_or_taken(&mut m.ready, part, file, start)
                     .map_err(|e| eprintln!("daxtest: {e:#}; cases run their own mkfs {key:?}"))
                     .ok()
                     .map(Arc::new);
@@ -723,6 +724,39 @@ impl Runner<'_> {
         }
         part.formatted = true;
         Some(CasePhase { name: "format".into(), micros: t.elapsed().as_micros() as u64 })
+    }
+
+    /// The image of the part's mkfs that an earlier run kept for this guest image, device kind
+    /// and size; else taken now in the guest (and kept). A kept file that is not a whole image of
+    /// that filesystem is taken anew.
+    fn saved_or_taken(
+        &self,
+        ready: &mut Booted,
+        part: &CaseSpec,
+        file: &Path,
+        start: u64,
+    ) -> anyhow::Result<MkfsImage> {
+        let size = std::fs::metadata(file)?.len().saturating_sub(start);
+        let kept = crate::machine::mkfs_image::cache_path(
+            &self.image.dir,
+            self.vm_options.device,
+            size,
+            part.fs,
+            &part.mkfs_options,
+        );
+        match MkfsImage::load(&kept) {
+            Ok(Some(image)) if image.holds(part.fs) => return Ok(image),
+            Ok(Some(_)) => {
+                eprintln!("daxtest: {} holds no {}; taken anew", kept.display(), part.fs)
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("daxtest: {e:#}; taken anew"),
+        }
+        let image = take_mkfs_image(ready, part, file, start)?;
+        if let Err(e) = image.save(&kept) {
+            eprintln!("daxtest: keeping the mkfs image for later runs: {e:#}");
+        }
+        Ok(image)
     }
 
     /// Runs one part of a case (the whole case, unless it cuts the power) in the guest's agent:
