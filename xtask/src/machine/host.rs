@@ -6,7 +6,7 @@
 //! again with the release's backports preferred (what such a package came from), and one that
 //! still removes something is left to the user, with the command that would carry it out.
 
-use crate::machine::kernel::apt::Apt;
+use crate::machine::apt::Apt;
 use crate::recipe::{HostFile, Recipe};
 use anyhow::{bail, Context};
 use std::collections::BTreeSet;

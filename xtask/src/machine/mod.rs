@@ -3,6 +3,7 @@
 //! nothing of scenarios' steps or verdicts; uses only the crate's support modules.
 
 pub mod accel;
+pub mod apt;
 pub mod host;
 pub mod image;
 pub mod kernel;

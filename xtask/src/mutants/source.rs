@@ -8,7 +8,7 @@
 //! anything else.
 
 use super::Mutant;
-use crate::machine::kernel::apt::Apt;
+use crate::machine::apt::Apt;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,6 @@
 //! layout of an installed kernel, and resolves the modules the guest must load, with their
 //! dependencies, from the package's own metadata.
 
-pub mod apt;
 pub mod build;
 pub mod config;
 pub mod kconfig;
@@ -11,10 +10,10 @@ mod modules;
 
 pub use modules::{resolve_modules, Chain};
 
+use crate::machine::apt::{self, Apt};
 use crate::recipe::{DebianKernel, Recipe};
 use crate::version::KernelVersion;
 use anyhow::{bail, Context};
-use apt::Apt;
 use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 

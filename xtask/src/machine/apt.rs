@@ -1,7 +1,9 @@
-//! apt for kernel packages: the host's own sources, or a source the host does not have (Debian
-//! unstable for the newest kernel) through a private sources list whose lists and cache live under
-//! daxtest's cache. Every apt call on a private source names its own files with `-o` options, so
-//! the host's /etc/apt and /var/lib/apt are read for nothing and written never.
+//! apt for kernel and host packages: the host's own sources, or a source the host does not have
+//! (Debian unstable for the newest kernel; the release's backports for a host package that would
+//! otherwise remove one) through a private sources list whose lists and cache live under
+//! daxtest's cache or a directory of their own. Every apt call on a private source names its own
+//! files with `-o` options, so the host's /etc/apt is read only for its sources beside one (the
+//! backports) and /var/lib/apt is never written.
 
 use anyhow::Context;
 use std::path::{Path, PathBuf};
