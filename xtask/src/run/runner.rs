@@ -508,7 +508,7 @@ impl Runner<'_> {
     /// Whether to take a boot snapshot: cases will need a VM other than the lanes' first (a
     /// power cut, or a case that asks for a fresh VM; a crash or hang needs one too, but cannot
     /// be foreseen), and the device is an NVDIMM. Restored virtio-pmem guests hung at their
-    /// first flush (mkfs blocked in the kernel, QEMU 7.2), and memmap's pmem is guest RAM.
+    /// first flush (mkfs blocked in the kernel, QEMU 7.2 and 10.0), and memmap's pmem is guest RAM.
     fn snapshot_wanted(&self, planned: &[PlannedCase]) -> bool {
         self.vm_options.device.is_nvdimm()
             && planned.iter().any(|p| match &p.resolution {
