@@ -1,10 +1,11 @@
 //! Host packages: finds which of the recipe's host and guest files are missing and installs their
 //! Debian packages when running as root on Debian/Ubuntu, or says the exact command to run.
-//! Installing never removes a package: on a fresh machine, installing qemu-system-x86 from Debian 12
-//! would remove the qemu-utils 10.0 from bookworm-backports that the machine came with (it breaks
-//! qemu-system-common << 8.0). apt's plan is simulated first; a plan that removes anything is tried
-//! again with the release's backports preferred (what such a package came from), and one that
-//! still removes something is left to the user, with the command that would carry it out.
+//! Installing never removes a package: on a fresh machine, installing qemu-system-x86 from
+//! Debian 12 would remove the qemu-utils 10.0 from bookworm-backports that the machine came with
+//! (it breaks qemu-system-common << 8.0). apt's plan is simulated first; a plan that removes
+//! anything is tried again with the release's backports preferred (what such a package came
+//! from), and one that still removes something is left to the user, with the command that would
+//! carry it out.
 
 use crate::machine::apt::Apt;
 use crate::recipe::{HostFile, Recipe};
@@ -164,7 +165,8 @@ pub fn ensure_files(sh: &Shell, files: &[HostFile]) -> anyhow::Result<()> {
     };
     let o = apt.options();
     // --no-remove as well: the plan may change between the simulation and the install.
-    cmd!(sh, "apt-get {o...} install -y -q --no-install-recommends --no-remove {target...} {packages...}")
+    let flags = ["-y", "-q", "--no-install-recommends", "--no-remove"];
+    cmd!(sh, "apt-get {o...} install {flags...} {target...} {packages...}")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .run()
         .map_err(|e| {
