@@ -142,10 +142,9 @@ pub fn ensure_files(sh: &Shell, files: &[HostFile]) -> anyhow::Result<()> {
     eprintln!("daxtest: installing missing host packages: {}", missing.join(" "));
     cmd!(sh, "apt-get update -q").env("DEBIAN_FRONTEND", "noninteractive").run()?;
     let removed = removals(&simulate(sh, &Apt::Host, &[], packages)?);
-    // Kept until the install is done: the backports' lists and downloads.
-    let mut lists = None;
-    let (apt, target) = match removed.is_empty() {
-        true => (Apt::Host, vec![]),
+    // `_lists`, the backports' lists and downloads, stays until the install is done.
+    let (apt, target, _lists) = match removed.is_empty() {
+        true => (Apt::Host, vec![], None),
         false => match backports(sh, packages) {
             Ok(Some((dir, apt, suite))) => {
                 eprintln!(
@@ -153,8 +152,7 @@ pub fn ensure_files(sh: &Shell, files: &[HostFile]) -> anyhow::Result<()> {
                      remove nothing: installing from there",
                     removed.join(" ")
                 );
-                lists = Some(dir);
-                (apt, vec!["-t".to_string(), suite])
+                (apt, vec!["-t".to_string(), suite], Some(dir))
             }
             Ok(None) => bail!(
                 "{}\n(nor did the release's backports offer them without a removal)",
@@ -178,7 +176,6 @@ pub fn ensure_files(sh: &Shell, files: &[HostFile]) -> anyhow::Result<()> {
                 missing.join(" ")
             )
         })?;
-    drop(lists);
     let still = missing_packages(files);
     if !still.is_empty() {
         bail!("installed {} but files of {} are still missing", missing.join(" "), still.join(" "));

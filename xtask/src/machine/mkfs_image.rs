@@ -103,8 +103,8 @@ impl MkfsImage {
 const MAGIC: &[u8] = b"daxtest mkfs image 1\n";
 
 impl MkfsImage {
-    /// Writes the image to `path` (a temporary file renamed into place: a run reading it at the
-    /// same time sees the old file or the new one). After the magic line, each run as its offset
+    /// Writes the image to `path` (whole: a run reading it at the same time sees the old file or
+    /// the new one). After the magic line, each run as its offset
     /// and length (8 bytes each, little-endian), then its bytes.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let mut bytes = MAGIC.to_vec();
@@ -113,11 +113,7 @@ impl MkfsImage {
             bytes.extend((run.len() as u64).to_le_bytes());
             bytes.extend(run);
         }
-        let dir = path.parent().context("an image file's directory")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+        crate::machine::vm::write_whole(path, &bytes)
     }
 
     /// The image [`MkfsImage::save`] wrote to `path`; None when there is none. A file that is not

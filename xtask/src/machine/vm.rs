@@ -282,6 +282,23 @@ pub(super) fn read_start(path: &Path, len: usize) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Writes `bytes` as the file at `path` (its directory made if need be), whole: they go to a
+/// temporary file beside it, renamed into place, so a run reading it meanwhile sees the old file
+/// or the new one, and a failed write leaves neither. Readable by all, as `std::fs::write` makes
+/// it under the usual umask.
+pub(super) fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().context("a file's directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    tmp.write_all(bytes).with_context(|| format!("writing {}", tmp.path().display()))?;
+    tmp.persist(path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
 /// Where an fsdax namespace's info block (struct nd_pfn_sb, drivers/nvdimm/pfn.h) lies in a
 /// backing file (a label-less NVDIMM is one namespace from its first byte).
 pub(super) const INFO_BLOCK: std::ops::Range<usize> = 4096..8192;
@@ -619,17 +636,13 @@ impl Vm {
             eprintln!("daxtest: {} holds no fsdax info block; not keeping it", nv.path.display());
             return Ok(());
         }
-        std::fs::create_dir_all(&self.templates)?;
         let path = FsdaxTemplate::path(
             &self.templates,
             &self.kernel_release,
             nv.size,
             self.options.device,
         );
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&tmp, &head)?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(())
+        write_whole(&path, &head)
     }
 
     /// Waits for QEMU to exit on its own (a bare boot powering off).
